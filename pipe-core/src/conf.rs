@@ -1,0 +1,215 @@
+//! Per-pipe configuration: P2PD's `NET_CONF`, typed, validated, and passed by value.
+//!
+//! Every key of P2PD's `NET_CONF` is here with P2PD's default (durations are `Duration`, not
+//! seconds), except `loop`, which is the driver crate you pick (pipe-tokio or pipe-smol).
+//! Unlike P2PD, every key reaches the pipe it was given to: there is no global conf.
+//! `max_qsize` defaults to 1024 (P2PD: 0 = unbounded): pass 0 to opt into unbounded queues.
+//! The keys after `send_retry` are this project's additions (DESIGN.md §5).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::ConfError;
+
+/// How a TCP byte stream is cut into messages.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// Each read is one message, as P2PD does: chunks may merge or split.
+    #[default]
+    Raw,
+    /// A 4-byte big-endian length, then that many bytes. A declared length over `max` ends the
+    /// connection before anything is allocated for it.
+    LengthPrefixed {
+        /// The largest payload accepted or sent.
+        max: usize,
+    },
+    /// Messages end with `delim` (not part of the message). More than `max` bytes without a
+    /// delimiter ends the connection.
+    Delimited {
+        /// The delimiter, e.g. `b"\n"`.
+        delim: Bytes,
+        /// The largest message accepted or sent, delimiter excluded.
+        max: usize,
+    },
+}
+
+/// What identifies a duplicate when `enable_msg_ids` is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DedupKey {
+    /// Sender IP and payload, as P2PD: the same payload from two ports of one host is a duplicate.
+    #[default]
+    Ip,
+    /// Sender IP, port and payload.
+    IpPort,
+}
+
+/// Configuration of one pipe. Build with `Conf::default()` and struct update syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conf {
+    /// Bound on one DNS resolution. P2PD: 2 s.
+    pub dns_timeout: Duration,
+    /// Wrap TCP in TLS. TLS lands in a later issue; `true` is refused by [`Conf::validate`].
+    pub use_ssl: bool,
+    /// Bound on the TLS handshake. P2PD: 4 s (and unused there).
+    pub ssl_handshake: Duration,
+    /// The `protocol` argument of `socket(2)`. P2PD: 0.
+    pub sock_proto: i32,
+    /// Default wait of `recv` when no timeout is passed. P2PD: 2 s.
+    pub recv_timeout: Duration,
+    /// Bound on a TCP connect. P2PD: 2 s.
+    pub con_timeout: Duration,
+    /// Messages held per subscription queue; the oldest is dropped when full. 0 = unbounded.
+    pub max_qsize: usize,
+    /// Drop duplicate messages (keyed by [`DedupKey`]).
+    pub enable_msg_ids: bool,
+    /// How many message ids the dedup window remembers (least recently seen evicted). P2PD: 1000.
+    pub max_msg_ids: usize,
+    /// Set SO_REUSEADDR and SO_REUSEPORT before binding.
+    pub reuse_addr: bool,
+    /// Set SO_BROADCAST.
+    pub broadcast: bool,
+    /// Size of the read buffer: the largest TCP chunk read at once. P2PD: 64 KiB.
+    pub reader_limit: usize,
+    /// Return the configured socket instead of a pipe: use the driver's `open_socket`. A pipe
+    /// opened with this set is refused, so the flag is never silently ignored.
+    pub sock_only: bool,
+    /// Close the socket when opening fails. P2PD: true. With false the driver hands it back.
+    pub do_close: bool,
+    /// SO_LINGER: `None` leaves it off, `Some(d)` enables it with `d` (0 = reset on close).
+    pub linger: Option<Duration>,
+    /// Extra transmissions of a reliable send: tries = 1 + `send_retry`. P2PD: 2 (dead there).
+    pub send_retry: u32,
+    /// How TCP bytes become messages.
+    pub framing: Framing,
+    /// Bytes held per subscription queue (the oldest messages are dropped past it). 0 = unbounded.
+    pub max_queue_bytes: usize,
+    /// What makes two messages duplicates.
+    pub dedup_key: DedupKey,
+    /// Wait between reliable-UDP transmissions, and after the last one. P2PD: 3 s.
+    pub retry_interval: Duration,
+    /// Frame every datagram of this UDP pipe in P2PD's reliable-UDP format, so that
+    /// `send_reliable` works and plain sends stay unmangled for the peer.
+    pub reliable_udp: bool,
+    /// Reliable sends waiting for an ACK, per pipe. P2PD: 1000.
+    pub max_reliable_outstanding: usize,
+    /// Retransmitted sequence numbers remembered per pipe, to drop repeats.
+    pub reliable_window: usize,
+    /// Live connections per TCP server; more are closed at once.
+    pub max_connections: usize,
+    /// Accepted connections waiting for `accept()`; the oldest is dropped from the accept
+    /// queue (not closed) when full.
+    pub accept_backlog: usize,
+    /// Bytes queued for the socket before `send` waits (the write buffer, for backpressure).
+    pub max_out_bytes: usize,
+    /// Seed for sequence numbers. Drivers fill it with fresh entropy when left at 0.
+    pub seed: u64,
+}
+
+impl Default for Conf {
+    fn default() -> Self {
+        Self {
+            dns_timeout: Duration::from_secs(2),
+            use_ssl: false,
+            ssl_handshake: Duration::from_secs(4),
+            sock_proto: 0,
+            recv_timeout: Duration::from_secs(2),
+            con_timeout: Duration::from_secs(2),
+            max_qsize: 1024,
+            enable_msg_ids: false,
+            max_msg_ids: 1000,
+            reuse_addr: false,
+            broadcast: false,
+            reader_limit: 1 << 16,
+            sock_only: false,
+            do_close: true,
+            linger: None,
+            send_retry: 2,
+            framing: Framing::Raw,
+            max_queue_bytes: 16 << 20,
+            dedup_key: DedupKey::Ip,
+            retry_interval: Duration::from_secs(3),
+            reliable_udp: false,
+            max_reliable_outstanding: 1000,
+            reliable_window: 1024,
+            max_connections: 65_536,
+            accept_backlog: 1024,
+            max_out_bytes: 256 << 10,
+            seed: 0,
+        }
+    }
+}
+
+/// The largest declared frame any framing may accept: 64 MiB.
+pub const MAX_FRAME: usize = 64 << 20;
+
+impl Conf {
+    /// Check every value; the first bad key is reported.
+    pub fn validate(&self) -> Result<(), ConfError> {
+        let hour = Duration::from_secs(3600);
+        for (key, d) in [
+            ("dns_timeout", self.dns_timeout),
+            ("ssl_handshake", self.ssl_handshake),
+            ("recv_timeout", self.recv_timeout),
+            ("con_timeout", self.con_timeout),
+            ("retry_interval", self.retry_interval),
+        ] {
+            if d.is_zero() {
+                return Err(ConfError::ZeroDuration { key });
+            }
+            if d > hour {
+                return Err(ConfError::DurationTooLong { key, max: hour });
+            }
+        }
+        if self.linger.is_some_and(|l| l > Duration::from_secs(65_535)) {
+            return Err(ConfError::DurationTooLong {
+                key: "linger",
+                max: Duration::from_secs(65_535),
+            });
+        }
+        range("sock_proto", i64::from(self.sock_proto), 0, 255)?;
+        range("reader_limit", n(self.reader_limit), 512, 16 << 20)?;
+        range("max_msg_ids", n(self.max_msg_ids), 1, 1 << 24)?;
+        range("send_retry", i64::from(self.send_retry), 0, 100)?;
+        range("max_reliable_outstanding", n(self.max_reliable_outstanding), 1, 1 << 20)?;
+        range("reliable_window", n(self.reliable_window), 1, 1 << 20)?;
+        range("max_connections", n(self.max_connections), 1, 1 << 24)?;
+        range("accept_backlog", n(self.accept_backlog), 1, 1 << 20)?;
+        range("max_out_bytes", n(self.max_out_bytes), 1, 1 << 30)?;
+        match &self.framing {
+            Framing::Raw => {}
+            Framing::LengthPrefixed { max } => range("framing.max", n(*max), 1, n(MAX_FRAME))?,
+            Framing::Delimited { delim, max } => {
+                if delim.is_empty() {
+                    return Err(ConfError::EmptyDelimiter);
+                }
+                range("framing.delim", n(delim.len()), 1, 64)?;
+                range("framing.max", n(*max), 1, n(MAX_FRAME))?;
+            }
+        }
+        if self.use_ssl {
+            return Err(ConfError::Unsupported {
+                key: "use_ssl",
+                why: "TLS (rustls in the core) is not built yet",
+            });
+        }
+        Ok(())
+    }
+
+    /// The retransmission count as tries: `1 + send_retry`.
+    pub fn reliable_tries(&self) -> u32 {
+        1 + self.send_retry
+    }
+}
+
+fn range(key: &'static str, value: i64, min: i64, max: i64) -> Result<(), ConfError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfError::OutOfRange { key, value, min, max })
+    }
+}
+
+fn n(x: usize) -> i64 {
+    i64::try_from(x).unwrap_or(i64::MAX)
+}

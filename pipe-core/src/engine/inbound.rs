@@ -1,0 +1,196 @@
+//! The inbound pipeline, in P2PD's order with its bugs fixed:
+//! reliable-UDP control → dedup → links → callback event → subscriptions.
+//!
+//! Each sink is isolated: a failing forward never stops local delivery (P2PD skipped the
+//! callbacks and queues of a message whose forward raised), and every message that reaches no
+//! sink is counted.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Engine, Kind, State, MAX_EVENTS};
+use crate::addr::same_ip;
+use crate::event::{EndReason, Event, LinkTarget, Message, MessageId, Outcome, PipeId};
+use crate::rudp::{self, Frame};
+
+impl Engine {
+    /// A datagram arrived on a UDP pipe's socket.
+    pub fn handle_datagram(&mut self, now: Instant, pipe: PipeId, from: SocketAddr, data: &[u8]) {
+        self.tick(now);
+        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        if p.kind != Kind::Udp || !p.is_open() {
+            p.stats.ignored += 1;
+            return;
+        }
+        if !p.conf.reliable_udp {
+            self.deliver_slice(pipe, from, data);
+            return;
+        }
+        match rudp::decode(data) {
+            Err(e) => {
+                log::trace!("{pipe}: dropped datagram from {from}: {e}");
+                p.stats.malformed += 1;
+            }
+            Ok(Frame::Ack { seq }) => {
+                let matched = p.outstanding.get(&seq).is_some_and(|o| same_ip(o.dest.ip(), from.ip()) && o.dest.port() == from.port());
+                if !matched {
+                    p.stats.stray_acks += 1;
+                    return;
+                }
+                if let Some(o) = p.outstanding.remove(&seq) {
+                    self.timers.remove(&(o.deadline, pipe, seq));
+                }
+                p.stats.acked += 1;
+                self.events.push_back(Event::Reliable { pipe, id: MessageId(seq), outcome: Outcome::Acked });
+            }
+            Ok(Frame::Data { seq, payload }) => {
+                let fresh = p.seen.as_mut().is_none_or(|s| s.insert((canonical(from), seq)));
+                if !fresh {
+                    p.stats.reliable_repeats += 1;
+                }
+                // Ack every copy: the first ACK may have been lost.
+                self.push_internal(pipe, from, rudp::encode(seq, rudp::FLAG_ACK, &[]));
+                if fresh {
+                    self.deliver_slice(pipe, from, payload);
+                }
+            }
+            Ok(Frame::Plain { payload }) => self.deliver_slice(pipe, from, payload),
+        }
+    }
+
+    /// Bytes arrived on a TCP connection. All of `data` is consumed: complete frames go through
+    /// the pipeline, a partial frame is buffered (within the framing limit). A frame over the
+    /// limit ends the connection with [`EndReason::FrameTooLarge`].
+    pub fn handle_stream(&mut self, now: Instant, pipe: PipeId, data: &[u8]) {
+        self.tick(now);
+        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        if !p.kind.is_stream() || !p.is_open() {
+            p.stats.ignored += 1;
+            return;
+        }
+        let Some(from) = p.dest else { return };
+        let plain = p.session.inbound(data);
+        let Some(deframer) = p.deframer.as_mut() else { return };
+        let mut frames = std::mem::take(&mut self.scratch);
+        let result = deframer.feed(plain, &mut |f| frames.push(f));
+        for f in frames.drain(..) {
+            self.deliver(pipe, from, f);
+        }
+        self.scratch = frames;
+        if let Err(e) = result {
+            log::debug!("{pipe}: frame of {} bytes over the limit of {}", e.len, e.max);
+            self.end(pipe, State::PeerClosed, EndReason::FrameTooLarge { len: e.len, max: e.max });
+        }
+    }
+
+    /// Dedup before copying, so a duplicate costs no allocation.
+    fn deliver_slice(&mut self, pipe: PipeId, from: SocketAddr, data: &[u8]) {
+        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        p.stats.received += 1;
+        if let Some(d) = p.dedup.as_mut() {
+            if !d.check(&from, data) {
+                p.stats.duplicates += 1;
+                return;
+            }
+        }
+        self.sinks(pipe, from, Bytes::copy_from_slice(data));
+    }
+
+    fn deliver(&mut self, pipe: PipeId, from: SocketAddr, data: Bytes) {
+        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        p.stats.received += 1;
+        if let Some(d) = p.dedup.as_mut() {
+            if !d.check(&from, &data) {
+                p.stats.duplicates += 1;
+                return;
+            }
+        }
+        self.sinks(pipe, from, data);
+    }
+
+    /// Links, then the callback event, then subscriptions.
+    fn sinks(&mut self, pipe: PipeId, from: SocketAddr, data: Bytes) {
+        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        let mut claimed = false;
+        if !p.links.is_empty() {
+            let hops: Vec<_> = p
+                .links
+                .iter()
+                .filter(|l| l.from.is_none_or(|f| same_ip(f.ip(), from.ip()) && (f.port() == 0 || f.port() == from.port())))
+                .map(|l| (l.id, l.target, l.dest))
+                .collect();
+            for (link, target, dest) in hops {
+                claimed = true;
+                let ok = match target {
+                    LinkTarget::Local(t) => self.forward_local(t, &data, dest),
+                    LinkTarget::External(target) => {
+                        self.events.push_back(Event::Forward { from: pipe, link, target, dest, data: data.clone() });
+                        true
+                    }
+                };
+                let Some(p) = self.pipes.get_mut(&pipe) else { return };
+                if ok {
+                    p.stats.forwarded += 1;
+                } else {
+                    p.stats.forward_failed += 1;
+                    if matches!(target, LinkTarget::Local(t) if self_state_closed(t, &self.pipes)) {
+                        if let Some(p) = self.pipes.get_mut(&pipe) {
+                            p.links.retain(|l| l.id != link);
+                        }
+                    }
+                }
+            }
+        }
+        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        if p.callbacks || p.parent_callbacks {
+            claimed = true;
+            if self.events.len() < MAX_EVENTS {
+                self.events.push_back(Event::Message { pipe, msg: Message { data: data.clone(), from } });
+            } else {
+                p.stats.events_dropped += 1;
+            }
+        }
+        let mut queued = false;
+        for s in &mut p.subs {
+            if s.filter.matches_parts(&data, &from) {
+                let before = s.queue.dropped;
+                s.queue.push(Message { data: data.clone(), from });
+                p.stats.queue_dropped += s.queue.dropped - before;
+                p.stats.queued += 1;
+                queued = true;
+            }
+        }
+        if queued && !p.readable_pending {
+            p.readable_pending = true;
+            self.events.push_back(Event::Readable { pipe });
+        }
+        if !claimed && !queued {
+            p.stats.unclaimed += 1;
+        }
+    }
+
+    /// Send a linked message out through a pipe of this engine.
+    fn forward_local(&mut self, target: PipeId, data: &[u8], dest: Option<SocketAddr>) -> bool {
+        let Some(t) = self.pipes.get_mut(&target) else { return false };
+        if !t.is_open() {
+            return false;
+        }
+        match Self::frame_out(t, data, dest) {
+            Ok((dst, payload)) => self.push_internal(target, dst, payload),
+            Err(e) => {
+                log::debug!("forward through {target} failed: {e}");
+                false
+            }
+        }
+    }
+}
+
+fn self_state_closed(t: PipeId, pipes: &std::collections::BTreeMap<PipeId, super::PipeState>) -> bool {
+    pipes.get(&t).is_none_or(|p| !p.is_open())
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}

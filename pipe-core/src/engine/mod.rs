@@ -1,0 +1,655 @@
+//! The engine: every pipe of one driver-side group (a client, or a server and its
+//! connections), driven by `handle_*` inputs and drained with `poll_*`.
+//!
+//! Method kinds, as in quinn-proto:
+//! - **open**: `open_udp`, `open_tcp`, `open_listener`, `handle_accepted` register a socket the
+//!   driver has bound or connected.
+//! - **inputs**: `handle_datagram`, `handle_stream`, `handle_peer_closed`, `handle_error`,
+//!   `handle_timeout`. Each takes `now`.
+//! - **commands**: `send`, `send_reliable`, `subscribe`, `unsubscribe`, `recv`, `link`,
+//!   `unlink`, `pop_accepted`, `set_callbacks`, `close`.
+//! - **outputs**, drained after every input or command in this order: `poll_transmit` (or
+//!   `poll_transmit_for` per socket), then `poll_event`, then `poll_timeout`.
+
+mod inbound;
+mod state;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+pub use state::{Kind, State, Stats};
+use state::{Link, PipeState};
+
+use crate::addr::{same_endpoint, Family};
+use crate::conf::Conf;
+use crate::error::{AcceptError, ConfError, LinkError, RecvError, SendError, SubscribeError};
+use crate::event::{EndReason, Event, LinkId, LinkTarget, Message, MessageId, Outcome, PipeId, SubId, Transmit};
+use crate::rng::Rng;
+use crate::rudp;
+use crate::sub::{Filter, Queue, Subscription};
+
+/// Most subscriptions per pipe.
+pub const MAX_SUBSCRIPTIONS: usize = 256;
+/// Most links per pipe.
+pub const MAX_LINKS: usize = 64;
+/// Most queued events; past it, `Message` events are dropped and counted (the others are
+/// bounded by the number of pipes and reliable sends).
+pub const MAX_EVENTS: usize = 1 << 16;
+/// Largest UDP payload on IPv4 (65,535 − 20 − 8).
+pub const MAX_UDP_V4: usize = 65_507;
+/// Largest UDP payload on IPv6 (65,535 − 8).
+pub const MAX_UDP_V6: usize = 65_527;
+/// Internal transmits (ACKs, forwards, retransmits) may fill a pipe's outbound buffer to this
+/// many times `max_out_bytes` before they are dropped and counted.
+const INTERNAL_OUT_FACTOR: usize = 4;
+
+/// The sans-IO engine. See the module documentation for the method kinds and drain order.
+#[derive(Debug)]
+pub struct Engine {
+    pipes: BTreeMap<PipeId, PipeState>,
+    next_id: u64,
+    dirty: VecDeque<PipeId>,
+    events: VecDeque<Event>,
+    timers: BTreeSet<(Instant, PipeId, u64)>,
+    now: Option<Instant>,
+    rng: Rng,
+    scratch: Vec<Bytes>,
+}
+
+impl Engine {
+    /// An engine with no pipes. `seed` feeds reliable-UDP sequence numbers (mixed with each
+    /// pipe's `Conf::seed`).
+    pub fn new(seed: u64) -> Self {
+        Self {
+            pipes: BTreeMap::new(),
+            next_id: 1,
+            dirty: VecDeque::new(),
+            events: VecDeque::new(),
+            timers: BTreeSet::new(),
+            now: None,
+            rng: Rng::new(seed),
+            scratch: Vec::new(),
+        }
+    }
+
+    // ---- open -------------------------------------------------------------------------
+
+    /// Register a bound UDP socket. A pipe with a destination and no callbacks starts
+    /// subscribed to every message ([`SubId::ALL`]).
+    pub fn open_udp(&mut self, now: Instant, local: SocketAddr, dest: Option<SocketAddr>, conf: Conf, callbacks: bool) -> Result<PipeId, ConfError> {
+        conf.validate()?;
+        let sub_all = dest.is_some() && !callbacks;
+        Ok(self.insert(now, Kind::Udp, local, dest, conf, callbacks, sub_all))
+    }
+
+    /// Register a connected TCP client socket.
+    pub fn open_tcp(&mut self, now: Instant, local: SocketAddr, peer: SocketAddr, conf: Conf, callbacks: bool) -> Result<PipeId, ConfError> {
+        conf.validate()?;
+        Ok(self.insert(now, Kind::TcpClient, local, Some(peer), conf, callbacks, !callbacks))
+    }
+
+    /// Register a listening TCP socket.
+    pub fn open_listener(&mut self, now: Instant, local: SocketAddr, conf: Conf, callbacks: bool) -> Result<PipeId, ConfError> {
+        conf.validate()?;
+        Ok(self.insert(now, Kind::TcpListener, local, None, conf, callbacks, false))
+    }
+
+    /// Register a connection `listener` accepted. It inherits the listener's conf and starts
+    /// unsubscribed. Fails when the listener is closed or at `max_connections`: close the socket.
+    pub fn handle_accepted(&mut self, now: Instant, listener: PipeId, local: SocketAddr, peer: SocketAddr) -> Result<PipeId, AcceptError> {
+        let Some(l) = self.pipes.get(&listener) else {
+            return Err(AcceptError::Closed);
+        };
+        if l.kind != Kind::TcpListener || !l.is_open() {
+            return Err(AcceptError::Closed);
+        }
+        if l.children.len() >= l.conf.max_connections {
+            return Err(AcceptError::TooManyConnections(l.conf.max_connections));
+        }
+        let (conf, parent_callbacks) = (l.conf.clone(), l.callbacks);
+        let id = self.insert(now, Kind::TcpConn { listener }, local, Some(peer), conf, false, false);
+        if let Some(c) = self.pipes.get_mut(&id) {
+            c.parent_callbacks = parent_callbacks;
+            c.in_accept_q = true;
+        }
+        let Some(l) = self.pipes.get_mut(&listener) else {
+            return Err(AcceptError::Closed);
+        };
+        l.children.push(id);
+        l.accept_q.push_back(id);
+        let mut evicted = None;
+        if l.accept_q.len() > l.conf.accept_backlog {
+            evicted = l.accept_q.pop_front();
+            l.stats.accept_dropped += 1;
+        }
+        if let Some(old) = evicted {
+            if let Some(o) = self.pipes.get_mut(&old) {
+                o.in_accept_q = false;
+            }
+            self.maybe_remove(old);
+        }
+        self.events.push_back(Event::Accepted { listener, conn: id });
+        Ok(id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert(&mut self, now: Instant, kind: Kind, local: SocketAddr, dest: Option<SocketAddr>, conf: Conf, callbacks: bool, sub_all: bool) -> PipeId {
+        self.tick(now);
+        let id = PipeId(self.next_id);
+        self.next_id += 1;
+        let seq_seed = self.rng.next_u64() ^ conf.seed;
+        let mut p = PipeState::new(kind, local, dest, conf, seq_seed);
+        p.callbacks = callbacks;
+        if sub_all {
+            let queue = Queue::new(p.conf.max_qsize, p.conf.max_queue_bytes);
+            p.subs.push(Subscription {
+                id: SubId::ALL,
+                filter: Filter::all(),
+                queue,
+            });
+        }
+        self.pipes.insert(id, p);
+        self.events.push_back(Event::Up { pipe: id });
+        id
+    }
+
+    // ---- inputs -----------------------------------------------------------------------
+
+    /// The peer closed (`reset = false`: FIN) or reset the connection.
+    pub fn handle_peer_closed(&mut self, now: Instant, pipe: PipeId, reset: bool) {
+        self.tick(now);
+        let reason = if reset { EndReason::Reset } else { EndReason::PeerClosed };
+        self.end(pipe, State::PeerClosed, reason);
+    }
+
+    /// The pipe's socket failed with an error the driver cannot recover from.
+    pub fn handle_error(&mut self, now: Instant, pipe: PipeId, error: String) {
+        self.tick(now);
+        self.end(pipe, State::PeerClosed, EndReason::Error(error));
+    }
+
+    /// Time passed: retransmit reliable sends that are due, and end those out of tries.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        while let Some(&(at, pipe, seq)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(p) = self.pipes.get_mut(&pipe) else { continue };
+            let Some(pending) = p.outstanding.get_mut(&seq) else { continue };
+            if pending.tries_left == 0 {
+                p.outstanding.remove(&seq);
+                p.stats.unconfirmed += 1;
+                self.events.push_back(Event::Reliable { pipe, id: MessageId(seq), outcome: Outcome::Unconfirmed });
+                self.maybe_remove(pipe);
+                continue;
+            }
+            pending.tries_left -= 1;
+            pending.deadline = now + p.conf.retry_interval;
+            let (dest, frame, deadline) = (pending.dest, pending.frame.clone(), pending.deadline);
+            p.stats.retransmits += 1;
+            self.timers.insert((deadline, pipe, seq));
+            self.push_internal(pipe, dest, frame);
+        }
+    }
+
+    // ---- commands ---------------------------------------------------------------------
+
+    /// Queue `data` for sending: to `dest`, or the pipe's default destination. TCP pipes send
+    /// to their peer (a `dest` naming another address is refused).
+    pub fn send(&mut self, now: Instant, pipe: PipeId, data: &[u8], dest: Option<SocketAddr>) -> Result<(), SendError> {
+        self.tick(now);
+        let p = self.pipes.get_mut(&pipe).ok_or(SendError::Closed)?;
+        if !p.is_open() {
+            return Err(SendError::Closed);
+        }
+        if p.out_bytes >= p.conf.max_out_bytes {
+            return Err(SendError::WouldBlock);
+        }
+        let (dst, payload) = Self::frame_out(p, data, dest)?;
+        self.push_out(pipe, dst, payload);
+        Ok(())
+    }
+
+    /// Send `data` reliably (UDP pipes with `Conf::reliable_udp`): up to `1 + send_retry`
+    /// transmissions `retry_interval` apart, then one more interval for a late ACK. The
+    /// outcome arrives as [`Event::Reliable`].
+    pub fn send_reliable(&mut self, now: Instant, pipe: PipeId, data: &[u8], dest: Option<SocketAddr>) -> Result<MessageId, SendError> {
+        self.tick(now);
+        let p = self.pipes.get_mut(&pipe).ok_or(SendError::Closed)?;
+        if !p.is_open() {
+            return Err(SendError::Closed);
+        }
+        if p.kind != Kind::Udp || !p.conf.reliable_udp {
+            return Err(SendError::NotReliable);
+        }
+        if p.outstanding.len() >= p.conf.max_reliable_outstanding {
+            return Err(SendError::TooManyOutstanding(p.outstanding.len()));
+        }
+        if p.out_bytes >= p.conf.max_out_bytes {
+            return Err(SendError::WouldBlock);
+        }
+        let dst = udp_dest(p, dest)?;
+        check_udp_size(p, dst, data.len())?;
+        let mut seq = p.next_seq;
+        while seq == 0 || p.outstanding.contains_key(&seq) {
+            seq = seq.wrapping_add(1);
+        }
+        p.next_seq = seq.wrapping_add(1);
+        let frame = rudp::encode(seq, rudp::FLAG_DATA, data);
+        let deadline = now + p.conf.retry_interval;
+        p.outstanding.insert(
+            seq,
+            rudp::Pending {
+                dest: dst,
+                frame: frame.clone(),
+                tries_left: p.conf.reliable_tries() - 1,
+                deadline,
+            },
+        );
+        self.timers.insert((deadline, pipe, seq));
+        self.push_out(pipe, dst, frame);
+        Ok(MessageId(seq))
+    }
+
+    /// Subscribe to messages matching `filter`. Subscribing a filter equal to an existing one
+    /// returns the existing subscription; the all-messages filter is always [`SubId::ALL`].
+    pub fn subscribe(&mut self, pipe: PipeId, filter: Filter) -> Result<SubId, SubscribeError> {
+        let p = self.pipes.get_mut(&pipe).ok_or(SubscribeError::Closed)?;
+        if p.kind == Kind::TcpListener {
+            return Err(SubscribeError::WrongKind(p.kind.name()));
+        }
+        if !p.is_open() {
+            return Err(SubscribeError::Closed);
+        }
+        if let Some(s) = p.subs.iter().find(|s| s.filter.same_as(&filter)) {
+            return Ok(s.id);
+        }
+        if p.subs.len() >= MAX_SUBSCRIPTIONS {
+            return Err(SubscribeError::TooMany(MAX_SUBSCRIPTIONS));
+        }
+        let id = if filter.is_all() {
+            SubId::ALL
+        } else {
+            p.next_sub += 1;
+            SubId(p.next_sub - 1)
+        };
+        let queue = Queue::new(p.conf.max_qsize, p.conf.max_queue_bytes);
+        p.subs.push(Subscription { id, filter, queue });
+        Ok(id)
+    }
+
+    /// The subscription whose filter equals `filter`, if any.
+    pub fn find_subscription(&self, pipe: PipeId, filter: &Filter) -> Option<SubId> {
+        let p = self.pipes.get(&pipe)?;
+        p.subs.iter().find(|s| s.filter.same_as(filter)).map(|s| s.id)
+    }
+
+    /// Remove a subscription and drop its queued messages.
+    pub fn unsubscribe(&mut self, pipe: PipeId, sub: SubId) -> Result<(), RecvError> {
+        let p = self.pipes.get_mut(&pipe).ok_or(RecvError::NotSubscribed)?;
+        let before = p.subs.len();
+        p.subs.retain(|s| s.id != sub);
+        if p.subs.len() == before {
+            return Err(RecvError::NotSubscribed);
+        }
+        self.maybe_remove(pipe);
+        Ok(())
+    }
+
+    /// Take the oldest message of a subscription: `Ok(None)` when its queue is empty and the
+    /// pipe is open, `Err(Closed)` once the pipe has ended and the queue is drained.
+    pub fn recv(&mut self, pipe: PipeId, sub: SubId) -> Result<Option<Message>, RecvError> {
+        let p = self.pipes.get_mut(&pipe).ok_or(RecvError::Closed)?;
+        let open = p.is_open();
+        let s = p.sub_mut(sub).ok_or(RecvError::NotSubscribed)?;
+        match s.queue.pop() {
+            Some(m) => {
+                if !open {
+                    self.maybe_remove(pipe);
+                }
+                Ok(Some(m))
+            }
+            None if open => Ok(None),
+            None => Err(RecvError::Closed),
+        }
+    }
+
+    /// Tell the engine whether the driver has message callbacks for `pipe`, so that it emits
+    /// [`Event::Message`]. A listener's flag also covers its connections.
+    pub fn set_callbacks(&mut self, pipe: PipeId, on: bool) {
+        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        p.callbacks = on;
+        let children = if p.kind == Kind::TcpListener { p.children.clone() } else { Vec::new() };
+        for c in children {
+            if let Some(c) = self.pipes.get_mut(&c) {
+                c.parent_callbacks = on;
+            }
+        }
+    }
+
+    /// Link `pipe` to `target`: every message `pipe` receives (after dedup) is also sent
+    /// through the target to `dest` (or the target's default destination). With `from`, only
+    /// messages from that sender (port 0 = any port) are forwarded. Forwarded messages leave
+    /// through the target's socket and never enter its own inbound pipeline, so links cannot
+    /// loop inside the process.
+    pub fn link(&mut self, pipe: PipeId, target: LinkTarget, dest: Option<SocketAddr>, from: Option<SocketAddr>) -> Result<LinkId, LinkError> {
+        if target == LinkTarget::Local(pipe) {
+            return Err(LinkError::SelfLink);
+        }
+        if let LinkTarget::Local(t) = target {
+            if !self.pipes.get(&t).is_some_and(PipeState::is_open) {
+                return Err(LinkError::Closed);
+            }
+        }
+        let p = self.pipes.get_mut(&pipe).ok_or(LinkError::Closed)?;
+        if !p.is_open() {
+            return Err(LinkError::Closed);
+        }
+        if p.links.len() >= MAX_LINKS {
+            return Err(LinkError::TooMany(MAX_LINKS));
+        }
+        let id = LinkId(p.next_link);
+        p.next_link += 1;
+        p.links.push(Link { id, target, dest, from });
+        Ok(id)
+    }
+
+    /// Remove a link.
+    pub fn unlink(&mut self, pipe: PipeId, link: LinkId) -> Result<(), LinkError> {
+        let p = self.pipes.get_mut(&pipe).ok_or(LinkError::NotLinked)?;
+        let before = p.links.len();
+        p.links.retain(|l| l.id != link);
+        if p.links.len() == before {
+            return Err(LinkError::NotLinked);
+        }
+        Ok(())
+    }
+
+    /// The next accepted connection not yet handed out, in accept order: `Ok(None)` when
+    /// none is waiting, `Err(Closed)` once the listener is closed and the queue is drained.
+    pub fn pop_accepted(&mut self, listener: PipeId) -> Result<Option<PipeId>, RecvError> {
+        let l = self.pipes.get_mut(&listener).ok_or(RecvError::Closed)?;
+        if l.kind != Kind::TcpListener {
+            return Err(RecvError::NotSubscribed);
+        }
+        let open = l.is_open();
+        match l.accept_q.pop_front() {
+            Some(c) => {
+                if let Some(cp) = self.pipes.get_mut(&c) {
+                    cp.in_accept_q = false;
+                }
+                Ok(Some(c))
+            }
+            None if open => Ok(None),
+            None => Err(RecvError::Closed),
+        }
+    }
+
+    /// Live (not ended) connections of a listener, in accept order.
+    pub fn connections(&self, listener: PipeId) -> Vec<PipeId> {
+        let Some(l) = self.pipes.get(&listener) else { return Vec::new() };
+        l.children
+            .iter()
+            .copied()
+            .filter(|c| self.pipes.get(c).is_some_and(PipeState::is_open))
+            .collect()
+    }
+
+    /// Close a pipe. A listener closes its connections first (each ends with
+    /// [`EndReason::ServerClosed`]), then itself. Idempotent. Reliable sends still waiting end
+    /// `Unconfirmed`.
+    pub fn close(&mut self, now: Instant, pipe: PipeId) {
+        self.tick(now);
+        let children = match self.pipes.get(&pipe) {
+            Some(p) if p.kind == Kind::TcpListener => p.children.clone(),
+            _ => Vec::new(),
+        };
+        for c in children {
+            self.end(c, State::Closing, EndReason::ServerClosed);
+        }
+        self.end(pipe, State::Closing, EndReason::Local);
+    }
+
+    // ---- outputs ----------------------------------------------------------------------
+
+    /// The next transmit of any pipe, pipes in the order they queued output.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        while let Some(id) = self.dirty.pop_front() {
+            let Some(p) = self.pipes.get_mut(&id) else { continue };
+            p.in_dirty = false;
+            if let Some(t) = self.poll_transmit_for(id) {
+                if let Some(p) = self.pipes.get_mut(&id) {
+                    if !p.out.is_empty() && !p.in_dirty {
+                        p.in_dirty = true;
+                        self.dirty.push_front(id);
+                    }
+                }
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// The next transmit of one pipe (a driver with one writer per socket uses this).
+    pub fn poll_transmit_for(&mut self, pipe: PipeId) -> Option<Transmit> {
+        let p = self.pipes.get_mut(&pipe)?;
+        let t = p.out.pop_front()?;
+        p.out_bytes -= t.payload.len();
+        if p.out.is_empty() && p.state == State::Closing {
+            p.state = State::Closed;
+            self.maybe_remove(pipe);
+        }
+        Some(t)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let e = self.events.pop_front()?;
+        if let Event::Readable { pipe } = e {
+            if let Some(p) = self.pipes.get_mut(&pipe) {
+                p.readable_pending = false;
+            }
+        }
+        Some(e)
+    }
+
+    /// When to call [`Engine::handle_timeout`] next: the latest `now` seen while output is
+    /// still queued, else the earliest retransmission deadline, else `None`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.events.is_empty() || self.dirty.iter().any(|id| self.pipes.get(id).is_some_and(|p| !p.out.is_empty())) {
+            return self.now;
+        }
+        self.timers.first().map(|t| t.0)
+    }
+
+    // ---- queries ----------------------------------------------------------------------
+
+    /// The pipe's lifecycle state; `None` once the engine has forgotten it (ended and drained).
+    pub fn state(&self, pipe: PipeId) -> Option<State> {
+        self.pipes.get(&pipe).map(|p| p.state)
+    }
+
+    /// What the pipe is.
+    pub fn kind(&self, pipe: PipeId) -> Option<Kind> {
+        self.pipes.get(&pipe).map(|p| p.kind)
+    }
+
+    /// The pipe's local address.
+    pub fn local_addr(&self, pipe: PipeId) -> Option<SocketAddr> {
+        self.pipes.get(&pipe).map(|p| p.local)
+    }
+
+    /// The pipe's default destination (a UDP client's dest, a TCP connection's peer).
+    pub fn dest(&self, pipe: PipeId) -> Option<SocketAddr> {
+        self.pipes.get(&pipe).and_then(|p| p.dest)
+    }
+
+    /// The pipe's conf.
+    pub fn conf(&self, pipe: PipeId) -> Option<&Conf> {
+        self.pipes.get(&pipe).map(|p| &p.conf)
+    }
+
+    /// The pipe's counters.
+    pub fn stats(&self, pipe: PipeId) -> Option<Stats> {
+        self.pipes.get(&pipe).map(|p| p.stats)
+    }
+
+    /// Messages waiting in a subscription.
+    pub fn queue_len(&self, pipe: PipeId, sub: SubId) -> Option<usize> {
+        let p = self.pipes.get(&pipe)?;
+        p.subs.iter().find(|s| s.id == sub).map(|s| s.queue.len())
+    }
+
+    /// Bytes queued for the pipe's socket.
+    pub fn out_bytes(&self, pipe: PipeId) -> usize {
+        self.pipes.get(&pipe).map_or(0, |p| p.out_bytes)
+    }
+
+    /// Pipes the engine still holds.
+    pub fn pipe_count(&self) -> usize {
+        self.pipes.len()
+    }
+
+    /// True when every queue and table is within its cap (checked by the property tests
+    /// after every step).
+    pub fn within_caps(&self) -> bool {
+        self.events.len() <= MAX_EVENTS + 4 * self.pipes.len() + self.timers.len()
+            && self.dirty.len() <= self.pipes.len()
+            && self.pipes.values().all(|p| {
+                let internal_cap = p.conf.max_out_bytes * INTERNAL_OUT_FACTOR + MAX_UDP_V6 + 64;
+                p.subs.len() <= MAX_SUBSCRIPTIONS
+                    && p.links.len() <= MAX_LINKS
+                    && p.subs.iter().all(|s| s.queue.within_caps())
+                    && p.dedup.as_ref().is_none_or(crate::dedup::Dedup::within_caps)
+                    && p.out_bytes <= internal_cap + p.conf.max_out_bytes
+                    && p.outstanding.len() <= p.conf.max_reliable_outstanding
+                    && p.seen.as_ref().is_none_or(|s| s.len() <= p.conf.reliable_window)
+                    && p.accept_q.len() <= p.conf.accept_backlog
+                    && p.children.len() <= p.conf.max_connections
+                    && p.deframer.as_ref().is_none_or(|d| d.buffered() <= d.max_buffered())
+            })
+    }
+
+    // ---- helpers ----------------------------------------------------------------------
+
+    fn tick(&mut self, now: Instant) {
+        if self.now.is_none_or(|n| now > n) {
+            self.now = Some(now);
+        }
+    }
+
+    /// End a pipe once: emit `End`, fail outstanding reliable sends, leave `state`.
+    fn end(&mut self, pipe: PipeId, state: State, reason: EndReason) {
+        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        if p.state != State::Open {
+            return;
+        }
+        p.state = if state == State::Closing && p.out.is_empty() { State::Closed } else { state };
+        for (seq, pending) in std::mem::take(&mut p.outstanding) {
+            self.timers.remove(&(pending.deadline, pipe, seq));
+            p.stats.unconfirmed += 1;
+            self.events.push_back(Event::Reliable { pipe, id: MessageId(seq), outcome: Outcome::Unconfirmed });
+        }
+        self.events.push_back(Event::End { pipe, reason });
+        self.maybe_remove(pipe);
+    }
+
+    /// Forget a pipe that nobody can read from or send through any more.
+    fn maybe_remove(&mut self, pipe: PipeId) {
+        let Some(p) = self.pipes.get(&pipe) else { return };
+        if !p.is_spent() {
+            return;
+        }
+        let parent = match p.kind {
+            Kind::TcpConn { listener } => Some(listener),
+            _ => None,
+        };
+        self.pipes.remove(&pipe);
+        if let Some(l) = parent {
+            if let Some(lp) = self.pipes.get_mut(&l) {
+                lp.children.retain(|c| *c != pipe);
+            }
+            self.maybe_remove(l);
+        }
+    }
+
+    /// Frame a user payload for `p`'s socket and pick the destination.
+    fn frame_out(p: &mut PipeState, data: &[u8], dest: Option<SocketAddr>) -> Result<(SocketAddr, Bytes), SendError> {
+        match p.kind {
+            Kind::TcpListener => Err(SendError::WrongKind(p.kind.name())),
+            Kind::TcpClient | Kind::TcpConn { .. } => {
+                let peer = p.dest.ok_or(SendError::NoDestination)?;
+                if let Some(d) = dest {
+                    if !same_endpoint(&d, &peer) {
+                        return Err(SendError::NotConnectedTo(d));
+                    }
+                }
+                let Some(deframer) = &p.deframer else {
+                    return Err(SendError::WrongKind(p.kind.name()));
+                };
+                let framed = deframer.frame(data)?;
+                Ok((peer, p.session.outbound(framed)))
+            }
+            Kind::Udp => {
+                let dst = udp_dest(p, dest)?;
+                check_udp_size(p, dst, data.len())?;
+                let payload = if p.conf.reliable_udp {
+                    rudp::encode(0, rudp::FLAG_PLAIN, data)
+                } else {
+                    Bytes::copy_from_slice(data)
+                };
+                Ok((dst, payload))
+            }
+        }
+    }
+
+    fn push_out(&mut self, pipe: PipeId, dst: SocketAddr, payload: Bytes) {
+        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        p.out_bytes += payload.len();
+        p.out.push_back(Transmit { pipe, proto: p.kind.proto(), src: p.local, dst, payload });
+        if !p.in_dirty {
+            p.in_dirty = true;
+            self.dirty.push_back(pipe);
+        }
+    }
+
+    /// Queue an engine-made transmit (ACK, forward, retransmit), dropping it past the hard cap.
+    fn push_internal(&mut self, pipe: PipeId, dst: SocketAddr, payload: Bytes) -> bool {
+        let Some(p) = self.pipes.get_mut(&pipe) else { return false };
+        if p.out_bytes + payload.len() > p.conf.max_out_bytes * INTERNAL_OUT_FACTOR + MAX_UDP_V6 {
+            p.stats.out_dropped += 1;
+            return false;
+        }
+        self.push_out(pipe, dst, payload);
+        true
+    }
+}
+
+fn udp_dest(p: &PipeState, dest: Option<SocketAddr>) -> Result<SocketAddr, SendError> {
+    let dst = dest.or(p.dest).ok_or(SendError::NoDestination)?;
+    if dst.port() == 0 {
+        return Err(SendError::PortZero);
+    }
+    let (local, want) = (Family::of_addr(&p.local), Family::of_addr(&dst));
+    if local != want {
+        return Err(SendError::FamilyMismatch { local, dest: want });
+    }
+    Ok(dst)
+}
+
+fn check_udp_size(p: &PipeState, dst: SocketAddr, len: usize) -> Result<(), SendError> {
+    let header = if p.conf.reliable_udp { rudp::HEADER } else { 0 };
+    let max = match Family::of_addr(&dst) {
+        Family::V4 => MAX_UDP_V4,
+        Family::V6 => MAX_UDP_V6,
+    } - header;
+    if len > max {
+        return Err(SendError::TooLarge { len, max });
+    }
+    Ok(())
+}

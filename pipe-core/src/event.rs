@@ -1,0 +1,191 @@
+//! Identifiers and the outputs of the engine: transmits, events and received messages.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::addr::Proto;
+
+/// A pipe inside one [`crate::Engine`]. Ids are never reused by the same engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PipeId(pub(crate) u64);
+
+impl PipeId {
+    /// The raw value, for logs and driver-side maps.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for PipeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pipe#{}", self.0)
+    }
+}
+
+/// A subscription on one pipe. [`SubId::ALL`] is the default subscription to every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubId(pub(crate) u64);
+
+impl SubId {
+    /// The subscription to every message (P2PD's `SUB_ALL`).
+    pub const ALL: SubId = SubId(0);
+}
+
+/// A link from one pipe to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub(crate) u64);
+
+/// A reliable send, identified by its wire sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub u64);
+
+/// A received message: the payload (one datagram, one TCP frame, or one TCP read with
+/// `Framing::Raw`) and the sender.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The payload.
+    pub data: Bytes,
+    /// Who sent it (for TCP: the connection's peer).
+    pub from: SocketAddr,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("len", &self.data.len())
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+/// Bytes to put on a socket. For TCP, `payload` is already framed and goes to the pipe's
+/// connection; for UDP it is one datagram to `dst`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The pipe whose socket sends it.
+    pub pipe: PipeId,
+    /// Protocol of that socket.
+    pub proto: Proto,
+    /// The local address of that socket.
+    pub src: SocketAddr,
+    /// The destination (for TCP, the connected peer).
+    pub dst: SocketAddr,
+    /// The bytes.
+    pub payload: Bytes,
+}
+
+impl fmt::Debug for Transmit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transmit")
+            .field("pipe", &self.pipe)
+            .field("proto", &self.proto)
+            .field("src", &self.src)
+            .field("dst", &self.dst)
+            .field("len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// Why a pipe ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// Closed by the local user.
+    Local,
+    /// Its TCP server was closed.
+    ServerClosed,
+    /// The peer closed the connection (FIN).
+    PeerClosed,
+    /// The connection was reset (RST) or failed with an I/O error.
+    Reset,
+    /// The peer declared or sent a frame over the framing limit.
+    FrameTooLarge {
+        /// The declared (or buffered) length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The socket failed; the text is the OS error.
+    Error(String),
+}
+
+/// Outcome of a reliable send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The peer acknowledged it.
+    Acked,
+    /// Every try went unacknowledged. The peer may still have it (the ACKs may have been lost).
+    Unconfirmed,
+}
+
+/// Where a link sends what its pipe receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkTarget {
+    /// Another pipe of the same engine: the engine sends through it itself.
+    Local(PipeId),
+    /// A pipe the driver knows by this token: the engine emits [`Event::Forward`].
+    External(u64),
+}
+
+/// Something the driver must act on or report. Drain with [`crate::Engine::poll_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The pipe can send: UDP bound, TCP connected or accepted, listener listening. Once per pipe.
+    Up {
+        /// The pipe.
+        pipe: PipeId,
+    },
+    /// A TCP listener accepted a connection, now a pipe of its own.
+    Accepted {
+        /// The listener.
+        listener: PipeId,
+        /// The new connection pipe.
+        conn: PipeId,
+    },
+    /// A message for the pipe's message callbacks (only emitted while the pipe, or its
+    /// listener, has callbacks; see [`crate::Engine::set_callbacks`]).
+    Message {
+        /// The pipe it arrived on.
+        pipe: PipeId,
+        /// The message.
+        msg: Message,
+    },
+    /// One or more subscription queues of the pipe gained messages since the last such event.
+    Readable {
+        /// The pipe.
+        pipe: PipeId,
+    },
+    /// A message to send through a pipe the driver owns (a link to [`LinkTarget::External`]).
+    Forward {
+        /// The pipe the message arrived on.
+        from: PipeId,
+        /// The link.
+        link: LinkId,
+        /// The driver's token for the target pipe.
+        target: u64,
+        /// Destination override, or `None` for the target's default destination.
+        dest: Option<SocketAddr>,
+        /// The payload.
+        data: Bytes,
+    },
+    /// A reliable send finished.
+    Reliable {
+        /// The pipe.
+        pipe: PipeId,
+        /// Which send.
+        id: MessageId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// The pipe ended. Once per pipe; the driver closes its socket (after flushing the
+    /// pipe's remaining transmits).
+    End {
+        /// The pipe.
+        pipe: PipeId,
+        /// Why.
+        reason: EndReason,
+    },
+}
