@@ -122,6 +122,23 @@ pub enum SendError {
     /// The operation is not possible on this kind of pipe (for example a send on a TCP listener).
     #[error("not supported on a {0}")]
     WrongKind(&'static str),
+    /// The socket refused the bytes (reported by a driver; the environment's fault).
+    #[error("socket error ({kind:?}): {message}")]
+    Io {
+        /// The OS error kind.
+        kind: std::io::ErrorKind,
+        /// The OS error text.
+        message: String,
+    },
+}
+
+impl From<std::io::Error> for SendError {
+    fn from(e: std::io::Error) -> Self {
+        SendError::Io {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
 }
 
 /// A receive could not be served.

@@ -1,1 +1,182 @@
-//! placeholder
+//! pipes on smol: async-io sockets and timers, so any executor that polls async-io futures
+//! runs them (smol's, async-executor's, async-std's).
+//!
+//! ```no_run
+//! use pipe_smol::{pipe_open, Proto};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     let server = pipe_smol::builder(Proto::Udp)
+//!         .on_message(|msg, pipe| async move {
+//!             let _ = pipe.send_to(&msg.data, msg.from).await;
+//!         })
+//!         .open()
+//!         .await?;
+//!     let client = pipe_open(Proto::Udp, server.local_addr().unwrap()).await?;
+//!     client.send(b"ping").await?;
+//!     assert_eq!(&client.recv().await?.expect("echo").data[..], b"ping");
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! Background tasks (one I/O task per socket, one callback worker per busy pipe) go to smol's
+//! global executor by default (`smol::spawn`; its thread count is `SMOL_THREADS`), or to any
+//! executor you hand in with [`Smol::with_spawner`]: your own `smol::Executor`, or
+//! `async_std::task::spawn`. DNS runs on smol's blocking pool.
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_io::{Async, Timer};
+pub use pipe_io::*;
+
+type Spawner = Arc<dyn Fn(BoxFuture<()>) + Send + Sync>;
+
+/// The async-io runtime for pipes.
+#[derive(Clone)]
+pub struct Smol {
+    spawn: Spawner,
+}
+
+impl fmt::Debug for Smol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Smol")
+    }
+}
+
+impl Default for Smol {
+    fn default() -> Self {
+        Self::with_spawner(|fut| smol::spawn(fut).detach())
+    }
+}
+
+impl Smol {
+    /// Spawn background tasks with `spawn` (for example onto your own `smol::Executor`, or
+    /// `async_std::task::spawn`).
+    pub fn with_spawner(spawn: impl Fn(BoxFuture<()>) + Send + Sync + 'static) -> Self {
+        Self { spawn: Arc::new(spawn) }
+    }
+}
+
+/// A pipe on smol.
+pub type Pipe = pipe_io::Pipe<Smol>;
+
+/// A builder for a pipe on smol's global executor.
+pub fn builder(proto: Proto) -> PipeBuilder<Smol> {
+    PipeBuilder::new(Smol::default(), proto)
+}
+
+/// Open a pipe: a client of `dest`, or with `()` as `dest`, a server.
+pub async fn pipe_open(proto: Proto, dest: impl IntoDest) -> Result<Pipe, OpenError> {
+    builder(proto).dest(dest).open().await
+}
+
+impl Runtime for Smol {
+    type Udp = Udp;
+    type Tcp = Tcp;
+    type Listener = Listener;
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        Box::pin(async move {
+            Timer::at(deadline).await;
+        })
+    }
+
+    fn spawn(&self, future: BoxFuture<()>) {
+        (self.spawn)(future);
+    }
+
+    fn udp(&self, socket: UdpSocket) -> io::Result<Udp> {
+        Async::new(socket).map(Udp)
+    }
+
+    fn tcp(&self, stream: TcpStream) -> io::Result<Tcp> {
+        Async::new(stream).map(Tcp)
+    }
+
+    fn listener(&self, listener: TcpListener) -> io::Result<Listener> {
+        Async::new(listener).map(Listener)
+    }
+
+    fn resolve(&self, host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        Box::pin(smol::unblock(move || Ok((host.as_str(), port).to_socket_addrs()?.collect())))
+    }
+}
+
+/// An async-io UDP socket.
+#[derive(Debug)]
+pub struct Udp(Async<UdpSocket>);
+
+/// An async-io TCP stream.
+#[derive(Debug)]
+pub struct Tcp(Async<TcpStream>);
+
+/// An async-io TCP listener.
+#[derive(Debug)]
+pub struct Listener(Async<TcpListener>);
+
+macro_rules! readiness {
+    ($t:ty) => {
+        impl Readiness for $t {
+            async fn readable(&self) -> io::Result<()> {
+                self.0.readable().await
+            }
+            async fn writable(&self) -> io::Result<()> {
+                self.0.writable().await
+            }
+            fn local_addr(&self) -> io::Result<SocketAddr> {
+                self.0.get_ref().local_addr()
+            }
+        }
+    };
+}
+
+readiness!(Udp);
+readiness!(Tcp);
+
+impl UdpIo for Udp {
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.0.get_ref().recv_from(buf)
+    }
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.0.get_ref().send_to(buf, to)
+    }
+}
+
+impl TcpIo for Tcp {
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&mut self.0.get_ref()).read(buf)
+    }
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        (&mut self.0.get_ref()).write(buf)
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().peer_addr()
+    }
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.0.get_ref().shutdown(how)
+    }
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.0.get_ref().take_error()
+    }
+}
+
+impl ListenerIo for Listener {
+    type Stream = Tcp;
+    async fn accept(&self) -> io::Result<(Tcp, SocketAddr)> {
+        let (s, a) = self.0.accept().await?;
+        Ok((Tcp(s), a))
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+}

@@ -1,1 +1,165 @@
-//! placeholder
+//! pipes on tokio.
+//!
+//! ```no_run
+//! use pipe_tokio::{pipe_open, Proto};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = pipe_tokio::builder(Proto::Tcp)
+//!     .on_message(|msg, pipe| async move {
+//!         let _ = pipe.send_to(&msg.data, msg.from).await;
+//!     })
+//!     .open()
+//!     .await?;
+//! let client = pipe_open(Proto::Tcp, server.local_addr().unwrap()).await?;
+//! client.send(b"test msg.").await?;
+//! let echo = client.recv().await?.expect("echo within recv_timeout");
+//! assert_eq!(&echo.data[..], b"test msg.");
+//! client.close().await;
+//! server.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Pipes spawn their I/O tasks on the tokio runtime current when they are opened, so open
+//! them from inside a runtime (current-thread or multi-thread).
+#![deny(missing_docs)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+pub use pipe_io::*;
+
+/// The tokio runtime for pipes: tasks go to the runtime current at open time.
+#[derive(Debug, Clone)]
+pub struct Tokio(tokio::runtime::Handle);
+
+impl Tokio {
+    /// The runtime of the calling task. Panics outside a tokio runtime, like `tokio::spawn`.
+    pub fn current() -> Self {
+        Self(tokio::runtime::Handle::current())
+    }
+}
+
+/// A pipe on tokio.
+pub type Pipe = pipe_io::Pipe<Tokio>;
+
+/// A builder for a pipe on tokio.
+pub fn builder(proto: Proto) -> PipeBuilder<Tokio> {
+    PipeBuilder::new(Tokio::current(), proto)
+}
+
+/// Open a pipe: a client of `dest`, or with `()` as `dest`, a server.
+pub async fn pipe_open(proto: Proto, dest: impl IntoDest) -> Result<Pipe, OpenError> {
+    builder(proto).dest(dest).open().await
+}
+
+impl Runtime for Tokio {
+    type Udp = Udp;
+    type Tcp = Tcp;
+    type Listener = Listener;
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        Box::pin(tokio::time::sleep_until(deadline.into()))
+    }
+
+    fn spawn(&self, future: BoxFuture<()>) {
+        self.0.spawn(future);
+    }
+
+    fn udp(&self, socket: std::net::UdpSocket) -> io::Result<Udp> {
+        let _guard = self.0.enter();
+        tokio::net::UdpSocket::from_std(socket).map(Udp)
+    }
+
+    fn tcp(&self, stream: std::net::TcpStream) -> io::Result<Tcp> {
+        let _guard = self.0.enter();
+        tokio::net::TcpStream::from_std(stream).map(Tcp)
+    }
+
+    fn listener(&self, listener: std::net::TcpListener) -> io::Result<Listener> {
+        let _guard = self.0.enter();
+        tokio::net::TcpListener::from_std(listener).map(Listener)
+    }
+
+    fn resolve(&self, host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), port)).await?.collect()) })
+    }
+}
+
+/// A tokio UDP socket.
+#[derive(Debug)]
+pub struct Udp(tokio::net::UdpSocket);
+
+/// A tokio TCP stream.
+#[derive(Debug)]
+pub struct Tcp(tokio::net::TcpStream);
+
+/// A tokio TCP listener.
+#[derive(Debug)]
+pub struct Listener(tokio::net::TcpListener);
+
+impl Readiness for Udp {
+    async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await
+    }
+    async fn writable(&self) -> io::Result<()> {
+        self.0.writable().await
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl UdpIo for Udp {
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.0.try_recv_from(buf)
+    }
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.0.try_send_to(buf, to)
+    }
+}
+
+impl Readiness for Tcp {
+    async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await
+    }
+    async fn writable(&self) -> io::Result<()> {
+        self.0.writable().await
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl TcpIo for Tcp {
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        socket2::SockRef::from(&self.0).shutdown(how)
+    }
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.0.take_error()
+    }
+}
+
+impl ListenerIo for Listener {
+    type Stream = Tcp;
+    async fn accept(&self) -> io::Result<(Tcp, SocketAddr)> {
+        let (s, a) = self.0.accept().await?;
+        Ok((Tcp(s), a))
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}

@@ -435,6 +435,20 @@ impl Engine {
         None
     }
 
+    /// The next pipe with queued transmits, each reported once until it queues more (a driver
+    /// with one writer per socket drains it with [`Engine::poll_transmit_for`]).
+    pub fn poll_dirty(&mut self) -> Option<PipeId> {
+        while let Some(id) = self.dirty.pop_front() {
+            if let Some(p) = self.pipes.get_mut(&id) {
+                p.in_dirty = false;
+                if !p.out.is_empty() {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
     /// The next transmit of one pipe (a driver with one writer per socket uses this).
     pub fn poll_transmit_for(&mut self, pipe: PipeId) -> Option<Transmit> {
         let p = self.pipes.get_mut(&pipe)?;

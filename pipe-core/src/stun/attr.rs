@@ -1,7 +1,7 @@
 //! STUN attributes: type codes, the [`Attribute`] enum and the per-attribute length rules
 //! (RFC 8489 §14, RFC 5780 §7, RFC 8445 §16.1).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -130,6 +130,7 @@ impl Attribute {
         }
     }
 }
+
 pub(super) fn bad_len(tlv: &Tlv<'_>) -> DecodeError {
     DecodeError::InvalidAttributeLength {
         typ: tlv.typ,
@@ -244,6 +245,15 @@ pub(super) fn decode_attribute(
     Ok(attr)
 }
 
+/// XOR-MAPPED-ADDRESS masks: port ⊕ 0x2112, address ⊕ (magic cookie ‖ transaction id).
+fn xor_mask(xor: Option<&TransactionId>) -> (u16, [u8; 16]) {
+    let mut mask = [0u8; 16];
+    let Some(id) = xor else { return (0, mask) };
+    mask[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    mask[4..].copy_from_slice(&id.0);
+    ((MAGIC_COOKIE >> 16) as u16, mask)
+}
+
 /// `Ok(None)` for an unknown address family: the attribute is ignored (RFC 8489 §14.1).
 fn decode_address(
     tlv: &Tlv<'_>,
@@ -252,52 +262,35 @@ fn decode_address(
     let [_, family, p0, p1, ref addr @ ..] = *tlv.value else {
         return Err(bad_len(tlv));
     };
-    let mut port = u16::from_be_bytes([p0, p1]);
-    let mut mask = [0u8; 16];
-    if let Some(id) = xor {
-        port ^= (MAGIC_COOKIE >> 16) as u16;
-        mask[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-        mask[4..].copy_from_slice(&id.0);
+    let (port_mask, mask) = xor_mask(xor);
+    let mut octets = [0u8; 16];
+    for ((o, a), m) in octets.iter_mut().zip(addr).zip(mask) {
+        *o = a ^ m;
     }
     let ip = match (family, addr.len()) {
-        (1, 4) => {
-            let mut ip = [0u8; 4];
-            ip.iter_mut()
-                .zip(addr)
-                .zip(mask)
-                .for_each(|((o, a), m)| *o = a ^ m);
-            IpAddr::V4(Ipv4Addr::from(ip))
-        }
-        (2, 16) => {
-            let mut ip = [0u8; 16];
-            ip.iter_mut()
-                .zip(addr)
-                .zip(mask)
-                .for_each(|((o, a), m)| *o = a ^ m);
-            IpAddr::V6(Ipv6Addr::from(ip))
-        }
+        (1, 4) => IpAddr::from([octets[0], octets[1], octets[2], octets[3]]),
+        (2, 16) => IpAddr::from(octets),
         (1 | 2, _) => return Err(bad_len(tlv)),
         _ => return Ok(None),
     };
-    Ok(Some(SocketAddr::new(ip, port)))
+    Ok(Some(SocketAddr::new(
+        ip,
+        u16::from_be_bytes([p0, p1]) ^ port_mask,
+    )))
 }
 
 fn encode_address(addr: &SocketAddr, xor: Option<&TransactionId>, buf: &mut BytesMut) {
-    let mut mask = [0u8; 16];
-    let mut port = addr.port();
-    if let Some(id) = xor {
-        port ^= (MAGIC_COOKIE >> 16) as u16;
-        mask[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-        mask[4..].copy_from_slice(&id.0);
-    }
-    let (family, octets): (u8, Vec<u8>) = match addr {
-        SocketAddr::V4(a) => (1, a.ip().octets().to_vec()),
-        SocketAddr::V6(a) => (2, a.ip().octets().to_vec()),
+    let (port_mask, mask) = xor_mask(xor);
+    let put = |buf: &mut BytesMut, family: u8, octets: &[u8]| {
+        buf.put_u8(0);
+        buf.put_u8(family);
+        buf.put_u16(addr.port() ^ port_mask);
+        octets.iter().zip(mask).for_each(|(o, m)| buf.put_u8(o ^ m));
     };
-    buf.put_u8(0);
-    buf.put_u8(family);
-    buf.put_u16(port);
-    octets.iter().zip(mask).for_each(|(o, m)| buf.put_u8(o ^ m));
+    match addr.ip() {
+        IpAddr::V4(ip) => put(buf, 1, &ip.octets()),
+        IpAddr::V6(ip) => put(buf, 2, &ip.octets()),
+    }
 }
 
 pub(super) fn encode_attribute(attr: &Attribute, id: &TransactionId, buf: &mut BytesMut) {

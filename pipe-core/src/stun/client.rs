@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::codec::{decode, Class, EncodeOptions, Message, Method, TransactionId};
+use super::codec::{
+    decode, peek_transaction_id, Class, EncodeOptions, Message, Method, TransactionId,
+};
 use crate::rng::Rng;
 
 /// Cap on each output queue; on overflow the oldest entry is dropped and counted.
@@ -263,7 +265,7 @@ impl StunClient {
         let before = self.transactions.len();
         self.transactions.retain(|tx| tx.id != id);
         self.transmits
-            .retain(|t| super::codec::peek_transaction_id(&t.payload) != Some(id));
+            .retain(|t| peek_transaction_id(&t.payload) != Some(id));
         before != self.transactions.len()
     }
 
@@ -301,7 +303,7 @@ impl StunClient {
         }
         let id = self.transactions.remove(pos).id;
         self.transmits
-            .retain(|t| super::codec::peek_transaction_id(&t.payload) != Some(id));
+            .retain(|t| peek_transaction_id(&t.payload) != Some(id));
         let event = match (msg.class, msg.unknown_comprehension_required().is_empty()) {
             (_, false) => StunEvent::InvalidResponse { id },
             (Class::Success, true) => match msg.mapped_address() {

@@ -9,13 +9,46 @@
 //! Credentials: only short-term keys ([`short_term_key`], without SASLprep) and caller-supplied
 //! raw keys; long-term key derivation needs MD5, which pipe-core does not carry.
 //!
+//! Encoding and decoding:
+//!
 //! ```
-//! use pipe_core::stun::{decode, Class, Message, TransactionId};
-//! let mut msg = Message::new(Class::Success, pipe_core::stun::Method::Binding, TransactionId([7; 12]));
+//! use pipe_core::stun::{decode, Attribute, Class, Message, Method, TransactionId};
+//! let mut msg = Message::new(Class::Success, Method::Binding, TransactionId([7; 12]));
 //! msg.attributes.push(Attribute::XorMappedAddress("192.0.2.1:32853".parse().unwrap()));
 //! let wire = msg.encode();
 //! assert_eq!(wire.len(), 32);
 //! assert_eq!(decode(&wire).unwrap(), msg);
+//! ```
+//!
+//! Driving the client over a blocking socket (any executor, or none, works the same way):
+//!
+//! ```no_run
+//! use std::{net::UdpSocket, time::{Duration, Instant}};
+//! use pipe_core::stun::{StunClient, StunClientConfig, StunEvent, Transport};
+//!
+//! let socket = UdpSocket::bind("0.0.0.0:0")?;
+//! let mut client = StunClient::new(StunClientConfig::default(), 0x5eed /* real entropy here */);
+//! client.start_binding(Instant::now(), "192.0.2.10:3478".parse().unwrap(), Transport::Udp)?;
+//! let mut buf = [0; 1500];
+//! let mapped = loop {
+//!     while let Some(tx) = client.poll_transmit() {
+//!         socket.send_to(&tx.payload, tx.dest)?;
+//!     }
+//!     match client.poll_event() {
+//!         Some(StunEvent::Success { mapped, .. }) => break Some(mapped),
+//!         Some(_) => break None,
+//!         None => {}
+//!     }
+//!     let Some(deadline) = client.poll_timeout() else { break None };
+//!     let wait = deadline.saturating_duration_since(Instant::now());
+//!     socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+//!     match socket.recv_from(&mut buf) {
+//!         Ok((n, from)) => client.handle_input(Instant::now(), from, &buf[..n]),
+//!         Err(_) => client.handle_timeout(Instant::now()),
+//!     }
+//! };
+//! println!("mapped: {mapped:?}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod attr;

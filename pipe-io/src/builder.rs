@@ -1,0 +1,435 @@
+//! Opening pipes: `PipeBuilder` for every option, and the `IntoDest` conversions that let
+//! `pipe_open(proto, dest)` take text, tuples or socket addresses.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+use pipe_core::addr::{loopback, unspecified};
+use pipe_core::{Conf, Dest, DestError, EndReason, Engine, Family, Host, Message, Proto};
+use socket2::Socket;
+
+use crate::callbacks::{end_fn, msg_fn, up_fn, CallbackId, Callbacks};
+use crate::error::OpenError;
+use crate::pipe::Pipe;
+use crate::runtime::{Readiness, Runtime, TcpIo};
+use crate::shared::{Shared, Sock};
+use crate::socket::{bind_socket, listen, start_connect};
+use crate::tasks::start;
+
+/// Anything that names a destination. `()` means none: the pipe is a server.
+pub trait IntoDest {
+    /// The destination, `None` for a server.
+    fn into_dest(self) -> Result<Option<Dest>, DestError>;
+}
+
+impl IntoDest for () {
+    fn into_dest(self) -> Result<Option<Dest>, DestError> {
+        Ok(None)
+    }
+}
+
+impl IntoDest for Dest {
+    fn into_dest(self) -> Result<Option<Dest>, DestError> {
+        Ok(Some(self))
+    }
+}
+
+impl IntoDest for &str {
+    fn into_dest(self) -> Result<Option<Dest>, DestError> {
+        Dest::parse(self).map(Some)
+    }
+}
+
+impl IntoDest for String {
+    fn into_dest(self) -> Result<Option<Dest>, DestError> {
+        self.as_str().into_dest()
+    }
+}
+
+impl IntoDest for SocketAddr {
+    fn into_dest(self) -> Result<Option<Dest>, DestError> {
+        Dest::try_from(self).map(Some)
+    }
+}
+
+impl IntoDest for (&str, u16) {
+    fn into_dest(self) -> Result<Option<Dest>, DestError> {
+        Dest::new(self.0, self.1).map(Some)
+    }
+}
+
+impl IntoDest for (IpAddr, u16) {
+    fn into_dest(self) -> Result<Option<Dest>, DestError> {
+        SocketAddr::from(self).into_dest()
+    }
+}
+
+impl<T: IntoDest> IntoDest for Option<T> {
+    fn into_dest(self) -> Result<Option<Dest>, DestError> {
+        match self {
+            Some(d) => d.into_dest(),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A socket made elsewhere, to wrap in a pipe (P2PD's `sock=`).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ExistingSocket {
+    /// A bound UDP socket.
+    Udp(std::net::UdpSocket),
+    /// A connected TCP stream.
+    Tcp(std::net::TcpStream),
+    /// A listening TCP socket.
+    Listener(std::net::TcpListener),
+}
+
+impl From<std::net::UdpSocket> for ExistingSocket {
+    fn from(s: std::net::UdpSocket) -> Self {
+        Self::Udp(s)
+    }
+}
+
+impl From<std::net::TcpStream> for ExistingSocket {
+    fn from(s: std::net::TcpStream) -> Self {
+        Self::Tcp(s)
+    }
+}
+
+impl From<std::net::TcpListener> for ExistingSocket {
+    fn from(s: std::net::TcpListener) -> Self {
+        Self::Listener(s)
+    }
+}
+
+/// Everything `pipe_open` can be told. Callbacks given here are registered before the socket
+/// starts reading, so no message can arrive before its handler.
+pub struct PipeBuilder<R: Runtime> {
+    rt: R,
+    proto: Proto,
+    dest: Result<Option<Dest>, DestError>,
+    bind: Option<SocketAddr>,
+    conf: Conf,
+    existing: Option<ExistingSocket>,
+    cbs: Callbacks<R>,
+    next_cb: u64,
+}
+
+impl<R: Runtime> std::fmt::Debug for PipeBuilder<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeBuilder")
+            .field("proto", &self.proto)
+            .field("dest", &self.dest)
+            .field("bind", &self.bind)
+            .field("conf", &self.conf)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> PipeBuilder<R> {
+    /// A builder for a pipe on runtime `rt`. With no destination it opens a server.
+    pub fn new(rt: R, proto: Proto) -> Self {
+        Self {
+            rt,
+            proto,
+            dest: Ok(None),
+            bind: None,
+            conf: Conf::default(),
+            existing: None,
+            cbs: Callbacks::default(),
+            next_cb: 1,
+        }
+    }
+
+    /// The destination of a client pipe.
+    pub fn dest(mut self, dest: impl IntoDest) -> Self {
+        self.dest = dest.into_dest();
+        self
+    }
+
+    /// The local address to bind (port 0 = any port). Without it, a client binds the
+    /// any-address of its destination's family and a server binds 127.0.0.1 on a free port:
+    /// pass `0.0.0.0:port` or `[::]:port` to listen on every interface.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = Some(addr);
+        self
+    }
+
+    /// The pipe's conf.
+    pub fn conf(mut self, conf: Conf) -> Self {
+        self.conf = conf;
+        self
+    }
+
+    /// Wrap an existing socket instead of creating one. A TCP stream is taken as connected.
+    pub fn socket(mut self, socket: impl Into<ExistingSocket>) -> Self {
+        self.existing = Some(socket.into());
+        self
+    }
+
+    fn cb_id(&mut self) -> CallbackId {
+        self.next_cb += 1;
+        CallbackId(self.next_cb - 1)
+    }
+
+    /// A message callback (P2PD's `msg_cb`), registered before the first byte can arrive.
+    pub fn on_message<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Message, Pipe<R>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let id = self.cb_id();
+        Arc::make_mut(&mut self.cbs.msg).push((id, msg_fn(f)));
+        self
+    }
+
+    /// An up callback (P2PD's `up_cb`): once, when the pipe can send.
+    pub fn on_up<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Pipe<R>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let id = self.cb_id();
+        Arc::make_mut(&mut self.cbs.up).push((id, up_fn(f)));
+        self
+    }
+
+    /// An end callback: once, when the pipe ends.
+    pub fn on_end<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(EndReason, Pipe<R>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let id = self.cb_id();
+        Arc::make_mut(&mut self.cbs.end).push((id, end_fn(f)));
+        self
+    }
+
+    /// Open the pipe.
+    pub async fn open(self) -> Result<Pipe<R>, OpenError> {
+        if self.conf.sock_only {
+            return Err(OpenError::SockOnly);
+        }
+        let rt = self.rt.clone();
+        let (conf, cbs) = (self.conf.clone(), self.cbs.clone());
+        let opened = self.prepare().await?;
+        let has_msg = !cbs.msg.is_empty();
+        let shared = Shared::new(rt.clone(), Engine::new(conf.seed ^ entropy()));
+        let mut core = shared.lock();
+        let now = rt.now();
+        let (id, sock) = match opened {
+            Opened::Udp(s, dest) => {
+                let local = s.local_addr()?;
+                let id = core.engine.open_udp(now, local, dest, conf, has_msg)?;
+                (id, Sock::Udp(Arc::new(rt.udp(s)?)))
+            }
+            Opened::Tcp(s) => {
+                let (local, peer) = (s.local_addr()?, s.peer_addr()?);
+                let id = core.engine.open_tcp(now, local, peer, conf, has_msg)?;
+                (id, Sock::Tcp(Arc::new(s.stream)))
+            }
+            Opened::Listener(s) => {
+                let local = s.local_addr()?;
+                let id = core.engine.open_listener(now, local, conf, has_msg)?;
+                (id, Sock::Listener(Arc::new(rt.listener(s)?)))
+            }
+        };
+        core.cbs.insert(id, cbs);
+        core.next_cb = 1 << 32;
+        let entry = start(&shared, &mut core, id, sock, None);
+        shared.pump(&mut core);
+        drop(core);
+        Ok(Pipe::owned(shared, id, entry))
+    }
+
+    /// Return the configured, bound (and for TCP clients connected, for servers listening)
+    /// socket instead of a pipe (P2PD's `sock_only`). The socket is in non-blocking mode.
+    pub async fn open_socket(mut self) -> Result<Socket, OpenError> {
+        self.conf.sock_only = false;
+        Ok(match self.prepare().await? {
+            Opened::Udp(s, _) => Socket::from(s),
+            Opened::Tcp(s) => {
+                // The stream was registered with the runtime only to await the connect.
+                let std = s.take_std()?;
+                Socket::from(std)
+            }
+            Opened::Listener(s) => Socket::from(s),
+        })
+    }
+
+    /// Validate, resolve, create, bind, connect or listen.
+    async fn prepare(self) -> Result<Opened<R>, OpenError> {
+        self.conf.validate()?;
+        let dest = self.dest?;
+        if let Some(existing) = self.existing {
+            return wrap_existing(&self.rt, self.proto, existing, dest.is_some());
+        }
+        let dest_addr = match &dest {
+            Some(d) => Some(resolve(&self.rt, d, self.bind.map(|b| Family::of_addr(&b)), self.conf.dns_timeout).await?),
+            None => None,
+        };
+        let bind = match (self.bind, dest_addr) {
+            (Some(b), _) => b,
+            (None, Some(d)) => SocketAddr::new(unspecified(Family::of_addr(&d)), 0),
+            (None, None) => SocketAddr::new(loopback(Family::V4), 0),
+        };
+        if let Some(d) = dest_addr {
+            if Family::of_addr(&d) != Family::of_addr(&bind) {
+                return Err(OpenError::FamilyMismatch { bind, dest: d });
+            }
+        }
+        let socket = bind_socket(self.proto, bind, &self.conf).map_err(|source| OpenError::Bind { addr: bind, source })?;
+        match (self.proto, dest_addr) {
+            (Proto::Udp, dest) => Ok(Opened::Udp(socket.into(), dest)),
+            (Proto::Tcp, None) => {
+                listen(&socket).map_err(|source| OpenError::Bind { addr: bind, source })?;
+                Ok(Opened::Listener(socket.into()))
+            }
+            (Proto::Tcp, Some(addr)) => connect(&self.rt, socket, addr, &self.conf).await.map(Opened::Tcp),
+        }
+    }
+}
+
+enum Opened<R: Runtime> {
+    Udp(std::net::UdpSocket, Option<SocketAddr>),
+    Tcp(Connected<R>),
+    Listener(std::net::TcpListener),
+}
+
+/// A connected stream registered with the runtime, plus a duplicate descriptor so that
+/// `open_socket` can hand the plain socket back.
+struct Connected<R: Runtime> {
+    stream: R::Tcp,
+    dup: Option<Socket>,
+}
+
+impl<R: Runtime> Connected<R> {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    fn take_std(self) -> io::Result<std::net::TcpStream> {
+        let dup = self.dup.ok_or_else(|| io::Error::other("no descriptor to hand back"))?;
+        drop(self.stream);
+        Ok(dup.into())
+    }
+}
+
+impl<R: Runtime> std::ops::Deref for Connected<R> {
+    type Target = R::Tcp;
+    fn deref(&self) -> &R::Tcp {
+        &self.stream
+    }
+}
+
+async fn connect<R: Runtime>(rt: &R, socket: Socket, addr: SocketAddr, conf: &Conf) -> Result<Connected<R>, OpenError> {
+    let keep = |s: Socket| if conf.do_close { None } else { Some(crate::error::KeptSocket(s)) };
+    if let Err(source) = start_connect(&socket, addr) {
+        return Err(connect_error(addr, source, keep(socket)));
+    }
+    let dup = socket.try_clone()?;
+    let stream = rt.tcp(socket.into())?;
+    let deadline = rt.now() + conf.con_timeout;
+    let ready = future::or(
+        async {
+            let _ = stream.writable().await;
+            true
+        },
+        async {
+            rt.sleep_until(deadline).await;
+            false
+        },
+    )
+    .await;
+    if !ready {
+        drop(stream);
+        return Err(OpenError::ConnectTimeout { addr, after: conf.con_timeout, socket: keep(dup) });
+    }
+    let failure = match stream.take_error() {
+        Ok(Some(e)) | Err(e) => Some(e),
+        Ok(None) => stream.peer_addr().err(),
+    };
+    if let Some(source) = failure {
+        drop(stream);
+        return Err(connect_error(addr, source, keep(dup)));
+    }
+    Ok(Connected { stream, dup: Some(dup) })
+}
+
+fn connect_error(addr: SocketAddr, source: io::Error, socket: Option<crate::error::KeptSocket>) -> OpenError {
+    if source.kind() == io::ErrorKind::ConnectionRefused {
+        OpenError::ConnectRefused { addr, socket }
+    } else {
+        OpenError::Connect { addr, source, socket }
+    }
+}
+
+fn wrap_existing<R: Runtime>(rt: &R, proto: Proto, existing: ExistingSocket, has_dest: bool) -> Result<Opened<R>, OpenError> {
+    match (proto, existing) {
+        (Proto::Udp, ExistingSocket::Udp(s)) => {
+            s.set_nonblocking(true)?;
+            let dest = s.peer_addr().ok();
+            Ok(Opened::Udp(s, dest))
+        }
+        (Proto::Tcp, ExistingSocket::Tcp(s)) => {
+            s.set_nonblocking(true)?;
+            s.peer_addr().map_err(|_| OpenError::BadSocket("the TCP stream is not connected"))?;
+            let dup = Socket::from(s.try_clone()?);
+            Ok(Opened::Tcp(Connected { stream: rt.tcp(s)?, dup: Some(dup) }))
+        }
+        (Proto::Tcp, ExistingSocket::Listener(s)) if !has_dest => {
+            s.set_nonblocking(true)?;
+            Ok(Opened::Listener(s))
+        }
+        (Proto::Tcp, ExistingSocket::Listener(_)) => Err(OpenError::BadSocket("a listener cannot have a destination")),
+        _ => Err(OpenError::BadSocket("the socket's protocol differs from the pipe's")),
+    }
+}
+
+/// Resolve a destination, bounded by `dns_timeout`, preferring `family` when given.
+async fn resolve<R: Runtime>(rt: &R, dest: &Dest, family: Option<Family>, timeout: Duration) -> Result<SocketAddr, OpenError> {
+    if let Some(addr) = dest.socket_addr() {
+        return Ok(addr);
+    }
+    let Host::Name(name) = dest.host() else {
+        unreachable!("an IP destination has a socket address");
+    };
+    let deadline = rt.now() + timeout;
+    let lookup = rt.resolve(name.clone(), dest.port());
+    let res = future::or(async { Some(lookup.await) }, async {
+        rt.sleep_until(deadline).await;
+        None
+    })
+    .await;
+    let addrs = match res {
+        None => return Err(OpenError::ResolveTimeout { host: name.clone(), after: timeout }),
+        Some(Err(source)) => return Err(OpenError::Resolve { host: name.clone(), source }),
+        Some(Ok(a)) => a,
+    };
+    let pick = addrs.iter().find(|a| family.is_none_or(|f| Family::of_addr(a) == f));
+    match (pick, family) {
+        (Some(a), _) => Ok(*a),
+        (None, Some(family)) if !addrs.is_empty() => Err(OpenError::NoAddress { host: name.clone(), family }),
+        (None, _) => Err(OpenError::Resolve {
+            host: name.clone(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+        }),
+    }
+}
+
+/// Fresh entropy for sequence numbers without a dependency: the std hasher's random keys.
+fn entropy() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x5049_5045);
+    h.finish()
+}

@@ -1,0 +1,113 @@
+//! Errors of opening a pipe.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pipe_core::{ConfError, DestError, Family};
+
+/// Opening a pipe failed. Each cause is its own variant: never a silent `None`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// A conf value is invalid.
+    #[error("invalid conf: {0}")]
+    Conf(#[from] ConfError),
+    /// The destination is malformed (port 0, bad host name ...).
+    #[error("bad destination: {0}")]
+    Dest(#[from] DestError),
+    /// DNS failed for the host.
+    #[error("could not resolve {host}: {source}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// DNS did not answer within `dns_timeout`.
+    #[error("resolving {host} timed out after {after:?}")]
+    ResolveTimeout {
+        /// The host name.
+        host: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The host has no address of the family the pipe's route uses.
+    #[error("{host} has no {family:?} address")]
+    NoAddress {
+        /// The host.
+        host: String,
+        /// The family wanted.
+        family: Family,
+    },
+    /// The bind address and the destination are of different families.
+    #[error("bind address {bind} and destination {dest} differ in address family")]
+    FamilyMismatch {
+        /// The local address.
+        bind: SocketAddr,
+        /// The destination.
+        dest: SocketAddr,
+    },
+    /// Creating or binding the socket failed (address in use, not local ...).
+    #[error("could not bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The peer refused the TCP connection.
+    #[error("connection to {addr} refused")]
+    ConnectRefused {
+        /// The peer.
+        addr: SocketAddr,
+        /// The bound socket, kept when `Conf::do_close` is false.
+        socket: Option<KeptSocket>,
+    },
+    /// The TCP connection did not complete within `con_timeout`.
+    #[error("connection to {addr} timed out after {after:?}")]
+    ConnectTimeout {
+        /// The peer.
+        addr: SocketAddr,
+        /// The timeout.
+        after: Duration,
+        /// The bound socket, kept when `Conf::do_close` is false.
+        socket: Option<KeptSocket>,
+    },
+    /// The TCP connection failed otherwise (unreachable, reset ...).
+    #[error("connection to {addr} failed: {source}")]
+    Connect {
+        /// The peer.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+        /// The bound socket, kept when `Conf::do_close` is false.
+        socket: Option<KeptSocket>,
+    },
+    /// The runtime could not register the socket, or another OS failure.
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+    /// `Conf::sock_only` is set: call `open_socket` to get the socket instead of a pipe.
+    #[error("conf.sock_only is set: use open_socket() to get the configured socket")]
+    SockOnly,
+    /// The existing socket given does not fit the pipe asked for.
+    #[error("existing socket does not fit: {0}")]
+    BadSocket(&'static str),
+}
+
+/// A socket handed back by a failed open because `Conf::do_close` was false (P2PD uses this
+/// for TCP hole punching: retry the connect from the same bound port).
+#[derive(Debug)]
+pub struct KeptSocket(pub socket2::Socket);
+
+impl OpenError {
+    /// The socket kept by a failed connect when `Conf::do_close` is false.
+    pub fn into_socket(self) -> Option<socket2::Socket> {
+        match self {
+            OpenError::ConnectRefused { socket, .. } | OpenError::ConnectTimeout { socket, .. } | OpenError::Connect { socket, .. } => {
+                socket.map(|k| k.0)
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The runtime seam: what pipe-io needs from an async runtime, quinn-style.
+//!
+//! A driver crate (pipe-tokio, pipe-smol) implements [`Runtime`] and the three socket traits
+//! for its own types. Sockets are readiness-based: an operation is tried first and, on
+//! `WouldBlock`, the caller waits for readiness and tries again. Every method takes `&self` so
+//! that any task may try a write while the socket's own task reads.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Instant;
+
+/// A boxed future, as the seam returns them.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// An async runtime: clock, timers, task spawning, socket registration and DNS.
+pub trait Runtime: Clone + Send + Sync + Debug + 'static {
+    /// A UDP socket registered with the runtime.
+    type Udp: UdpIo;
+    /// A TCP stream registered with the runtime.
+    type Tcp: TcpIo;
+    /// A TCP listener registered with the runtime.
+    type Listener: ListenerIo<Stream = Self::Tcp>;
+
+    /// The runtime's clock.
+    fn now(&self) -> Instant;
+    /// A future that completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
+    /// Run `future` in the background.
+    fn spawn(&self, future: BoxFuture<()>);
+    /// Register a non-blocking UDP socket.
+    fn udp(&self, socket: std::net::UdpSocket) -> io::Result<Self::Udp>;
+    /// Register a non-blocking TCP stream (connected, or with a connect in progress).
+    fn tcp(&self, stream: std::net::TcpStream) -> io::Result<Self::Tcp>;
+    /// Register a non-blocking listening TCP socket.
+    fn listener(&self, listener: std::net::TcpListener) -> io::Result<Self::Listener>;
+    /// Resolve `host:port` (unbounded: the caller applies `dns_timeout`).
+    fn resolve(&self, host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>>;
+}
+
+/// Readiness shared by all socket types.
+pub trait Readiness: Send + Sync + 'static {
+    /// Completes when the socket may be readable (or has an error pending).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Completes when the socket may be writable (or has an error pending).
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// The local address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A registered UDP socket.
+pub trait UdpIo: Readiness {
+    /// Receive one datagram without waiting (`WouldBlock` when none is queued).
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    /// Send one datagram without waiting.
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+}
+
+/// A registered TCP stream.
+pub trait TcpIo: Readiness {
+    /// Read without waiting; `Ok(0)` is end of stream.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Write without waiting.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// The connected peer.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+    /// Shut down one or both directions.
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()>;
+    /// The pending socket error (`SO_ERROR`), used after a non-blocking connect.
+    fn take_error(&self) -> io::Result<Option<io::Error>>;
+}
+
+/// A registered TCP listener.
+pub trait ListenerIo: Send + Sync + 'static {
+    /// The stream type it accepts.
+    type Stream: TcpIo;
+    /// Accept the next connection.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    /// The local address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}

@@ -1,0 +1,335 @@
+//! State shared by a pipe group's handles and tasks: the engine, the sockets, callbacks and
+//! the signals tasks wait on. One mutex guards it; it is never held across an `.await`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use event_listener::Event as Signal;
+use pipe_core::{Engine, Event, LinkId, MessageId, Outcome, PipeId, Proto};
+
+use crate::callbacks::{run_job, Callbacks, Job, JobQueue, JOB_CAP};
+use crate::pipe::Pipe;
+use crate::runtime::{Runtime, TcpIo, UdpIo};
+
+/// Reliable-send outcomes kept for callers that have not collected them yet.
+const OUTCOME_CAP: usize = 4096;
+
+/// Per-pipe signals. Waiters `listen()` before checking state, so no wake-up is lost.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) proto: Proto,
+    /// Subscription queues gained messages, or the pipe ended.
+    pub(crate) readable: Signal,
+    /// The outbound buffer drained, or the pipe ended.
+    pub(crate) writable: Signal,
+    /// The pipe's I/O task has something to do (flush, timer change, end).
+    pub(crate) wake_io: Signal,
+    /// An accepted connection is waiting, or the listener ended.
+    pub(crate) accept: Signal,
+    /// A reliable send finished.
+    pub(crate) reliable: Signal,
+    /// The callback queue has room again.
+    pub(crate) job_space: Signal,
+    /// The pipe ended and its socket is closed.
+    pub(crate) closed: Signal,
+    pub(crate) ended: AtomicBool,
+    pub(crate) io_done: AtomicBool,
+}
+
+impl Entry {
+    pub(crate) fn new(proto: Proto) -> Arc<Self> {
+        Arc::new(Self {
+            proto,
+            readable: Signal::new(),
+            writable: Signal::new(),
+            wake_io: Signal::new(),
+            accept: Signal::new(),
+            reliable: Signal::new(),
+            job_space: Signal::new(),
+            closed: Signal::new(),
+            ended: AtomicBool::new(false),
+            io_done: AtomicBool::new(false),
+        })
+    }
+
+    /// The entry of a pipe that is already closed and forgotten.
+    pub(crate) fn gone(proto: Proto) -> Arc<Self> {
+        let e = Self::new(proto);
+        e.ended.store(true, Ordering::Release);
+        e.io_done.store(true, Ordering::Release);
+        e
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.io_done.load(Ordering::Acquire)
+    }
+
+    fn wake_all(&self) {
+        for s in [&self.readable, &self.writable, &self.wake_io, &self.accept, &self.reliable, &self.job_space] {
+            s.notify(usize::MAX);
+        }
+    }
+}
+
+/// A socket and what could not be written to it yet.
+pub(crate) enum Sock<R: Runtime> {
+    Udp(Arc<R::Udp>),
+    Tcp(Arc<R::Tcp>),
+    Listener(Arc<R::Listener>),
+}
+
+impl<R: Runtime> Clone for Sock<R> {
+    fn clone(&self) -> Self {
+        match self {
+            Sock::Udp(s) => Sock::Udp(s.clone()),
+            Sock::Tcp(s) => Sock::Tcp(s.clone()),
+            Sock::Listener(s) => Sock::Listener(s.clone()),
+        }
+    }
+}
+
+pub(crate) struct SockEntry<R: Runtime> {
+    pub(crate) sock: Sock<R>,
+    /// One transmit (or the rest of one) the socket would not take.
+    pub(crate) unsent: Option<(Bytes, SocketAddr)>,
+}
+
+/// A forward to a pipe of another group, performed after the lock is released.
+pub(crate) struct Forward<R: Runtime> {
+    pub(crate) from: PipeId,
+    pub(crate) link: LinkId,
+    pub(crate) target: Pipe<R>,
+    pub(crate) dest: Option<SocketAddr>,
+    pub(crate) data: Bytes,
+}
+
+pub(crate) struct Core<R: Runtime> {
+    pub(crate) engine: Engine,
+    pub(crate) socks: HashMap<PipeId, SockEntry<R>>,
+    pub(crate) entries: HashMap<PipeId, Arc<Entry>>,
+    pub(crate) cbs: HashMap<PipeId, Callbacks<R>>,
+    pub(crate) jobs: HashMap<PipeId, JobQueue>,
+    pub(crate) parent: HashMap<PipeId, PipeId>,
+    pub(crate) outcomes: VecDeque<(PipeId, MessageId, Outcome)>,
+    pub(crate) link_targets: HashMap<u64, Pipe<R>>,
+    pub(crate) next_token: u64,
+    pub(crate) next_cb: u64,
+    /// The pipe whose task runs the engine's timer.
+    pub(crate) root: Option<PipeId>,
+    /// The last UDP send error, reported to the sender that flushed it.
+    pub(crate) send_error: Option<std::io::Error>,
+}
+
+pub(crate) struct Shared<R: Runtime> {
+    pub(crate) rt: R,
+    pub(crate) core: Mutex<Core<R>>,
+}
+
+impl<R: Runtime> std::fmt::Debug for Shared<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("rt", &self.rt).finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Shared<R> {
+    pub(crate) fn new(rt: R, engine: Engine) -> Arc<Self> {
+        Arc::new(Self {
+            rt,
+            core: Mutex::new(Core {
+                engine,
+                socks: HashMap::new(),
+                entries: HashMap::new(),
+                cbs: HashMap::new(),
+                jobs: HashMap::new(),
+                parent: HashMap::new(),
+                outcomes: VecDeque::new(),
+                link_targets: HashMap::new(),
+                next_token: 1,
+                next_cb: 1,
+                root: None,
+                send_error: None,
+            }),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core<R>> {
+        // A panic while holding the lock cannot leave the engine half-updated in a way that
+        // matters more than losing the whole pipe group, so recover the guard.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// After any input or command: write what can be written, act on events. Returns the
+    /// forwards to other groups, which need `.await` and so run after the lock is released.
+    pub(crate) fn pump(self: &Arc<Self>, core: &mut Core<R>) -> Vec<Forward<R>> {
+        let now = self.rt.now();
+        while let Some(pipe) = core.engine.poll_dirty() {
+            flush(core, pipe, now);
+        }
+        let mut forwards = Vec::new();
+        while let Some(ev) = core.engine.poll_event() {
+            match ev {
+                Event::Up { pipe } => self.queue_job(core, pipe, Job::Up),
+                Event::Message { pipe, msg } => self.queue_job(core, pipe, Job::Msg(msg)),
+                Event::Readable { pipe } => notify(core, pipe, |e| &e.readable),
+                Event::Accepted { listener, .. } => notify(core, listener, |e| &e.accept),
+                Event::Forward { from, link, target, dest, data } => {
+                    if let Some(t) = core.link_targets.get(&target) {
+                        forwards.push(Forward { from, link, target: t.clone(), dest, data });
+                    }
+                }
+                Event::Reliable { pipe, id, outcome } => {
+                    if core.outcomes.len() >= OUTCOME_CAP {
+                        core.outcomes.pop_front();
+                    }
+                    core.outcomes.push_back((pipe, id, outcome));
+                    notify(core, pipe, |e| &e.reliable);
+                }
+                Event::End { pipe, reason } => {
+                    if let Some(e) = core.entries.get(&pipe) {
+                        e.ended.store(true, Ordering::Release);
+                        e.wake_all();
+                    }
+                    self.queue_job(core, pipe, Job::End(reason));
+                }
+                _ => {}
+            }
+        }
+        forwards
+    }
+
+    /// Queue a callback job if the pipe (or its listener) has callbacks of that kind.
+    fn queue_job(self: &Arc<Self>, core: &mut Core<R>, pipe: PipeId, job: Job) {
+        let parent = core.parent.get(&pipe).copied();
+        let has = |c: Option<&Callbacks<R>>| {
+            c.is_some_and(|c| match &job {
+                Job::Up => !c.up.is_empty(),
+                Job::Msg(_) => !c.msg.is_empty(),
+                Job::End(_) => !c.end.is_empty(),
+            })
+        };
+        if !has(core.cbs.get(&pipe)) && !has(parent.and_then(|p| core.cbs.get(&p))) {
+            return;
+        }
+        let q = core.jobs.entry(pipe).or_default();
+        q.jobs.push_back(job);
+        if !q.running {
+            q.running = true;
+            let shared = self.clone();
+            self.rt.spawn(Box::pin(async move { shared.job_worker(pipe).await }));
+        }
+    }
+
+    async fn job_worker(self: Arc<Self>, pipe: PipeId) {
+        loop {
+            let (job, own, parent, handle) = {
+                let mut core = self.lock();
+                let Some(q) = core.jobs.get_mut(&pipe) else { return };
+                let Some(job) = q.jobs.pop_front() else {
+                    q.running = false;
+                    core.jobs.remove(&pipe);
+                    return;
+                };
+                let room = q.jobs.len() < JOB_CAP;
+                let own = core.cbs.get(&pipe).cloned().unwrap_or_default();
+                let parent = core.parent.get(&pipe).and_then(|p| core.cbs.get(p)).cloned();
+                let Some(entry) = core.entries.get(&pipe).cloned() else { return };
+                if room {
+                    entry.job_space.notify(usize::MAX);
+                }
+                (job, own, parent, Pipe::handle(self.clone(), pipe, entry))
+            };
+            run_job(job, own, parent, handle).await;
+        }
+    }
+
+    /// Outcome of a reliable send, if it has arrived (taken out of the table).
+    pub(crate) fn take_outcome(core: &mut Core<R>, pipe: PipeId, id: MessageId) -> Option<Outcome> {
+        let i = core.outcomes.iter().position(|(p, m, _)| *p == pipe && *m == id)?;
+        core.outcomes.remove(i).map(|(_, _, o)| o)
+    }
+
+    /// Drop everything the driver keeps for a pipe whose socket is closed.
+    pub(crate) fn forget(core: &mut Core<R>, pipe: PipeId) {
+        core.socks.remove(&pipe);
+        core.cbs.remove(&pipe);
+        core.parent.remove(&pipe);
+        if let Some(e) = core.entries.remove(&pipe) {
+            e.io_done.store(true, Ordering::Release);
+            e.wake_all();
+            e.closed.notify(usize::MAX);
+        }
+    }
+}
+
+fn notify<R: Runtime>(core: &Core<R>, pipe: PipeId, which: impl Fn(&Entry) -> &Signal) {
+    if let Some(e) = core.entries.get(&pipe) {
+        which(e).notify(usize::MAX);
+    }
+}
+
+/// Write a pipe's queued transmits until done or the socket is full. Returns true if
+/// everything was written.
+pub(crate) fn flush<R: Runtime>(core: &mut Core<R>, pipe: PipeId, now: Instant) -> bool {
+    let Some(entry) = core.socks.get_mut(&pipe) else {
+        // No socket (already closed): discard.
+        while core.engine.poll_transmit_for(pipe).is_some() {}
+        return true;
+    };
+    let mut drained = false;
+    loop {
+        let (buf, dst) = match entry.unsent.take() {
+            Some(u) => u,
+            None => match core.engine.poll_transmit_for(pipe) {
+                Some(t) => {
+                    drained = true;
+                    (t.payload, t.dst)
+                }
+                None => break,
+            },
+        };
+        let res = match &entry.sock {
+            Sock::Udp(s) => s.try_send_to(&buf, dst).map(|_| buf.len()),
+            Sock::Tcp(s) => s.try_write(&buf),
+            Sock::Listener(_) => Ok(buf.len()),
+        };
+        match res {
+            Ok(n) if n < buf.len() => entry.unsent = Some((buf.slice(n..), dst)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                entry.unsent = Some((buf, dst));
+                if let Some(e) = core.entries.get(&pipe) {
+                    e.wake_io.notify(1);
+                }
+                return false;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => entry.unsent = Some((buf, dst)),
+            Err(e) => match &entry.sock {
+                Sock::Udp(_) => {
+                    // A datagram the OS refused (EMSGSIZE, no route, EACCES): the pipe lives on.
+                    log::debug!("{pipe}: datagram of {} bytes to {dst} refused: {e}", buf.len());
+                    core.send_error = Some(e);
+                }
+                _ => {
+                    core.engine.handle_error(now, pipe, e.to_string());
+                    while core.engine.poll_transmit_for(pipe).is_some() {}
+                    return true;
+                }
+            },
+        }
+    }
+    if drained {
+        if let Some(e) = core.entries.get(&pipe) {
+            e.writable.notify(usize::MAX);
+        }
+    }
+    true
+}
+
