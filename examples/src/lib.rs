@@ -1,1 +1,114 @@
-//! placeholder
+//! Shared code of the example programs: runtime selection, argument parsing, the seed's two
+//! examples, a loopback STUN responder, the echo server and the relay. Every program is
+//! written once, generic over `pipe_io::Runtime`, and runs on tokio or smol.
+
+use std::error::Error;
+use std::future::Future;
+
+use pipe_io::Runtime;
+
+pub mod echo;
+pub mod relay;
+pub mod seed;
+pub mod stun_responder;
+
+/// The result of a program.
+pub type Res<T = ()> = Result<T, Box<dyn Error + Send + Sync>>;
+
+/// Which runtime to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// tokio, current-thread.
+    Tokio,
+    /// smol.
+    Smol,
+}
+
+impl Which {
+    /// Both, in order.
+    pub const ALL: [Which; 2] = [Which::Tokio, Which::Smol];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Which::Tokio => "tokio",
+            Which::Smol => "smol",
+        }
+    }
+
+    fn parse(s: &str) -> Res<Self> {
+        match s {
+            "tokio" => Ok(Which::Tokio),
+            "smol" => Ok(Which::Smol),
+            other => Err(format!("unknown runtime {other:?} (tokio or smol)").into()),
+        }
+    }
+}
+
+/// A program that runs on any runtime.
+pub trait Program {
+    /// What it returns.
+    type Output;
+    /// Run on `rt`.
+    fn run<R: Runtime>(self, rt: R) -> impl Future<Output = Res<Self::Output>>;
+}
+
+/// Run `p` on the chosen runtime.
+pub fn run_on<P: Program>(which: Which, p: P) -> Res<P::Output> {
+    match which {
+        Which::Tokio => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async { p.run(pipe_tokio::Tokio::current()).await })
+        }
+        Which::Smol => smol::block_on(p.run(pipe_smol::Smol::default())),
+    }
+}
+
+/// Command-line flags: `--name value` pairs and positional arguments.
+#[derive(Debug, Default)]
+pub struct Args {
+    flags: Vec<(String, String)>,
+    /// Positional arguments.
+    pub positional: Vec<String>,
+}
+
+impl Args {
+    /// Parse `std::env::args()`.
+    pub fn from_env() -> Res<Self> {
+        let mut args = Args::default();
+        let mut it = std::env::args().skip(1);
+        while let Some(a) = it.next() {
+            if let Some(name) = a.strip_prefix("--") {
+                let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+                args.flags.push((name.to_owned(), value));
+            } else {
+                args.positional.push(a);
+            }
+        }
+        Ok(args)
+    }
+
+    /// A flag's value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.flags.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A required flag.
+    pub fn require(&self, name: &str) -> Res<&str> {
+        self.get(name).ok_or_else(|| format!("missing --{name}").into())
+    }
+
+    /// `--runtime tokio|smol`, tokio by default.
+    pub fn runtime(&self) -> Res<Which> {
+        self.get("runtime").map_or(Ok(Which::Tokio), Which::parse)
+    }
+
+    /// `--proto tcp|udp`.
+    pub fn proto(&self) -> Res<pipe_io::Proto> {
+        match self.require("proto")? {
+            "tcp" => Ok(pipe_io::Proto::Tcp),
+            "udp" => Ok(pipe_io::Proto::Udp),
+            other => Err(format!("unknown proto {other:?} (tcp or udp)").into()),
+        }
+    }
+}

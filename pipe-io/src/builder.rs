@@ -199,6 +199,19 @@ impl<R: Runtime> PipeBuilder<R> {
         self
     }
 
+    /// TCP servers: a hook run for each accepted connection before the connection reads its
+    /// first byte (its reading waits for the hook). Use it to link the connection to an
+    /// upstream pipe so that no byte arrives before the link exists.
+    pub fn on_accept<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Pipe<R>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let id = self.cb_id();
+        Arc::make_mut(&mut self.cbs.accept).push((id, up_fn(f)));
+        self
+    }
+
     /// An end callback: once, when the pipe ends.
     pub fn on_end<F, Fut>(mut self, f: F) -> Self
     where

@@ -61,6 +61,8 @@ pub(crate) struct Callbacks<R: Runtime> {
     pub(crate) msg: Arc<Vec<(CallbackId, MsgFn<R>)>>,
     pub(crate) up: Arc<Vec<(CallbackId, UpFn<R>)>>,
     pub(crate) end: Arc<Vec<(CallbackId, EndFn<R>)>>,
+    /// Listener only: run for each accepted connection before it reads.
+    pub(crate) accept: Arc<Vec<(CallbackId, UpFn<R>)>>,
 }
 
 impl<R: Runtime> Default for Callbacks<R> {
@@ -69,6 +71,7 @@ impl<R: Runtime> Default for Callbacks<R> {
             msg: Arc::default(),
             up: Arc::default(),
             end: Arc::default(),
+            accept: Arc::default(),
         }
     }
 }
@@ -79,6 +82,7 @@ impl<R: Runtime> Clone for Callbacks<R> {
             msg: self.msg.clone(),
             up: self.up.clone(),
             end: self.end.clone(),
+            accept: self.accept.clone(),
         }
     }
 }
@@ -124,6 +128,13 @@ pub(crate) async fn run_job<R: Runtime>(job: Job, own: Callbacks<R>, parent: Opt
                 }
             }
         }
+    }
+}
+
+/// Run a listener's accept hooks for a new connection, in order.
+pub(crate) async fn run_accept_hooks<R: Runtime>(hooks: Arc<Vec<(CallbackId, UpFn<R>)>>, pipe: Pipe<R>) {
+    for (_, f) in hooks.iter() {
+        guarded(pipe.id(), f(pipe.clone())).await;
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use pipe_core::{PipeId, Proto};
 
-use crate::callbacks::JOB_CAP;
+use crate::callbacks::{run_accept_hooks, JOB_CAP};
+use crate::pipe::Pipe;
 use crate::pipe::run_forwards;
 use crate::runtime::{ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
 use crate::shared::{flush, Entry, Shared, Sock, SockEntry};
@@ -44,9 +45,16 @@ pub(crate) fn start<R: Runtime>(shared: &Arc<Shared<R>>, core: &mut crate::share
     core.socks.insert(id, SockEntry { sock: sock.clone(), unsent: None });
     let reader_limit = core.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
     let (s, e) = (shared.clone(), entry.clone());
+    let hooks = parent.and_then(|p| core.cbs.get(&p)).map(|c| c.accept.clone()).filter(|h| !h.is_empty());
     let task: crate::runtime::BoxFuture<()> = match sock {
         Sock::Udp(u) => Box::pin(run_udp(s, id, u, e)),
-        Sock::Tcp(t) => Box::pin(run_tcp(s, id, t, e, reader_limit)),
+        Sock::Tcp(t) => match hooks {
+            Some(hooks) => Box::pin(async move {
+                run_accept_hooks(hooks, Pipe::handle(s.clone(), id, e.clone())).await;
+                run_tcp(s, id, t, e, reader_limit).await;
+            }),
+            None => Box::pin(run_tcp(s, id, t, e, reader_limit)),
+        },
         Sock::Listener(l) => Box::pin(run_listener(s, id, l, e)),
     };
     shared.rt.spawn(task);

@@ -125,9 +125,15 @@ impl Engine {
                 claimed = true;
                 let ok = match target {
                     LinkTarget::Local(t) => self.forward_local(t, &data, dest),
-                    LinkTarget::External(target) => {
+                    LinkTarget::External(target) if self.events.len() < MAX_EVENTS => {
                         self.events.push_back(Event::Forward { from: pipe, link, target, dest, data: data.clone() });
                         true
+                    }
+                    LinkTarget::External(_) => {
+                        if let Some(p) = self.pipes.get_mut(&pipe) {
+                            p.stats.events_dropped += 1;
+                        }
+                        false
                     }
                 };
                 let Some(p) = self.pipes.get_mut(&pipe) else { return };

@@ -35,7 +35,7 @@ use crate::sub::{Filter, Queue, Subscription};
 pub const MAX_SUBSCRIPTIONS: usize = 256;
 /// Most links per pipe.
 pub const MAX_LINKS: usize = 64;
-/// Most queued events; past it, `Message` events are dropped and counted (the others are
+/// Most queued events; past it, `Message` and `Forward` events are dropped and counted (the others are
 /// bounded by the number of pipes and reliable sends).
 pub const MAX_EVENTS: usize = 1 << 16;
 /// Largest UDP payload on IPv4 (65,535 − 20 − 8).
@@ -45,6 +45,8 @@ pub const MAX_UDP_V6: usize = 65_527;
 /// Internal transmits (ACKs, forwards, retransmits) may fill a pipe's outbound buffer to this
 /// many times `max_out_bytes` before they are dropped and counted.
 const INTERNAL_OUT_FACTOR: usize = 4;
+/// Most transmits queued per pipe: the byte caps alone would let zero-length payloads pile up.
+const MAX_OUT_TRANSMITS: usize = 1 << 16;
 
 /// The sans-IO engine. See the module documentation for the method kinds and drain order.
 #[derive(Debug)]
@@ -207,7 +209,7 @@ impl Engine {
         if !p.is_open() {
             return Err(SendError::Closed);
         }
-        if p.out_bytes >= p.conf.max_out_bytes {
+        if p.out_bytes >= p.conf.max_out_bytes || p.out.len() >= MAX_OUT_TRANSMITS {
             return Err(SendError::WouldBlock);
         }
         let (dst, payload) = Self::frame_out(p, data, dest)?;
@@ -383,6 +385,8 @@ impl Engine {
                 if let Some(cp) = self.pipes.get_mut(&c) {
                     cp.in_accept_q = false;
                 }
+                // A connection that ended while queued is released once handed out.
+                self.maybe_remove(c);
                 Ok(Some(c))
             }
             None if open => Ok(None),
@@ -454,8 +458,10 @@ impl Engine {
         let p = self.pipes.get_mut(&pipe)?;
         let t = p.out.pop_front()?;
         p.out_bytes -= t.payload.len();
-        if p.out.is_empty() && p.state == State::Closing {
-            p.state = State::Closed;
+        if p.out.is_empty() && p.state != State::Open {
+            if p.state == State::Closing {
+                p.state = State::Closed;
+            }
             self.maybe_remove(pipe);
         }
         Some(t)
@@ -541,6 +547,7 @@ impl Engine {
                     && p.subs.iter().all(|s| s.queue.within_caps())
                     && p.dedup.as_ref().is_none_or(crate::dedup::Dedup::within_caps)
                     && p.out_bytes <= internal_cap + p.conf.max_out_bytes
+                    && p.out.len() <= MAX_OUT_TRANSMITS
                     && p.outstanding.len() <= p.conf.max_reliable_outstanding
                     && p.seen.as_ref().is_none_or(|s| s.len() <= p.conf.reliable_window)
                     && p.accept_q.len() <= p.conf.accept_backlog
@@ -583,6 +590,10 @@ impl Engine {
             Kind::TcpConn { listener } => Some(listener),
             _ => None,
         };
+        if p.in_dirty {
+            // Drained with `poll_transmit_for` only: drop the stale entry.
+            self.dirty.retain(|d| *d != pipe);
+        }
         self.pipes.remove(&pipe);
         if let Some(l) = parent {
             if let Some(lp) = self.pipes.get_mut(&l) {
@@ -635,7 +646,7 @@ impl Engine {
     /// Queue an engine-made transmit (ACK, forward, retransmit), dropping it past the hard cap.
     fn push_internal(&mut self, pipe: PipeId, dst: SocketAddr, payload: Bytes) -> bool {
         let Some(p) = self.pipes.get_mut(&pipe) else { return false };
-        if p.out_bytes + payload.len() > p.conf.max_out_bytes * INTERNAL_OUT_FACTOR + MAX_UDP_V6 {
+        if p.out_bytes + payload.len() > p.conf.max_out_bytes * INTERNAL_OUT_FACTOR + MAX_UDP_V6 || p.out.len() >= MAX_OUT_TRANSMITS {
             p.stats.out_dropped += 1;
             return false;
         }

@@ -77,7 +77,8 @@ pub struct Stats {
     pub queue_dropped: u64,
     /// Messages that matched no subscription and had no callback to go to.
     pub unclaimed: u64,
-    /// Message events dropped because the engine's event queue was full.
+    /// Message and forward events dropped because the engine's event queue was full (a dropped
+    /// forward also counts in `forward_failed`).
     pub events_dropped: u64,
     /// Messages forwarded through links.
     pub forwarded: u64,

@@ -1,0 +1,8 @@
+//! `echo-server --proto tcp|udp --bind ADDR [--runtime tokio|smol]`
+use examples::{echo::EchoServer, run_on, Args, Res};
+
+fn main() -> Res {
+    let args = Args::from_env()?;
+    let bind = args.require("bind")?.parse()?;
+    run_on(args.runtime()?, EchoServer { proto: args.proto()?, bind })
+}

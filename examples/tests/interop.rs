@@ -1,0 +1,197 @@
+//! Interop with code no one here wrote: CPython's socket module drives `echo-server`, and
+//! the relay is tested with CPython (and socat, when installed) at both ends. Loopback only.
+//! A missing peer prints a loud SKIP line; `.ci/run` installs them so nothing is skipped.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new(cmd).arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+fn skip(test: &str, what: &str) {
+    eprintln!("\n!!!!! SKIP {test}: {what} is not installed (apt-get install {what}) !!!!!\n");
+}
+
+/// Start one of our binaries and read its `listening on <addr>` line.
+fn start(bin: &str, args: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(bin).args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start binary");
+    let stdout = child.stdout.take().expect("stdout");
+    let proc = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).expect("first line within 20 s");
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line was {line:?}")).to_owned();
+    (proc, addr)
+}
+
+/// Run a Python snippet with a deadline; it must exit 0.
+fn python(script: &str, args: &[&str]) {
+    let mut child = Command::new("python3").arg("-c").arg(script).args(args).spawn().expect("python3");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "python exited with {status}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("python did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const CLIENT: &str = r#"
+import socket, sys
+proto, addr = sys.argv[1], sys.argv[2]
+host, port = addr.rsplit(":", 1)
+host = host.strip("[]")
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+for i in range(3):
+    s = socket.socket(fam, kind)
+    s.settimeout(5)
+    s.connect((host, int(port)))
+    for n in range(20):
+        msg = b"interop %d %d " % (i, n) + bytes(range(64))
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise SystemExit("connection closed early")
+            got += chunk
+            if kind == socket.SOCK_DGRAM:
+                break
+        assert got == msg, (got, msg)
+    s.close()
+print("python", proto, addr, "ok")
+"#;
+
+fn echo_server(runtime: &str) {
+    if !have("python3") {
+        return skip("echo_server", "python3");
+    }
+    for proto in ["tcp", "udp"] {
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let (_p, addr) = start(env!("CARGO_BIN_EXE_echo-server"), &["--proto", proto, "--bind", bind, "--runtime", runtime]);
+            python(CLIENT, &[proto, &addr]);
+        }
+    }
+}
+
+#[test]
+fn echo_server_with_cpython_client_tokio() {
+    echo_server("tokio");
+}
+
+#[test]
+fn echo_server_with_cpython_client_smol() {
+    echo_server("smol");
+}
+
+const ECHO_UPSTREAM: &str = r#"
+import socket, sys, threading
+proto = sys.argv[1]
+kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+s = socket.socket(socket.AF_INET, kind)
+s.bind(("127.0.0.1", 0))
+print("listening on 127.0.0.1:%d" % s.getsockname()[1], flush=True)
+if kind == socket.SOCK_DGRAM:
+    while True:
+        data, peer = s.recvfrom(65536)
+        s.sendto(data, peer)
+s.listen(64)
+def serve(c):
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+fn relay(runtime: &str) {
+    if !have("python3") {
+        return skip("relay", "python3");
+    }
+    for proto in ["tcp", "udp"] {
+        let (_up, up_addr) = start("python3", &["-c", ECHO_UPSTREAM, proto]);
+        let (_relay, relay_addr) = start(env!("CARGO_BIN_EXE_relay"), &["--proto", proto, "--listen", "127.0.0.1:0", "--to", &up_addr, "--runtime", runtime]);
+        python(CLIENT, &[proto, &relay_addr]);
+    }
+}
+
+#[test]
+fn relay_between_cpython_peers_tokio() {
+    relay("tokio");
+}
+
+#[test]
+fn relay_between_cpython_peers_smol() {
+    relay("smol");
+}
+
+#[test]
+fn relay_to_socat_echo() {
+    if !have("socat") {
+        return skip("relay_to_socat_echo", "socat");
+    }
+    if !have("python3") {
+        return skip("relay_to_socat_echo", "python3");
+    }
+    // socat as the upstream echo server (TCP and UDP, forking per client).
+    for (proto, listen) in [("tcp", "TCP-LISTEN"), ("udp", "UDP-RECVFROM")] {
+        let port = free_port(proto);
+        let spec = if proto == "tcp" { format!("{listen}:{port},bind=127.0.0.1,fork,reuseaddr") } else { format!("{listen}:{port},bind=127.0.0.1,fork") };
+        let _socat = Proc(Command::new("socat").args([&spec, "EXEC:cat"]).spawn().expect("socat"));
+        wait_port(proto, port);
+        let up = format!("127.0.0.1:{port}");
+        let (_relay, relay_addr) = start(env!("CARGO_BIN_EXE_relay"), &["--proto", proto, "--listen", "127.0.0.1:0", "--to", &up]);
+        python(CLIENT, &[proto, &relay_addr]);
+    }
+}
+
+fn free_port(proto: &str) -> u16 {
+    if proto == "tcp" {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    } else {
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+}
+
+fn wait_port(proto: &str, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let bound = if proto == "tcp" {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        } else {
+            // A UDP port is taken when we cannot bind it.
+            std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+        };
+        if bound {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("socat did not start on port {port}");
+}
