@@ -114,6 +114,7 @@ pub struct PipeBuilder<R: Runtime> {
     proto: Proto,
     dest: Result<Option<Dest>, DestError>,
     bind: Option<SocketAddr>,
+    device: Option<String>,
     conf: Conf,
     existing: Option<ExistingSocket>,
     cbs: Callbacks<R>,
@@ -139,6 +140,7 @@ impl<R: Runtime> PipeBuilder<R> {
             proto,
             dest: Ok(None),
             bind: None,
+            device: None,
             conf: Conf::default(),
             existing: None,
             cbs: Callbacks::default(),
@@ -157,6 +159,15 @@ impl<R: Runtime> PipeBuilder<R> {
     /// pass `0.0.0.0:port` or `[::]:port` to listen on every interface.
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = Some(addr);
+        self
+    }
+
+    /// Open the pipe on `route`: bind its NIC address (with its IPv6 scope id) on `port`
+    /// (0 = any free port), and its device too if the route asks for it. The route itself is
+    /// never changed, so one route serves many pipes.
+    pub fn route(mut self, route: &crate::route::Route, port: u16) -> Self {
+        self.bind = Some(route.bind_addr(port));
+        self.device = route.binds_device().then(|| route.interface().unwrap_or_default().to_owned());
         self
     }
 
@@ -296,7 +307,10 @@ impl<R: Runtime> PipeBuilder<R> {
                 return Err(OpenError::FamilyMismatch { bind, dest: d });
             }
         }
-        let socket = bind_socket(self.proto, bind, &self.conf).map_err(|source| OpenError::Bind { addr: bind, source })?;
+        let socket = match &self.device {
+            Some(device) => crate::socket::bind_socket_on_device(self.proto, bind, device, &self.conf)?,
+            None => bind_socket(self.proto, bind, &self.conf).map_err(|source| OpenError::Bind { addr: bind, source })?,
+        };
         match (self.proto, dest_addr) {
             (Proto::Udp, dest) => Ok(Opened::Udp(socket.into(), dest)),
             (Proto::Tcp, None) => {
@@ -440,7 +454,7 @@ async fn resolve<R: Runtime>(rt: &R, dest: &Dest, family: Option<Family>, timeou
 }
 
 /// Fresh entropy for sequence numbers without a dependency: the std hasher's random keys.
-fn entropy() -> u64 {
+pub(crate) fn entropy() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0x5049_5045);

@@ -56,6 +56,15 @@ pub enum OpenError {
         /// The OS error.
         source: io::Error,
     },
+    /// Binding the socket to the route's interface (SO_BINDTODEVICE) failed: not permitted
+    /// (it needs CAP_NET_RAW), no such device, or not supported on this OS.
+    #[error("could not bind to device {device:?}: {source}")]
+    BindDevice {
+        /// The interface name.
+        device: String,
+        /// The OS error.
+        source: io::Error,
+    },
     /// The peer refused the TCP connection.
     #[error("connection to {addr} refused")]
     ConnectRefused {

@@ -4,7 +4,10 @@
 mod builder;
 mod callbacks;
 mod error;
+pub mod external;
+pub mod iface;
 mod pipe;
+pub mod route;
 pub mod runtime;
 mod shared;
 pub mod socket;
@@ -13,7 +16,10 @@ mod tasks;
 pub use builder::{ExistingSocket, IntoDest, PipeBuilder};
 pub use callbacks::CallbackId;
 pub use error::{KeptSocket, OpenError};
+pub use external::{external_address, ExternalCache, ExternalConf, ExternalError};
+pub use iface::{default_route, interfaces, refresh_interfaces, IfAddress, Interface};
 pub use pipe::Pipe;
+pub use route::Route;
 pub use runtime::{BoxFuture, ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
 
 pub use pipe_core;

@@ -12,6 +12,12 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// SO_LINGER (`linger`), IPV6_V6ONLY always set explicitly to true on IPv6 sockets (a pipe
 /// has one family; use an IPv4 pipe for IPv4 peers), the `sock_proto` protocol, non-blocking.
 pub fn bind_socket(proto: Proto, bind: SocketAddr, conf: &Conf) -> io::Result<Socket> {
+    let socket = configured_socket(proto, bind, conf)?;
+    socket.bind(&SockAddr::from(bind))?;
+    Ok(socket)
+}
+
+fn configured_socket(proto: Proto, bind: SocketAddr, conf: &Conf) -> io::Result<Socket> {
     let domain = Domain::for_address(bind);
     let ty = match proto {
         Proto::Tcp => Type::STREAM,
@@ -37,8 +43,30 @@ pub fn bind_socket(proto: Proto, bind: SocketAddr, conf: &Conf) -> io::Result<So
         socket.set_tcp_nodelay(true)?;
     }
     socket.set_nonblocking(true)?;
-    socket.bind(&SockAddr::from(bind))?;
     Ok(socket)
+}
+
+/// Like [`bind_socket`], also binding the socket to interface `device` (SO_BINDTODEVICE)
+/// before the address is bound.
+pub fn bind_socket_on_device(proto: Proto, bind: SocketAddr, device: &str, conf: &Conf) -> Result<Socket, crate::OpenError> {
+    let bind_err = |source| crate::OpenError::Bind { addr: bind, source };
+    let socket = configured_socket(proto, bind, conf).map_err(bind_err)?;
+    set_device(&socket, device).map_err(|source| crate::OpenError::BindDevice { device: device.to_owned(), source })?;
+    socket.bind(&SockAddr::from(bind)).map_err(bind_err)?;
+    Ok(socket)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_device(socket: &Socket, device: &str) -> io::Result<()> {
+    if device.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the route has no interface name"));
+    }
+    socket.bind_device(Some(device.as_bytes()))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_device(_socket: &Socket, _device: &str) -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "SO_BINDTODEVICE is Linux-only"))
 }
 
 /// Start a non-blocking connect; `Ok` means connected or in progress.
