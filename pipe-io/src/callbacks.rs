@@ -94,7 +94,7 @@ pub(crate) enum Job {
     End(EndReason),
 }
 
-/// The job queue of one pipe.
+/// The job queue of one pipe; it exists while its worker runs.
 #[derive(Default)]
 pub(crate) struct JobQueue {
     pub(crate) jobs: VecDeque<Job>,

@@ -218,35 +218,39 @@ impl<R: Runtime> Shared<R> {
         if !has(core.cbs.get(&pipe)) && !has(parent.and_then(|p| core.cbs.get(&p))) {
             return;
         }
+        let Some(entry) = core.entries.get(&pipe).cloned() else { return };
         let q = core.jobs.entry(pipe).or_default();
         q.jobs.push_back(job);
         if !q.running {
             q.running = true;
             let shared = self.clone();
-            self.rt.spawn(Box::pin(async move { shared.job_worker(pipe).await }));
+            self.rt.spawn(Box::pin(async move { shared.job_worker(pipe, entry).await }));
         }
     }
 
-    async fn job_worker(self: Arc<Self>, pipe: PipeId) {
+    /// Run a pipe's queued callback jobs in order, then exit. The entry is captured at spawn
+    /// time: the pipe's socket may be closed and forgotten while its last jobs (its End among
+    /// them) still run.
+    async fn job_worker(self: Arc<Self>, pipe: PipeId, entry: Arc<Entry>) {
         loop {
-            let (job, own, parent, handle) = {
+            let (job, own, parent) = {
                 let mut core = self.lock();
                 let Some(q) = core.jobs.get_mut(&pipe) else { return };
                 let Some(job) = q.jobs.pop_front() else {
-                    q.running = false;
                     core.jobs.remove(&pipe);
+                    if !core.entries.contains_key(&pipe) {
+                        Self::drop_callbacks(&mut core, pipe);
+                    }
                     return;
                 };
-                let room = q.jobs.len() < JOB_CAP;
-                let own = core.cbs.get(&pipe).cloned().unwrap_or_default();
-                let parent = core.parent.get(&pipe).and_then(|p| core.cbs.get(p)).cloned();
-                let Some(entry) = core.entries.get(&pipe).cloned() else { return };
-                if room {
+                if q.jobs.len() < JOB_CAP {
                     entry.job_space.notify(usize::MAX);
                 }
-                (job, own, parent, Pipe::handle(self.clone(), pipe, entry))
+                let own = core.cbs.get(&pipe).cloned().unwrap_or_default();
+                let parent = core.parent.get(&pipe).and_then(|p| core.cbs.get(p)).cloned();
+                (job, own, parent)
             };
-            run_job(job, own, parent, handle).await;
+            run_job(job, own, parent, Pipe::handle(self.clone(), pipe, entry.clone())).await;
         }
     }
 
@@ -256,11 +260,21 @@ impl<R: Runtime> Shared<R> {
         core.outcomes.remove(i).map(|(_, _, o)| o)
     }
 
+    /// Forget an accepted connection's callbacks. A group's first pipe keeps its own: its
+    /// connections run them, and they go with the group.
+    fn drop_callbacks(core: &mut Core<R>, pipe: PipeId) {
+        if core.parent.remove(&pipe).is_some() {
+            core.cbs.remove(&pipe);
+        }
+    }
+
     /// Drop everything the driver keeps for a pipe whose socket is closed.
     pub(crate) fn forget(core: &mut Core<R>, pipe: PipeId) {
         core.socks.remove(&pipe);
-        core.cbs.remove(&pipe);
-        core.parent.remove(&pipe);
+        // Callbacks stay while jobs are queued (the worker drops them when done).
+        if !core.jobs.contains_key(&pipe) {
+            Self::drop_callbacks(core, pipe);
+        }
         if let Some(e) = core.entries.remove(&pipe) {
             e.io_done.store(true, Ordering::Release);
             e.wake_all();
