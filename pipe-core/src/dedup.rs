@@ -57,10 +57,7 @@ impl Dedup {
         };
         self.stamp += 1;
         let stamp = self.stamp;
-        let fresh = match self.seen.insert(key, stamp) {
-            Some(_) => false,
-            None => true,
-        };
+        let fresh = self.seen.insert(key, stamp).is_none();
         self.order.push_back((key, stamp));
         if fresh && self.seen.len() > self.cap {
             self.evict_one();

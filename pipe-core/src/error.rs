@@ -187,6 +187,9 @@ pub enum LinkError {
     /// No such link on this pipe.
     #[error("no such link")]
     NotLinked,
+    /// The target cannot send (a TCP listener: link its connections instead).
+    #[error("a {0} cannot be a link target")]
+    WrongKind(&'static str),
 }
 
 /// A connection could not be registered with its listener.

@@ -1,5 +1,6 @@
 //! One test per rule of pipe-core, each P2PD bug of `reference/p2pd-pipes.md` turned the right
 //! way round. Engines are driven directly (no world) so each rule is visible in a few lines.
+//! One file on purpose (over the usual length): short independent tests, grouped by area.
 
 mod world;
 
@@ -9,9 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pipe_core::conf::MAX_FRAME;
 use pipe_core::{
-    AcceptError, Conf, ConfError, DedupKey, Dest, DestError, EndReason, Engine, Event, Family, Filter, Framing, Kind,
-    LinkError, LinkTarget, MessageId, Outcome, PipeId, Proto, RecvError, SendError, State, SubId, SubscribeError,
-    Transmit, MAX_UDP_V4, MAX_UDP_V6,
+    AcceptError, Conf, ConfError, DedupKey, Dest, DestError, EndReason, Engine, Event, Family,
+    Filter, Framing, Kind, LinkError, LinkTarget, MessageId, Outcome, PipeId, Proto, RecvError,
+    SendError, State, SubId, SubscribeError, Transmit, MAX_UDP_V4, MAX_UDP_V6,
 };
 use world::{base_instant, sa};
 
@@ -40,7 +41,8 @@ fn recv_all(e: &mut Engine, p: PipeId, s: SubId) -> Vec<Bytes> {
 }
 
 fn udp(e: &mut Engine, now: Instant, local: &str, dest: Option<&str>, conf: Conf) -> PipeId {
-    e.open_udp(now, sa(local), dest.map(sa), conf, false).unwrap()
+    e.open_udp(now, sa(local), dest.map(sa), conf, false)
+        .unwrap()
 }
 
 /// A UDP pipe without a destination (a server) subscribed to everything.
@@ -82,9 +84,19 @@ fn reliable(events: &[Event]) -> Vec<(MessageId, Outcome)> {
 
 /// A listener on 10.0.0.1:80 and `n` accepted connections from 10.0.0.2:5000+i.
 fn server(e: &mut Engine, now: Instant, conf: Conf, n: u16) -> (PipeId, Vec<PipeId>) {
-    let l = e.open_listener(now, sa("10.0.0.1:80"), conf, false).unwrap();
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), conf, false)
+        .unwrap();
     let conns = (0..n)
-        .map(|i| e.handle_accepted(now, l, sa("10.0.0.1:80"), SocketAddr::from(([10, 0, 0, 2], 5000 + i))).unwrap())
+        .map(|i| {
+            e.handle_accepted(
+                now,
+                l,
+                sa("10.0.0.1:80"),
+                SocketAddr::from(([10, 0, 0, 2], 5000 + i)),
+            )
+            .unwrap()
+        })
         .collect();
     (l, conns)
 }
@@ -106,8 +118,14 @@ fn dest_port_zero_is_rejected() {
     assert_eq!(Dest::parse("10.0.0.1:0"), Err(DestError::PortZero));
     assert_eq!(Dest::try_from(sa("10.0.0.1:0")), Err(DestError::PortZero));
     assert_eq!(Dest::try_from(sa("[::1]:0")), Err(DestError::PortZero));
-    assert!(matches!(Dest::parse("10.0.0.1:70000"), Err(DestError::BadPort(_))));
-    assert!(matches!(Dest::parse("10.0.0.1:-1"), Err(DestError::BadPort(_))));
+    assert!(matches!(
+        Dest::parse("10.0.0.1:70000"),
+        Err(DestError::BadPort(_))
+    ));
+    assert!(matches!(
+        Dest::parse("10.0.0.1:-1"),
+        Err(DestError::BadPort(_))
+    ));
     assert_eq!(Dest::new("10.0.0.1", 1).unwrap().port(), 1);
 }
 
@@ -116,7 +134,10 @@ fn ipv6_compressed_and_exploded_are_one_value() {
     // P2PD compared exploded text, so `::1` was never loopback and unsubscribe failed.
     let a = Dest::new("::1", 80).unwrap();
     assert_eq!(a, Dest::new("0:0:0:0:0:0:0:1", 80).unwrap());
-    assert_eq!(a, Dest::new("0000:0000:0000:0000:0000:0000:0000:0001", 80).unwrap());
+    assert_eq!(
+        a,
+        Dest::new("0000:0000:0000:0000:0000:0000:0000:0001", 80).unwrap()
+    );
     assert_eq!(a, Dest::parse("[::1]:80").unwrap());
     assert_eq!(a, Dest::try_from(sa("[0:0:0:0:0:0:0:1]:80")).unwrap());
     assert_eq!(a.socket_addr(), Some(sa("[::1]:80")));
@@ -128,23 +149,41 @@ fn ipv6_scope_id_is_kept() {
     // P2PD stripped `%scope`, so UDP to link-local destinations failed.
     let d = Dest::new("fe80::1%3", 80).unwrap();
     assert_eq!(d.scope_id(), 3);
-    let SocketAddr::V6(v6) = d.socket_addr().unwrap() else { panic!("v6") };
+    let SocketAddr::V6(v6) = d.socket_addr().unwrap() else {
+        panic!("v6")
+    };
     assert_eq!(v6.scope_id(), 3);
     assert_eq!(Dest::parse("[fe80::1%3]:80").unwrap(), d);
     assert_eq!(d.to_string(), "[fe80::1%3]:80");
-    let from_sock = Dest::try_from(SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 80, 0, 7))).unwrap();
+    let from_sock = Dest::try_from(SocketAddr::V6(SocketAddrV6::new(
+        "fe80::1".parse().unwrap(),
+        80,
+        0,
+        7,
+    )))
+    .unwrap();
     assert_eq!(from_sock.scope_id(), 7);
-    assert!(matches!(Dest::new("10.0.0.1%3", 80), Err(DestError::BadScope(_))));
-    assert!(matches!(Dest::new("fe80::1%eth0", 80), Err(DestError::BadScope(_))));
+    assert!(matches!(
+        Dest::new("10.0.0.1%3", 80),
+        Err(DestError::BadScope(_))
+    ));
+    assert!(matches!(
+        Dest::new("fe80::1%eth0", 80),
+        Err(DestError::BadScope(_))
+    ));
 
     // The engine sends to the scoped address as given.
     let (mut e, now) = engine();
     let local = SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 1000, 0, 3));
     let dest = SocketAddr::V6(SocketAddrV6::new("fe80::2".parse().unwrap(), 2000, 0, 3));
-    let p = e.open_udp(now, local, Some(dest), Conf::default(), false).unwrap();
+    let p = e
+        .open_udp(now, local, Some(dest), Conf::default(), false)
+        .unwrap();
     e.send(now, p, b"x", None).unwrap();
     let t = txs(&mut e).pop().unwrap();
-    let SocketAddr::V6(dst) = t.dst else { panic!("v6") };
+    let SocketAddr::V6(dst) = t.dst else {
+        panic!("v6")
+    };
     assert_eq!(dst.scope_id(), 3);
 }
 
@@ -158,12 +197,22 @@ fn ipv4_mapped_matches_ipv4_in_subscriptions_and_dedup() {
     };
     let p = udp(&mut e, now, "[::]:1000", None, conf);
     let by_v4 = e.subscribe(p, Filter::from_addr(sa("10.0.0.2:0"))).unwrap();
-    let by_mapped = e.subscribe(p, Filter::from_addr(sa("[::ffff:10.0.0.2]:0"))).unwrap();
+    let by_mapped = e
+        .subscribe(p, Filter::from_addr(sa("[::ffff:10.0.0.2]:0")))
+        .unwrap();
     assert_eq!(by_v4, by_mapped, "a mapped address is the same filter");
     e.handle_datagram(now, p, sa("[::ffff:10.0.0.2]:5"), b"one");
-    assert_eq!(e.queue_len(p, by_v4), Some(1), "a v4 filter matches a mapped sender");
+    assert_eq!(
+        e.queue_len(p, by_v4),
+        Some(1),
+        "a v4 filter matches a mapped sender"
+    );
     e.handle_datagram(now, p, sa("10.0.0.2:5"), b"one");
-    assert_eq!(e.stats(p).unwrap().duplicates, 1, "a mapped sender is the same sender for dedup");
+    assert_eq!(
+        e.stats(p).unwrap().duplicates,
+        1,
+        "a mapped sender is the same sender for dedup"
+    );
     assert_eq!(e.queue_len(p, by_v4), Some(1));
 }
 
@@ -172,7 +221,9 @@ fn unsubscribe_works_with_compressed_ipv6() {
     // P2PD: subscribe normalised the address but unsubscribe did not, so `::1` never unsubscribed.
     let (mut e, now) = engine();
     let p = udp(&mut e, now, "[::1]:1000", None, Conf::default());
-    let s = e.subscribe(p, Filter::from_addr(sa("[0:0:0:0:0:0:0:1]:5"))).unwrap();
+    let s = e
+        .subscribe(p, Filter::from_addr(sa("[0:0:0:0:0:0:0:1]:5")))
+        .unwrap();
     let found = e.find_subscription(p, &Filter::from_addr(sa("[::1]:5")));
     assert_eq!(found, Some(s));
     assert_eq!(e.unsubscribe(p, found.unwrap()), Ok(()));
@@ -230,48 +281,182 @@ fn every_conf_validation_error() {
         assert_eq!(c.validate(), Ok(()), "{key} = 1 h is allowed");
     }
     cases.push((
-        Conf { linger: Some(Duration::from_secs(65_536)), ..d() },
-        ConfError::DurationTooLong { key: "linger", max: Duration::from_secs(65_535) },
+        Conf {
+            linger: Some(Duration::from_secs(65_536)),
+            ..d()
+        },
+        ConfError::DurationTooLong {
+            key: "linger",
+            max: Duration::from_secs(65_535),
+        },
     ));
-    let oor = |key, value: i64, min: i64, max: i64| ConfError::OutOfRange { key, value, min, max };
+    let oor = |key, value: i64, min: i64, max: i64| ConfError::OutOfRange {
+        key,
+        value,
+        min,
+        max,
+    };
     let mb16 = 16i64 << 20;
     cases.extend([
-        (Conf { sock_proto: -1, ..d() }, oor("sock_proto", -1, 0, 255)),
-        (Conf { sock_proto: 256, ..d() }, oor("sock_proto", 256, 0, 255)),
-        (Conf { reader_limit: 511, ..d() }, oor("reader_limit", 511, 512, mb16)),
-        (Conf { reader_limit: (16 << 20) + 1, ..d() }, oor("reader_limit", mb16 + 1, 512, mb16)),
-        (Conf { max_msg_ids: 0, ..d() }, oor("max_msg_ids", 0, 1, 1 << 24)),
-        (Conf { max_msg_ids: (1 << 24) + 1, ..d() }, oor("max_msg_ids", (1 << 24) + 1, 1, 1 << 24)),
-        (Conf { send_retry: 101, ..d() }, oor("send_retry", 101, 0, 100)),
-        (Conf { max_reliable_outstanding: 0, ..d() }, oor("max_reliable_outstanding", 0, 1, 1 << 20)),
-        (Conf { reliable_window: 0, ..d() }, oor("reliable_window", 0, 1, 1 << 20)),
-        (Conf { max_connections: 0, ..d() }, oor("max_connections", 0, 1, 1 << 24)),
-        (Conf { accept_backlog: 0, ..d() }, oor("accept_backlog", 0, 1, 1 << 20)),
-        (Conf { max_out_bytes: 0, ..d() }, oor("max_out_bytes", 0, 1, 1 << 30)),
-        (Conf { framing: Framing::LengthPrefixed { max: 0 }, ..d() }, oor("framing.max", 0, 1, MAX_FRAME as i64)),
         (
-            Conf { framing: Framing::LengthPrefixed { max: MAX_FRAME + 1 }, ..d() },
+            Conf {
+                sock_proto: -1,
+                ..d()
+            },
+            oor("sock_proto", -1, 0, 255),
+        ),
+        (
+            Conf {
+                sock_proto: 256,
+                ..d()
+            },
+            oor("sock_proto", 256, 0, 255),
+        ),
+        (
+            Conf {
+                reader_limit: 511,
+                ..d()
+            },
+            oor("reader_limit", 511, 512, mb16),
+        ),
+        (
+            Conf {
+                reader_limit: (16 << 20) + 1,
+                ..d()
+            },
+            oor("reader_limit", mb16 + 1, 512, mb16),
+        ),
+        (
+            Conf {
+                max_msg_ids: 0,
+                ..d()
+            },
+            oor("max_msg_ids", 0, 1, 1 << 24),
+        ),
+        (
+            Conf {
+                max_msg_ids: (1 << 24) + 1,
+                ..d()
+            },
+            oor("max_msg_ids", (1 << 24) + 1, 1, 1 << 24),
+        ),
+        (
+            Conf {
+                send_retry: 101,
+                ..d()
+            },
+            oor("send_retry", 101, 0, 100),
+        ),
+        (
+            Conf {
+                max_reliable_outstanding: 0,
+                ..d()
+            },
+            oor("max_reliable_outstanding", 0, 1, 1 << 20),
+        ),
+        (
+            Conf {
+                reliable_window: 0,
+                ..d()
+            },
+            oor("reliable_window", 0, 1, 1 << 20),
+        ),
+        (
+            Conf {
+                max_connections: 0,
+                ..d()
+            },
+            oor("max_connections", 0, 1, 1 << 24),
+        ),
+        (
+            Conf {
+                accept_backlog: 0,
+                ..d()
+            },
+            oor("accept_backlog", 0, 1, 1 << 20),
+        ),
+        (
+            Conf {
+                max_out_bytes: 0,
+                ..d()
+            },
+            oor("max_out_bytes", 0, 1, 1 << 30),
+        ),
+        (
+            Conf {
+                framing: Framing::LengthPrefixed { max: 0 },
+                ..d()
+            },
+            oor("framing.max", 0, 1, MAX_FRAME as i64),
+        ),
+        (
+            Conf {
+                framing: Framing::LengthPrefixed { max: MAX_FRAME + 1 },
+                ..d()
+            },
             oor("framing.max", MAX_FRAME as i64 + 1, 1, MAX_FRAME as i64),
         ),
-        (Conf { framing: Framing::Delimited { delim: Bytes::new(), max: 10 }, ..d() }, ConfError::EmptyDelimiter),
         (
-            Conf { framing: Framing::Delimited { delim: Bytes::from(vec![b'x'; 65]), max: 10 }, ..d() },
+            Conf {
+                framing: Framing::Delimited {
+                    delim: Bytes::new(),
+                    max: 10,
+                },
+                ..d()
+            },
+            ConfError::EmptyDelimiter,
+        ),
+        (
+            Conf {
+                framing: Framing::Delimited {
+                    delim: Bytes::from(vec![b'x'; 65]),
+                    max: 10,
+                },
+                ..d()
+            },
             oor("framing.delim", 65, 1, 64),
         ),
         (
-            Conf { framing: Framing::Delimited { delim: Bytes::from_static(b"\n"), max: 0 }, ..d() },
+            Conf {
+                framing: Framing::Delimited {
+                    delim: Bytes::from_static(b"\n"),
+                    max: 0,
+                },
+                ..d()
+            },
             oor("framing.max", 0, 1, MAX_FRAME as i64),
         ),
     ]);
     let (mut e, now) = engine();
     for (conf, want) in &cases {
         assert_eq!(conf.validate().as_ref(), Err(want));
-        assert_eq!(e.open_udp(now, sa("10.0.0.1:1"), None, conf.clone(), false).err().as_ref(), Some(want));
-        assert_eq!(e.open_tcp(now, sa("10.0.0.1:1"), sa("10.0.0.2:2"), conf.clone(), false).err().as_ref(), Some(want));
-        assert_eq!(e.open_listener(now, sa("10.0.0.1:1"), conf.clone(), false).err().as_ref(), Some(want));
+        assert_eq!(
+            e.open_udp(now, sa("10.0.0.1:1"), None, conf.clone(), false)
+                .err()
+                .as_ref(),
+            Some(want)
+        );
+        assert_eq!(
+            e.open_tcp(now, sa("10.0.0.1:1"), sa("10.0.0.2:2"), conf.clone(), false)
+                .err()
+                .as_ref(),
+            Some(want)
+        );
+        assert_eq!(
+            e.open_listener(now, sa("10.0.0.1:1"), conf.clone(), false)
+                .err()
+                .as_ref(),
+            Some(want)
+        );
     }
-    let ssl = Conf { use_ssl: true, ..d() };
-    assert!(matches!(ssl.validate(), Err(ConfError::Unsupported { key: "use_ssl", .. })));
+    let ssl = Conf {
+        use_ssl: true,
+        ..d()
+    };
+    assert!(matches!(
+        ssl.validate(),
+        Err(ConfError::Unsupported { key: "use_ssl", .. })
+    ));
     assert_eq!(e.pipe_count(), 0, "no pipe opened with a bad conf");
     // The edges of every range are accepted.
     let edges = Conf {
@@ -285,7 +470,10 @@ fn every_conf_validation_error() {
         accept_backlog: 1,
         max_out_bytes: 1,
         linger: Some(Duration::from_secs(65_535)),
-        framing: Framing::Delimited { delim: Bytes::from(vec![b'x'; 64]), max: MAX_FRAME },
+        framing: Framing::Delimited {
+            delim: Bytes::from(vec![b'x'; 64]),
+            max: MAX_FRAME,
+        },
         max_qsize: 0,
         max_queue_bytes: 0,
         ..d()
@@ -299,9 +487,33 @@ fn every_conf_validation_error() {
 fn max_qsize_is_per_pipe_and_drops_oldest() {
     // P2PD: q0..q4 into a size-2 queue leaves [q3, q4], but only via the global NET_CONF.
     let (mut e, now) = engine();
-    let small = udp(&mut e, now, "10.0.0.1:1000", Some("10.0.0.2:2000"), Conf { max_qsize: 2, ..Conf::default() });
-    let big = udp(&mut e, now, "10.0.0.1:1001", Some("10.0.0.2:2000"), Conf::default());
-    let unbounded = udp(&mut e, now, "10.0.0.1:1002", Some("10.0.0.2:2000"), Conf { max_qsize: 0, ..Conf::default() });
+    let small = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1000",
+        Some("10.0.0.2:2000"),
+        Conf {
+            max_qsize: 2,
+            ..Conf::default()
+        },
+    );
+    let big = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1001",
+        Some("10.0.0.2:2000"),
+        Conf::default(),
+    );
+    let unbounded = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1002",
+        Some("10.0.0.2:2000"),
+        Conf {
+            max_qsize: 0,
+            ..Conf::default()
+        },
+    );
     for p in [small, big] {
         for i in 0..5 {
             e.handle_datagram(now, p, sa("10.0.0.2:2000"), format!("q{i}").as_bytes());
@@ -314,20 +526,31 @@ fn max_qsize_is_per_pipe_and_drops_oldest() {
     for i in 0..3000u32 {
         e.handle_datagram(now, unbounded, sa("10.0.0.2:2000"), &i.to_be_bytes());
     }
-    assert_eq!(e.queue_len(unbounded, SubId::ALL), Some(3000), "max_qsize 0 opts into unbounded");
+    assert_eq!(
+        e.queue_len(unbounded, SubId::ALL),
+        Some(3000),
+        "max_qsize 0 opts into unbounded"
+    );
     assert!(e.within_caps());
 }
 
 #[test]
 fn queue_byte_cap_drops_oldest_and_oversize() {
     let (mut e, now) = engine();
-    let conf = Conf { max_queue_bytes: 10, ..Conf::default() };
+    let conf = Conf {
+        max_queue_bytes: 10,
+        ..Conf::default()
+    };
     let p = udp(&mut e, now, "10.0.0.1:1000", Some("10.0.0.2:2000"), conf);
     for m in ["aaaa", "bbbb", "cccc"] {
         e.handle_datagram(now, p, sa("10.0.0.2:2000"), m.as_bytes());
     }
     e.handle_datagram(now, p, sa("10.0.0.2:2000"), b"0123456789A");
-    assert_eq!(e.stats(p).unwrap().queue_dropped, 2, "one evicted for bytes, one too large to ever fit");
+    assert_eq!(
+        e.stats(p).unwrap().queue_dropped,
+        2,
+        "one evicted for bytes, one too large to ever fit"
+    );
     assert!(e.within_caps());
     assert_eq!(recv_all(&mut e, p, SubId::ALL), ["bbbb", "cccc"]);
 }
@@ -336,17 +559,29 @@ fn queue_byte_cap_drops_oldest_and_oversize() {
 fn regex_searches_anywhere_unless_anchored() {
     let (mut e, now) = engine();
     let p = udp(&mut e, now, "10.0.0.1:1000", None, Conf::default());
-    let subs: Vec<(SubId, bool)> = [("b", true), ("^a", true), ("c$", true), ("^b", false), ("a$", false), ("b.", true)]
-        .into_iter()
-        .map(|(pat, hit)| (e.subscribe(p, Filter::pattern(pat).unwrap()).unwrap(), hit))
-        .collect();
+    let subs: Vec<(SubId, bool)> = [
+        ("b", true),
+        ("^a", true),
+        ("c$", true),
+        ("^b", false),
+        ("a$", false),
+        ("b.", true),
+    ]
+    .into_iter()
+    .map(|(pat, hit)| (e.subscribe(p, Filter::pattern(pat).unwrap()).unwrap(), hit))
+    .collect();
     e.handle_datagram(now, p, sa("10.0.0.2:1"), b"abc");
     for (s, hit) in subs {
         assert_eq!(e.queue_len(p, s), Some(usize::from(hit)));
     }
-    assert!(matches!(Filter::pattern("("), Err(SubscribeError::BadPattern(_))));
+    assert!(matches!(
+        Filter::pattern("("),
+        Err(SubscribeError::BadPattern(_))
+    ));
     // Byte regexes work on non-UTF-8 payloads.
-    let bin = e.subscribe(p, Filter::pattern(r"(?-u)\xff\x00").unwrap()).unwrap();
+    let bin = e
+        .subscribe(p, Filter::pattern(r"(?-u)\xff\x00").unwrap())
+        .unwrap();
     e.handle_datagram(now, p, sa("10.0.0.2:1"), &[1, 0xff, 0, 2]);
     assert_eq!(e.queue_len(p, bin), Some(1));
 }
@@ -358,8 +593,14 @@ fn address_filter_port_zero_means_any_port() {
     let any = e.subscribe(p, Filter::from_addr(sa("10.0.0.2:0"))).unwrap();
     let exact = e.subscribe(p, Filter::from_addr(sa("10.0.0.2:5"))).unwrap();
     let other = e.subscribe(p, Filter::from_addr(sa("10.0.0.3:0"))).unwrap();
-    let both = e.subscribe(p, Filter::pattern("x").unwrap().with_addr(sa("10.0.0.2:6"))).unwrap();
-    for (from, data) in [("10.0.0.2:5", "x"), ("10.0.0.2:6", "x"), ("10.0.0.2:6", "y")] {
+    let both = e
+        .subscribe(p, Filter::pattern("x").unwrap().with_addr(sa("10.0.0.2:6")))
+        .unwrap();
+    for (from, data) in [
+        ("10.0.0.2:5", "x"),
+        ("10.0.0.2:6", "x"),
+        ("10.0.0.2:6", "y"),
+    ] {
         e.handle_datagram(now, p, sa(from), data.as_bytes());
     }
     assert_eq!(e.queue_len(p, any), Some(3));
@@ -371,7 +612,13 @@ fn address_filter_port_zero_means_any_port() {
 #[test]
 fn fan_out_to_every_matching_subscription() {
     let (mut e, now) = engine();
-    let p = udp(&mut e, now, "10.0.0.1:1000", Some("10.0.0.2:2000"), Conf::default());
+    let p = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1000",
+        Some("10.0.0.2:2000"),
+        Conf::default(),
+    );
     let a = e.subscribe(p, Filter::pattern("he").unwrap()).unwrap();
     let b = e.subscribe(p, Filter::from_addr(sa("10.0.0.2:0"))).unwrap();
     let c = e.subscribe(p, Filter::pattern("nomatch").unwrap()).unwrap();
@@ -393,31 +640,78 @@ fn equal_filters_are_one_subscription() {
     assert_eq!(x1, x2);
     let y = e.subscribe(p, Filter::pattern("y").unwrap()).unwrap();
     assert_ne!(x1, y);
-    let xa = e.subscribe(p, Filter::pattern("x").unwrap().with_addr(sa("10.0.0.2:1"))).unwrap();
+    let xa = e
+        .subscribe(p, Filter::pattern("x").unwrap().with_addr(sa("10.0.0.2:1")))
+        .unwrap();
     assert_ne!(xa, x1);
     assert_eq!(e.subscribe(p, Filter::all()), Ok(SubId::ALL));
     assert_eq!(e.subscribe(p, Filter::pattern("").unwrap()), Ok(SubId::ALL));
     e.handle_datagram(now, p, sa("10.0.0.2:1"), b"z");
-    assert_eq!(e.queue_len(p, SubId::ALL), Some(1), "queued once, not twice");
+    assert_eq!(
+        e.queue_len(p, SubId::ALL),
+        Some(1),
+        "queued once, not twice"
+    );
     assert_eq!(e.stats(p).unwrap().queued, 1);
 }
 
 #[test]
 fn sub_all_by_default_only_for_pipes_with_a_dest_and_no_callbacks() {
     let (mut e, now) = engine();
-    let client = e.open_udp(now, sa("10.0.0.1:1"), Some(sa("10.0.0.2:2")), Conf::default(), false).unwrap();
-    let client_cb = e.open_udp(now, sa("10.0.0.1:2"), Some(sa("10.0.0.2:2")), Conf::default(), true).unwrap();
-    let udp_server = e.open_udp(now, sa("10.0.0.1:3"), None, Conf::default(), false).unwrap();
-    let tcp = e.open_tcp(now, sa("10.0.0.1:4"), sa("10.0.0.2:80"), Conf::default(), false).unwrap();
-    let tcp_cb = e.open_tcp(now, sa("10.0.0.1:5"), sa("10.0.0.2:80"), Conf::default(), true).unwrap();
+    let client = e
+        .open_udp(
+            now,
+            sa("10.0.0.1:1"),
+            Some(sa("10.0.0.2:2")),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
+    let client_cb = e
+        .open_udp(
+            now,
+            sa("10.0.0.1:2"),
+            Some(sa("10.0.0.2:2")),
+            Conf::default(),
+            true,
+        )
+        .unwrap();
+    let udp_server = e
+        .open_udp(now, sa("10.0.0.1:3"), None, Conf::default(), false)
+        .unwrap();
+    let tcp = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:4"),
+            sa("10.0.0.2:80"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
+    let tcp_cb = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:5"),
+            sa("10.0.0.2:80"),
+            Conf::default(),
+            true,
+        )
+        .unwrap();
     let (l, conns) = server(&mut e, now, Conf::default(), 1);
     for p in [client, tcp] {
         assert_eq!(e.recv(p, SubId::ALL), Ok(None), "{p} starts subscribed");
     }
     for p in [client_cb, udp_server, tcp_cb, conns[0], l] {
-        assert_eq!(e.recv(p, SubId::ALL), Err(RecvError::NotSubscribed), "{p} starts unsubscribed");
+        assert_eq!(
+            e.recv(p, SubId::ALL),
+            Err(RecvError::NotSubscribed),
+            "{p} starts unsubscribed"
+        );
     }
-    assert_eq!(e.subscribe(l, Filter::all()), Err(SubscribeError::WrongKind("TCP listener")));
+    assert_eq!(
+        e.subscribe(l, Filter::all()),
+        Err(SubscribeError::WrongKind("TCP listener"))
+    );
     // Unsubscribed messages are counted, not lost silently.
     e.handle_datagram(now, udp_server, sa("10.0.0.9:9"), b"x");
     assert_eq!(e.stats(udp_server).unwrap().unclaimed, 1);
@@ -427,7 +721,13 @@ fn sub_all_by_default_only_for_pipes_with_a_dest_and_no_callbacks() {
 fn recv_on_unknown_subscription_is_not_subscribed() {
     // P2PD returned None at once (aionetiface raises LookupError): indistinguishable from a timeout.
     let (mut e, now) = engine();
-    let p = udp(&mut e, now, "10.0.0.1:1000", Some("10.0.0.2:2000"), Conf::default());
+    let p = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1000",
+        Some("10.0.0.2:2000"),
+        Conf::default(),
+    );
     let s = e.subscribe(p, Filter::pattern("x").unwrap()).unwrap();
     e.unsubscribe(p, s).unwrap();
     assert_eq!(e.recv(p, s), Err(RecvError::NotSubscribed));
@@ -438,7 +738,13 @@ fn recv_on_unknown_subscription_is_not_subscribed() {
 #[test]
 fn recv_after_close_drains_then_closed() {
     let (mut e, now) = engine();
-    let p = udp(&mut e, now, "10.0.0.1:1000", Some("10.0.0.2:2000"), Conf::default());
+    let p = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1000",
+        Some("10.0.0.2:2000"),
+        Conf::default(),
+    );
     e.handle_datagram(now, p, sa("10.0.0.2:2000"), b"a");
     e.handle_datagram(now, p, sa("10.0.0.2:2000"), b"b");
     e.close(now, p);
@@ -449,7 +755,15 @@ fn recv_after_close_drains_then_closed() {
     assert_eq!(e.recv(p, SubId::ALL), Err(RecvError::Closed));
     assert_eq!(e.pipe_count(), 0, "a drained, closed pipe is forgotten");
     // The same after the peer closes a TCP connection.
-    let t = e.open_tcp(now, sa("10.0.0.1:4"), sa("10.0.0.2:80"), Conf::default(), false).unwrap();
+    let t = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:4"),
+            sa("10.0.0.2:80"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
     e.handle_stream(now, t, b"tail");
     e.handle_peer_closed(now, t, false);
     assert_eq!(e.recv(t, SubId::ALL).unwrap().unwrap().data, "tail");
@@ -462,8 +776,22 @@ fn recv_after_close_drains_then_closed() {
 fn up_and_end_exactly_once_per_pipe() {
     // P2PD: no up_cb for UDP, no end for the listener; aionetiface: no end on local close.
     let (mut e, now) = engine();
-    let u = udp(&mut e, now, "10.0.0.1:1", Some("10.0.0.2:2"), Conf::default());
-    let c = e.open_tcp(now, sa("10.0.0.1:2"), sa("10.0.0.2:80"), Conf::default(), false).unwrap();
+    let u = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1",
+        Some("10.0.0.2:2"),
+        Conf::default(),
+    );
+    let c = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:2"),
+            sa("10.0.0.2:80"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
     let (l, conns) = server(&mut e, now, Conf::default(), 2);
     let mut all = evs(&mut e);
     assert_eq!(ups(&all), [u, c, l, conns[0], conns[1]]);
@@ -490,10 +818,38 @@ fn up_and_end_exactly_once_per_pipe() {
 #[test]
 fn end_reasons() {
     let (mut e, now) = engine();
-    let u = udp(&mut e, now, "10.0.0.1:1", Some("10.0.0.2:2"), Conf::default());
-    let fin = e.open_tcp(now, sa("10.0.0.1:2"), sa("10.0.0.2:80"), Conf::default(), false).unwrap();
-    let rst = e.open_tcp(now, sa("10.0.0.1:3"), sa("10.0.0.2:80"), Conf::default(), false).unwrap();
-    let err = udp(&mut e, now, "10.0.0.1:4", Some("10.0.0.2:2"), Conf::default());
+    let u = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1",
+        Some("10.0.0.2:2"),
+        Conf::default(),
+    );
+    let fin = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:2"),
+            sa("10.0.0.2:80"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
+    let rst = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:3"),
+            sa("10.0.0.2:80"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
+    let err = udp(
+        &mut e,
+        now,
+        "10.0.0.1:4",
+        Some("10.0.0.2:2"),
+        Conf::default(),
+    );
     let (l, conns) = server(&mut e, now, Conf::default(), 1);
     drain(&mut e);
     e.close(now, u);
@@ -522,17 +878,41 @@ fn closing_a_listener_ends_its_connections_first() {
     drain(&mut e);
     e.close(now, l);
     let got = ends(&drain(&mut e));
-    assert_eq!(got, [(conns[0], EndReason::ServerClosed), (conns[2], EndReason::ServerClosed), (l, EndReason::Local)]);
+    assert_eq!(
+        got,
+        [
+            (conns[0], EndReason::ServerClosed),
+            (conns[2], EndReason::ServerClosed),
+            (l, EndReason::Local)
+        ]
+    );
     assert!(e.connections(l).is_empty());
-    assert_eq!(e.handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.3:1")), Err(AcceptError::Closed));
+    assert_eq!(
+        e.handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.3:1")),
+        Err(AcceptError::Closed)
+    );
 }
 
 #[test]
 fn send_after_close_is_closed() {
     // P2PD: send returned 1 after close, after the peer closed, and for a dead transport.
     let (mut e, now) = engine();
-    let u = udp(&mut e, now, "10.0.0.1:1", Some("10.0.0.2:2"), Conf::default());
-    let c = e.open_tcp(now, sa("10.0.0.1:2"), sa("10.0.0.2:80"), Conf::default(), false).unwrap();
+    let u = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1",
+        Some("10.0.0.2:2"),
+        Conf::default(),
+    );
+    let c = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:2"),
+            sa("10.0.0.2:80"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
     let (l, conns) = server(&mut e, now, Conf::default(), 2);
     let r = udp(&mut e, now, "10.0.0.1:3", Some("10.0.0.2:2"), rconf());
     e.close(now, u);
@@ -553,25 +933,56 @@ fn send_after_close_is_closed() {
 fn udp_size_limits() {
     // P2PD: a 70,000-byte datagram "sent" with result 1.
     let (mut e, now) = engine();
-    let v4 = udp(&mut e, now, "10.0.0.1:1", Some("10.0.0.2:2"), Conf::default());
+    let v4 = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1",
+        Some("10.0.0.2:2"),
+        Conf::default(),
+    );
     let v6 = udp(&mut e, now, "[::1]:1", Some("[::1]:2"), Conf::default());
     let big = vec![0u8; 70_000];
     assert_eq!(e.send(now, v4, &big[..MAX_UDP_V4], None), Ok(()));
-    assert_eq!(e.send(now, v4, &big[..MAX_UDP_V4 + 1], None), Err(SendError::TooLarge { len: 65_508, max: 65_507 }));
+    assert_eq!(
+        e.send(now, v4, &big[..MAX_UDP_V4 + 1], None),
+        Err(SendError::TooLarge {
+            len: 65_508,
+            max: 65_507
+        })
+    );
     assert_eq!(e.send(now, v6, &big[..MAX_UDP_V6], None), Ok(()));
-    assert_eq!(e.send(now, v6, &big[..MAX_UDP_V6 + 1], None), Err(SendError::TooLarge { len: 65_528, max: 65_527 }));
+    assert_eq!(
+        e.send(now, v6, &big[..MAX_UDP_V6 + 1], None),
+        Err(SendError::TooLarge {
+            len: 65_528,
+            max: 65_527
+        })
+    );
     assert_eq!((MAX_UDP_V4, MAX_UDP_V6), (65_507, 65_527));
     // Reliable pipes lose the 9-byte header, for plain and reliable sends alike.
     let r4 = udp(&mut e, now, "10.0.0.1:3", Some("10.0.0.2:2"), rconf());
     let r6 = udp(&mut e, now, "[::1]:3", Some("[::1]:2"), rconf());
     for (p, max) in [(r4, MAX_UDP_V4 - 9), (r6, MAX_UDP_V6 - 9)] {
         assert_eq!(e.send(now, p, &big[..max], None), Ok(()));
-        assert_eq!(e.send_reliable(now, p, &big[..max], None).map(|_| ()), Ok(()));
-        assert_eq!(e.send(now, p, &big[..max + 1], None), Err(SendError::TooLarge { len: max + 1, max }));
-        assert_eq!(e.send_reliable(now, p, &big[..max + 1], None), Err(SendError::TooLarge { len: max + 1, max }));
+        assert_eq!(
+            e.send_reliable(now, p, &big[..max], None).map(|_| ()),
+            Ok(())
+        );
+        assert_eq!(
+            e.send(now, p, &big[..max + 1], None),
+            Err(SendError::TooLarge { len: max + 1, max })
+        );
+        assert_eq!(
+            e.send_reliable(now, p, &big[..max + 1], None),
+            Err(SendError::TooLarge { len: max + 1, max })
+        );
     }
     for t in txs(&mut e) {
-        let max = if t.dst.is_ipv4() { MAX_UDP_V4 } else { MAX_UDP_V6 };
+        let max = if t.dst.is_ipv4() {
+            MAX_UDP_V4
+        } else {
+            MAX_UDP_V6
+        };
         assert!(t.payload.len() <= max);
     }
 }
@@ -582,15 +993,31 @@ fn udp_server_send_without_dest_is_no_destination_and_pipe_lives() {
     let (mut e, now) = engine();
     let s = udp_server(&mut e, now, "10.0.0.1:1000", Conf::default());
     assert_eq!(e.send(now, s, b"x", None), Err(SendError::NoDestination));
-    assert_eq!(e.send(now, s, b"x", Some(sa("10.0.0.2:0"))), Err(SendError::PortZero));
+    assert_eq!(
+        e.send(now, s, b"x", Some(sa("10.0.0.2:0"))),
+        Err(SendError::PortZero)
+    );
     assert_eq!(e.state(s), Some(State::Open));
     e.handle_datagram(now, s, sa("10.0.0.2:5"), b"still alive");
     assert_eq!(recv_all(&mut e, s, SubId::ALL), ["still alive"]);
     assert_eq!(e.send(now, s, b"reply", Some(sa("10.0.0.2:5"))), Ok(()));
     let t = txs(&mut e).pop().unwrap();
-    assert_eq!((t.proto, t.src, t.dst, &t.payload[..]), (Proto::Udp, sa("10.0.0.1:1000"), sa("10.0.0.2:5"), &b"reply"[..]));
-    let l = e.open_listener(now, sa("10.0.0.1:80"), Conf::default(), false).unwrap();
-    assert_eq!(e.send(now, l, b"x", None), Err(SendError::WrongKind("TCP listener")));
+    assert_eq!(
+        (t.proto, t.src, t.dst, &t.payload[..]),
+        (
+            Proto::Udp,
+            sa("10.0.0.1:1000"),
+            sa("10.0.0.2:5"),
+            &b"reply"[..]
+        )
+    );
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), Conf::default(), false)
+        .unwrap();
+    assert_eq!(
+        e.send(now, l, b"x", None),
+        Err(SendError::WrongKind("TCP listener"))
+    );
 }
 
 #[test]
@@ -598,31 +1025,80 @@ fn family_mismatch_is_refused() {
     let (mut e, now) = engine();
     let v4 = udp(&mut e, now, "10.0.0.1:1", None, Conf::default());
     let v6 = udp(&mut e, now, "[::1]:1", None, Conf::default());
-    assert_eq!(e.send(now, v4, b"x", Some(sa("[::1]:2"))), Err(SendError::FamilyMismatch { local: Family::V4, dest: Family::V6 }));
-    assert_eq!(e.send(now, v6, b"x", Some(sa("10.0.0.2:2"))), Err(SendError::FamilyMismatch { local: Family::V6, dest: Family::V4 }));
+    assert_eq!(
+        e.send(now, v4, b"x", Some(sa("[::1]:2"))),
+        Err(SendError::FamilyMismatch {
+            local: Family::V4,
+            dest: Family::V6
+        })
+    );
+    assert_eq!(
+        e.send(now, v6, b"x", Some(sa("10.0.0.2:2"))),
+        Err(SendError::FamilyMismatch {
+            local: Family::V6,
+            dest: Family::V4
+        })
+    );
     // A v6 socket reaches v4 peers through mapped addresses.
-    assert_eq!(e.send(now, v6, b"x", Some(sa("[::ffff:10.0.0.2]:2"))), Ok(()));
+    assert_eq!(
+        e.send(now, v6, b"x", Some(sa("[::ffff:10.0.0.2]:2"))),
+        Ok(())
+    );
 }
 
 #[test]
 fn tcp_sends_only_to_its_peer() {
     let (mut e, now) = engine();
-    let c = e.open_tcp(now, sa("10.0.0.1:2"), sa("10.0.0.2:80"), Conf::default(), false).unwrap();
-    assert_eq!(e.send(now, c, b"x", Some(sa("10.0.0.3:80"))), Err(SendError::NotConnectedTo(sa("10.0.0.3:80"))));
-    assert_eq!(e.send(now, c, b"x", Some(sa("10.0.0.2:81"))), Err(SendError::NotConnectedTo(sa("10.0.0.2:81"))));
+    let c = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:2"),
+            sa("10.0.0.2:80"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        e.send(now, c, b"x", Some(sa("10.0.0.3:80"))),
+        Err(SendError::NotConnectedTo(sa("10.0.0.3:80")))
+    );
+    assert_eq!(
+        e.send(now, c, b"x", Some(sa("10.0.0.2:81"))),
+        Err(SendError::NotConnectedTo(sa("10.0.0.2:81")))
+    );
     assert_eq!(e.send(now, c, b"a", Some(sa("10.0.0.2:80"))), Ok(()));
-    assert_eq!(e.send(now, c, b"b", Some(sa("[::ffff:10.0.0.2]:80"))), Ok(()));
+    assert_eq!(
+        e.send(now, c, b"b", Some(sa("[::ffff:10.0.0.2]:80"))),
+        Ok(())
+    );
     assert_eq!(e.send(now, c, b"c", None), Ok(()));
     let t = txs(&mut e);
-    assert_eq!(t.iter().map(|t| &t.payload[..]).collect::<Vec<_>>(), [b"a", b"b", b"c"]);
-    assert!(t.iter().all(|t| t.proto == Proto::Tcp && t.dst == sa("10.0.0.2:80")));
-    assert_eq!(e.send_reliable(now, c, b"x", None), Err(SendError::NotReliable));
+    assert_eq!(
+        t.iter().map(|t| &t.payload[..]).collect::<Vec<_>>(),
+        [b"a", b"b", b"c"]
+    );
+    assert!(t
+        .iter()
+        .all(|t| t.proto == Proto::Tcp && t.dst == sa("10.0.0.2:80")));
+    assert_eq!(
+        e.send_reliable(now, c, b"x", None),
+        Err(SendError::NotReliable)
+    );
 }
 
 #[test]
 fn outbound_buffer_is_capped() {
     let (mut e, now) = engine();
-    let p = udp(&mut e, now, "10.0.0.1:1", Some("10.0.0.2:2"), Conf { max_out_bytes: 10, ..Conf::default() });
+    let p = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1",
+        Some("10.0.0.2:2"),
+        Conf {
+            max_out_bytes: 10,
+            ..Conf::default()
+        },
+    );
     assert_eq!(e.send(now, p, b"0123456789", None), Ok(()));
     assert_eq!(e.send(now, p, b"x", None), Err(SendError::WouldBlock));
     assert_eq!(txs(&mut e).len(), 1);
@@ -635,8 +1111,25 @@ fn outbound_buffer_is_capped() {
 fn dedup_keyed_by_ip_or_ip_and_port() {
     // P2PD keyed on IP only (the same payload from two sockets of one host is a duplicate).
     let (mut e, now) = engine();
-    let ip = udp_server(&mut e, now, "10.0.0.1:1", Conf { enable_msg_ids: true, ..Conf::default() });
-    let ipp = udp_server(&mut e, now, "10.0.0.1:2", Conf { enable_msg_ids: true, dedup_key: DedupKey::IpPort, ..Conf::default() });
+    let ip = udp_server(
+        &mut e,
+        now,
+        "10.0.0.1:1",
+        Conf {
+            enable_msg_ids: true,
+            ..Conf::default()
+        },
+    );
+    let ipp = udp_server(
+        &mut e,
+        now,
+        "10.0.0.1:2",
+        Conf {
+            enable_msg_ids: true,
+            dedup_key: DedupKey::IpPort,
+            ..Conf::default()
+        },
+    );
     let off = udp_server(&mut e, now, "10.0.0.1:3", Conf::default());
     for p in [ip, ipp, off] {
         for from in ["10.0.0.2:1", "10.0.0.2:2", "10.0.0.2:1", "10.0.0.3:1"] {
@@ -653,17 +1146,38 @@ fn dedup_keyed_by_ip_or_ip_and_port() {
 fn dedup_window_is_lru_not_clear_all() {
     // P2PD cleared its whole set past max and re-delivered "a" here.
     let (mut e, now) = engine();
-    let p = udp_server(&mut e, now, "10.0.0.1:1", Conf { enable_msg_ids: true, max_msg_ids: 2, ..Conf::default() });
+    let p = udp_server(
+        &mut e,
+        now,
+        "10.0.0.1:1",
+        Conf {
+            enable_msg_ids: true,
+            max_msg_ids: 2,
+            ..Conf::default()
+        },
+    );
     for m in ["a", "b", "a", "c", "a"] {
         e.handle_datagram(now, p, sa("10.0.0.2:1"), m.as_bytes());
     }
     assert_eq!(recv_all(&mut e, p, SubId::ALL), ["a", "b", "c"]);
     // P2PD's own sequence (max 3) still delivers what it did.
-    let q = udp_server(&mut e, now, "10.0.0.1:2", Conf { enable_msg_ids: true, max_msg_ids: 3, ..Conf::default() });
+    let q = udp_server(
+        &mut e,
+        now,
+        "10.0.0.1:2",
+        Conf {
+            enable_msg_ids: true,
+            max_msg_ids: 3,
+            ..Conf::default()
+        },
+    );
     for m in ["a", "a", "b", "a", "c", "d", "e", "a"] {
         e.handle_datagram(now, q, sa("10.0.0.2:1"), m.as_bytes());
     }
-    assert_eq!(recv_all(&mut e, q, SubId::ALL), ["a", "b", "c", "d", "e", "a"]);
+    assert_eq!(
+        recv_all(&mut e, q, SubId::ALL),
+        ["a", "b", "c", "d", "e", "a"]
+    );
 }
 
 #[test]
@@ -690,7 +1204,18 @@ fn dedup_applies_to_tcp_frames_per_connection() {
         assert_eq!(e.stats(c).unwrap().duplicates, 2);
     }
     // Raw framing: one read is one message, and dedup sees reads.
-    let raw = e.open_tcp(now, sa("10.0.0.1:9"), sa("10.0.0.2:9"), Conf { enable_msg_ids: true, ..Conf::default() }, false).unwrap();
+    let raw = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:9"),
+            sa("10.0.0.2:9"),
+            Conf {
+                enable_msg_ids: true,
+                ..Conf::default()
+            },
+            false,
+        )
+        .unwrap();
     for _ in 0..3 {
         e.handle_stream(now, raw, b"ping");
     }
@@ -710,13 +1235,20 @@ fn frame(seq: u64, flag: u8, payload: &[u8]) -> Vec<u8> {
 fn reliable_wire_format_tries_spacing_and_unconfirmed() {
     for send_retry in [0u32, 2, 5] {
         let (mut e, t0) = engine();
-        let conf = Conf { send_retry, ..rconf() };
+        let conf = Conf {
+            send_retry,
+            ..rconf()
+        };
         let a = udp(&mut e, t0, "10.0.0.1:1000", Some("10.0.0.2:2000"), conf);
         drain(&mut e);
         let id = e.send_reliable(t0, a, b"hi", None).unwrap();
         let first = txs(&mut e);
         assert_eq!(first.len(), 1);
-        assert_eq!(first[0].payload[..], frame(id.0, 0, b"hi")[..], "seq BE | 0 | payload");
+        assert_eq!(
+            first[0].payload[..],
+            frame(id.0, 0, b"hi")[..],
+            "seq BE | 0 | payload"
+        );
         assert_eq!(first[0].dst, sa("10.0.0.2:2000"));
         let mut sent_at = vec![t0];
         let mut now = t0;
@@ -730,7 +1262,10 @@ fn reliable_wire_format_tries_spacing_and_unconfirmed() {
             now = next;
             e.handle_timeout(now);
             for t in txs(&mut e) {
-                assert_eq!(t.payload, first[0].payload, "a retransmission is the same frame");
+                assert_eq!(
+                    t.payload, first[0].payload,
+                    "a retransmission is the same frame"
+                );
                 sent_at.push(now);
             }
             if let Some(o) = reliable(&evs(&mut e)).pop() {
@@ -745,7 +1280,11 @@ fn reliable_wire_format_tries_spacing_and_unconfirmed() {
         }
         let ((got, o), at) = outcome.expect("ended");
         assert_eq!((got, o), (id, Outcome::Unconfirmed));
-        assert_eq!(at - t0, 100 * MS * tries as u32, "Unconfirmed one interval after the last try");
+        assert_eq!(
+            at - t0,
+            100 * MS * tries as u32,
+            "Unconfirmed one interval after the last try"
+        );
         assert_eq!(e.stats(a).unwrap().retransmits, u64::from(send_retry));
         assert_eq!(e.stats(a).unwrap().unconfirmed, 1);
         assert_eq!(e.poll_timeout(), None);
@@ -764,11 +1303,18 @@ fn reliable_ack_is_nine_bytes_and_acks_every_copy_but_delivers_once() {
         e.handle_datagram(now, b, data.src, &data.payload);
     }
     let acks = txs(&mut e);
-    assert_eq!(acks.len(), 3, "every copy is acked: the first ACK may be lost");
+    assert_eq!(
+        acks.len(),
+        3,
+        "every copy is acked: the first ACK may be lost"
+    );
     for ack in &acks {
         assert_eq!(ack.payload[..], frame(id.0, 1, b"")[..]);
         assert_eq!(ack.payload.len(), 9);
-        assert_eq!((ack.src, ack.dst), (sa("10.0.0.2:2000"), sa("10.0.0.1:1000")));
+        assert_eq!(
+            (ack.src, ack.dst),
+            (sa("10.0.0.2:2000"), sa("10.0.0.1:1000"))
+        );
     }
     assert_eq!(recv_all(&mut e, b, SubId::ALL), ["hello"], "delivered once");
     assert_eq!(e.stats(b).unwrap().reliable_repeats, 2);
@@ -778,14 +1324,26 @@ fn reliable_ack_is_nine_bytes_and_acks_every_copy_but_delivers_once() {
     assert_eq!(e.stats(a).unwrap().acked, 1);
     assert_eq!(e.stats(a).unwrap().stray_acks, 1, "a second ACK is stray");
     assert_eq!(e.poll_timeout(), None, "no retransmission left");
-    assert!(recv_all(&mut e, a, SubId::ALL).is_empty(), "ACKs are never delivered");
+    assert!(
+        recv_all(&mut e, a, SubId::ALL).is_empty(),
+        "ACKs are never delivered"
+    );
 }
 
 #[test]
 fn reliable_late_ack_within_the_last_interval_counts() {
     // P2PD's worker stopped waiting after its last send, ignoring a late ACK.
     let (mut e, now) = engine();
-    let a = udp(&mut e, now, "10.0.0.1:1000", Some("10.0.0.2:2000"), Conf { send_retry: 0, ..rconf() });
+    let a = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1000",
+        Some("10.0.0.2:2000"),
+        Conf {
+            send_retry: 0,
+            ..rconf()
+        },
+    );
     let id = e.send_reliable(now, a, b"x", None).unwrap();
     drain(&mut e);
     e.handle_datagram(now + 99 * MS, a, sa("10.0.0.2:2000"), &frame(id.0, 1, b""));
@@ -803,7 +1361,11 @@ fn plain_send_on_a_reliable_pipe_is_flag_2_and_arrives_intact() {
     for m in [&b"plain-short"[..], tricky, b""] {
         e.send(now, a, m, None).unwrap();
         let t = txs(&mut e).pop().unwrap();
-        assert_eq!(t.payload[..], frame(0, 2, m)[..], "seq 0 | flag 2 | payload");
+        assert_eq!(
+            t.payload[..],
+            frame(0, 2, m)[..],
+            "seq 0 | flag 2 | payload"
+        );
         e.handle_datagram(now, b, t.src, &t.payload);
         assert_eq!(recv_all(&mut e, b, SubId::ALL), [m]);
         assert!(txs(&mut e).is_empty(), "plain data is not acked");
@@ -849,16 +1411,37 @@ fn reliable_ack_from_the_wrong_address_is_ignored() {
 #[test]
 fn reliable_outstanding_cap() {
     let (mut e, now) = engine();
-    let a = udp(&mut e, now, "10.0.0.1:1000", Some("10.0.0.2:2000"), Conf { max_reliable_outstanding: 2, ..rconf() });
+    let a = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1000",
+        Some("10.0.0.2:2000"),
+        Conf {
+            max_reliable_outstanding: 2,
+            ..rconf()
+        },
+    );
     let first = e.send_reliable(now, a, b"1", None).unwrap();
     let second = e.send_reliable(now, a, b"2", None).unwrap();
     assert_ne!(first, second);
-    assert_eq!(e.send_reliable(now, a, b"3", None), Err(SendError::TooManyOutstanding(2)));
+    assert_eq!(
+        e.send_reliable(now, a, b"3", None),
+        Err(SendError::TooManyOutstanding(2))
+    );
     drain(&mut e);
     e.handle_datagram(now, a, sa("10.0.0.2:2000"), &frame(first.0, 1, b""));
     assert!(e.send_reliable(now, a, b"3", None).is_ok());
-    let plain = udp(&mut e, now, "10.0.0.1:1001", Some("10.0.0.2:2000"), Conf::default());
-    assert_eq!(e.send_reliable(now, plain, b"x", None), Err(SendError::NotReliable));
+    let plain = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1001",
+        Some("10.0.0.2:2000"),
+        Conf::default(),
+    );
+    assert_eq!(
+        e.send_reliable(now, plain, b"x", None),
+        Err(SendError::NotReliable)
+    );
 }
 
 #[test]
@@ -879,8 +1462,22 @@ fn link_forwards_through_the_target_to_its_default_dest_udp_and_tcp() {
     // P2PD: linking to a UDP pipe raised in getpeername and the source also lost the message.
     let (mut e, now) = engine();
     let a = udp_server(&mut e, now, "10.0.0.1:1000", Conf::default());
-    let b = udp(&mut e, now, "10.0.0.1:2000", Some("10.0.0.9:9000"), Conf::default());
-    let c = e.open_tcp(now, sa("10.0.0.1:3000"), sa("10.0.0.8:80"), Conf::default(), false).unwrap();
+    let b = udp(
+        &mut e,
+        now,
+        "10.0.0.1:2000",
+        Some("10.0.0.9:9000"),
+        Conf::default(),
+    );
+    let c = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:3000"),
+            sa("10.0.0.8:80"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
     let (_, conns) = server(&mut e, now, Conf::default(), 1);
     let conn = conns[0];
     e.link(a, LinkTarget::Local(b), None, None).unwrap();
@@ -891,15 +1488,34 @@ fn link_forwards_through_the_target_to_its_default_dest_udp_and_tcp() {
     e.handle_datagram(now, a, sa("10.0.0.5:5"), b"from udp");
     let t = txs(&mut e);
     assert_eq!(t.len(), 2);
-    assert_eq!((t[0].pipe, t[0].proto, t[0].src, t[0].dst, &t[0].payload[..]), (b, Proto::Udp, sa("10.0.0.1:2000"), sa("10.0.0.9:9000"), &b"from udp"[..]));
-    assert_eq!((t[1].pipe, t[1].proto, t[1].dst, &t[1].payload[..]), (c, Proto::Tcp, sa("10.0.0.8:80"), &b"from udp"[..]));
-    assert_eq!(recv_all(&mut e, a, SubId::ALL), ["from udp"], "A still delivers locally");
+    assert_eq!(
+        (t[0].pipe, t[0].proto, t[0].src, t[0].dst, &t[0].payload[..]),
+        (
+            b,
+            Proto::Udp,
+            sa("10.0.0.1:2000"),
+            sa("10.0.0.9:9000"),
+            &b"from udp"[..]
+        )
+    );
+    assert_eq!(
+        (t[1].pipe, t[1].proto, t[1].dst, &t[1].payload[..]),
+        (c, Proto::Tcp, sa("10.0.0.8:80"), &b"from udp"[..])
+    );
+    assert_eq!(
+        recv_all(&mut e, a, SubId::ALL),
+        ["from udp"],
+        "A still delivers locally"
+    );
     assert_eq!(e.stats(a).unwrap().forwarded, 2);
 
     e.handle_stream(now, conn, b"from tcp");
     let t = txs(&mut e);
     assert_eq!(t.len(), 1);
-    assert_eq!((t[0].pipe, t[0].dst, &t[0].payload[..]), (b, sa("10.0.0.9:9000"), &b"from tcp"[..]));
+    assert_eq!(
+        (t[0].pipe, t[0].dst, &t[0].payload[..]),
+        (b, sa("10.0.0.9:9000"), &b"from tcp"[..])
+    );
 }
 
 #[test]
@@ -907,17 +1523,31 @@ fn link_to_an_external_target_emits_forward() {
     let (mut e, now) = engine();
     let a = udp_server(&mut e, now, "10.0.0.1:1000", Conf::default());
     let l1 = e.link(a, LinkTarget::External(42), None, None).unwrap();
-    let l2 = e.link(a, LinkTarget::External(43), Some(sa("10.0.0.7:7")), None).unwrap();
+    let l2 = e
+        .link(a, LinkTarget::External(43), Some(sa("10.0.0.7:7")), None)
+        .unwrap();
     drain(&mut e);
     e.handle_datagram(now, a, sa("10.0.0.5:5"), b"m");
     let fwd: Vec<_> = evs(&mut e)
         .into_iter()
         .filter_map(|e| match e {
-            Event::Forward { from, link, target, dest, data } => Some((from, link, target, dest, data)),
+            Event::Forward {
+                from,
+                link,
+                target,
+                dest,
+                data,
+            } => Some((from, link, target, dest, data)),
             _ => None,
         })
         .collect();
-    assert_eq!(fwd, [(a, l1, 42, None, Bytes::from_static(b"m")), (a, l2, 43, Some(sa("10.0.0.7:7")), Bytes::from_static(b"m"))]);
+    assert_eq!(
+        fwd,
+        [
+            (a, l1, 42, None, Bytes::from_static(b"m")),
+            (a, l2, 43, Some(sa("10.0.0.7:7")), Bytes::from_static(b"m"))
+        ]
+    );
     assert_eq!(recv_all(&mut e, a, SubId::ALL), ["m"]);
 }
 
@@ -926,7 +1556,8 @@ fn link_dest_override() {
     let (mut e, now) = engine();
     let a = udp_server(&mut e, now, "10.0.0.1:1000", Conf::default());
     let b = udp(&mut e, now, "10.0.0.1:2000", None, Conf::default());
-    e.link(a, LinkTarget::Local(b), Some(sa("10.0.0.7:7")), None).unwrap();
+    e.link(a, LinkTarget::Local(b), Some(sa("10.0.0.7:7")), None)
+        .unwrap();
     e.handle_datagram(now, a, sa("10.0.0.5:5"), b"m");
     let t = txs(&mut e);
     assert_eq!((t.len(), t[0].dst), (1, sa("10.0.0.7:7")));
@@ -937,7 +1568,13 @@ fn failed_forward_never_stops_local_delivery_and_dead_target_is_unlinked() {
     // P2PD: a raising forward skipped the source's callbacks and queues; a dead child stayed linked.
     let (mut e, now) = engine();
     let a = udp_server(&mut e, now, "10.0.0.1:1000", Conf::default());
-    let dead = udp(&mut e, now, "10.0.0.1:2000", Some("10.0.0.9:9"), Conf::default());
+    let dead = udp(
+        &mut e,
+        now,
+        "10.0.0.1:2000",
+        Some("10.0.0.9:9"),
+        Conf::default(),
+    );
     let nodest = udp(&mut e, now, "10.0.0.1:3000", None, Conf::default());
     let l_dead = e.link(a, LinkTarget::Local(dead), None, None).unwrap();
     let l_nodest = e.link(a, LinkTarget::Local(nodest), None, None).unwrap();
@@ -948,10 +1585,20 @@ fn failed_forward_never_stops_local_delivery_and_dead_target_is_unlinked() {
     assert!(txs(&mut e).is_empty());
     assert_eq!(recv_all(&mut e, a, SubId::ALL), ["one", "two"]);
     let s = e.stats(a).unwrap();
-    assert_eq!(s.forward_failed, 3, "dead once (then unlinked), no-destination twice");
-    assert_eq!(e.unlink(a, l_dead), Err(LinkError::NotLinked), "the dead target was unlinked");
+    assert_eq!(
+        s.forward_failed, 3,
+        "dead once (then unlinked), no-destination twice"
+    );
+    assert_eq!(
+        e.unlink(a, l_dead),
+        Err(LinkError::NotLinked),
+        "the dead target was unlinked"
+    );
     assert_eq!(e.unlink(a, l_nodest), Ok(()), "a live target stays linked");
-    assert_eq!(e.link(a, LinkTarget::Local(dead), None, None), Err(LinkError::Closed));
+    assert_eq!(
+        e.link(a, LinkTarget::Local(dead), None, None),
+        Err(LinkError::Closed)
+    );
 }
 
 #[test]
@@ -974,17 +1621,40 @@ fn accepted_connection_that_dies_is_unlinked() {
 fn self_link_refused_and_from_filter() {
     let (mut e, now) = engine();
     let a = udp_server(&mut e, now, "10.0.0.1:1000", Conf::default());
-    let b = udp(&mut e, now, "10.0.0.1:2000", Some("10.0.0.9:9"), Conf::default());
-    assert_eq!(e.link(a, LinkTarget::Local(a), None, None), Err(LinkError::SelfLink));
-    e.link(a, LinkTarget::Local(b), None, Some(sa("10.0.0.5:0"))).unwrap();
-    e.link(a, LinkTarget::External(1), None, Some(sa("10.0.0.6:6"))).unwrap();
+    let b = udp(
+        &mut e,
+        now,
+        "10.0.0.1:2000",
+        Some("10.0.0.9:9"),
+        Conf::default(),
+    );
+    assert_eq!(
+        e.link(a, LinkTarget::Local(a), None, None),
+        Err(LinkError::SelfLink)
+    );
+    e.link(a, LinkTarget::Local(b), None, Some(sa("10.0.0.5:0")))
+        .unwrap();
+    e.link(a, LinkTarget::External(1), None, Some(sa("10.0.0.6:6")))
+        .unwrap();
     drain(&mut e);
-    for from in ["10.0.0.5:1", "10.0.0.5:2", "10.0.0.6:6", "10.0.0.6:7", "10.0.0.7:1"] {
+    for from in [
+        "10.0.0.5:1",
+        "10.0.0.5:2",
+        "10.0.0.6:6",
+        "10.0.0.6:7",
+        "10.0.0.7:1",
+    ] {
         e.handle_datagram(now, a, sa(from), from.as_bytes());
     }
     let t = txs(&mut e);
-    assert_eq!(t.iter().map(|t| &t.payload[..]).collect::<Vec<_>>(), [&b"10.0.0.5:1"[..], b"10.0.0.5:2"]);
-    let fwd = evs(&mut e).into_iter().filter(|e| matches!(e, Event::Forward { .. })).count();
+    assert_eq!(
+        t.iter().map(|t| &t.payload[..]).collect::<Vec<_>>(),
+        [&b"10.0.0.5:1"[..], b"10.0.0.5:2"]
+    );
+    let fwd = evs(&mut e)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Forward { .. }))
+        .count();
     assert_eq!(fwd, 1);
     assert_eq!(recv_all(&mut e, a, SubId::ALL).len(), 5);
 }
@@ -992,8 +1662,20 @@ fn self_link_refused_and_from_filter() {
 #[test]
 fn links_both_ways_do_not_loop_locally() {
     let (mut e, now) = engine();
-    let a = udp(&mut e, now, "10.0.0.1:1000", Some("10.0.0.8:8"), Conf::default());
-    let b = udp(&mut e, now, "10.0.0.1:2000", Some("10.0.0.9:9"), Conf::default());
+    let a = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1000",
+        Some("10.0.0.8:8"),
+        Conf::default(),
+    );
+    let b = udp(
+        &mut e,
+        now,
+        "10.0.0.1:2000",
+        Some("10.0.0.9:9"),
+        Conf::default(),
+    );
     e.link(a, LinkTarget::Local(b), None, None).unwrap();
     e.link(b, LinkTarget::Local(a), None, None).unwrap();
     drain(&mut e);
@@ -1001,8 +1683,14 @@ fn links_both_ways_do_not_loop_locally() {
     e.handle_datagram(now, b, sa("10.0.0.5:5"), b"to a");
     let t = txs(&mut e);
     assert_eq!(t.len(), 2, "exactly one forward each way");
-    assert_eq!((t[0].pipe, t[0].dst, &t[0].payload[..]), (b, sa("10.0.0.9:9"), &b"to b"[..]));
-    assert_eq!((t[1].pipe, t[1].dst, &t[1].payload[..]), (a, sa("10.0.0.8:8"), &b"to a"[..]));
+    assert_eq!(
+        (t[0].pipe, t[0].dst, &t[0].payload[..]),
+        (b, sa("10.0.0.9:9"), &b"to b"[..])
+    );
+    assert_eq!(
+        (t[1].pipe, t[1].dst, &t[1].payload[..]),
+        (a, sa("10.0.0.8:8"), &b"to a"[..])
+    );
     evs(&mut e);
     assert_eq!(e.poll_timeout(), None, "nothing else pending");
     assert_eq!(recv_all(&mut e, a, SubId::ALL), ["to b"]);
@@ -1013,7 +1701,10 @@ fn links_both_ways_do_not_loop_locally() {
 
 #[test]
 fn length_prefix_over_limit_ends_the_connection_before_buffering() {
-    let conf = Conf { framing: Framing::LengthPrefixed { max: 10 }, ..Conf::default() };
+    let conf = Conf {
+        framing: Framing::LengthPrefixed { max: 10 },
+        ..Conf::default()
+    };
     let (mut e, now) = engine();
     let (_, conns) = server(&mut e, now, conf, 2);
     for c in &conns {
@@ -1024,9 +1715,22 @@ fn length_prefix_over_limit_ends_the_connection_before_buffering() {
     wire.extend_from_slice(b"ok");
     wire.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, b'x']);
     e.handle_stream(now, conns[0], &wire);
-    assert_eq!(ends(&evs(&mut e)), [(conns[0], EndReason::FrameTooLarge { len: u32::MAX as usize, max: 10 })]);
+    assert_eq!(
+        ends(&evs(&mut e)),
+        [(
+            conns[0],
+            EndReason::FrameTooLarge {
+                len: u32::MAX as usize,
+                max: 10
+            }
+        )]
+    );
     assert!(e.within_caps());
-    assert_eq!(recv_all(&mut e, conns[0], SubId::ALL), ["ok"], "frames before the bad one are delivered");
+    assert_eq!(
+        recv_all(&mut e, conns[0], SubId::ALL),
+        ["ok"],
+        "frames before the bad one are delivered"
+    );
     assert_eq!(e.send(now, conns[0], b"x", None), Err(SendError::Closed));
     // One byte at a time: it ends on the 4th header byte.
     for (i, b) in [0u8, 0, 0, 11].iter().enumerate() {
@@ -1035,15 +1739,38 @@ fn length_prefix_over_limit_ends_the_connection_before_buffering() {
     }
     assert!(e.within_caps());
     // The send side refuses what the peer would refuse.
-    let c = e.open_tcp(now, sa("10.0.0.1:9"), sa("10.0.0.2:9"), Conf { framing: Framing::LengthPrefixed { max: 10 }, ..Conf::default() }, false).unwrap();
-    assert_eq!(e.send(now, c, &[0; 11], None), Err(SendError::TooLarge { len: 11, max: 10 }));
+    let c = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:9"),
+            sa("10.0.0.2:9"),
+            Conf {
+                framing: Framing::LengthPrefixed { max: 10 },
+                ..Conf::default()
+            },
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        e.send(now, c, &[0; 11], None),
+        Err(SendError::TooLarge { len: 11, max: 10 })
+    );
     e.send(now, c, b"hi", None).unwrap();
-    assert_eq!(txs(&mut e).pop().unwrap().payload[..], [0, 0, 0, 2, b'h', b'i']);
+    assert_eq!(
+        txs(&mut e).pop().unwrap().payload[..],
+        [0, 0, 0, 2, b'h', b'i']
+    );
 }
 
 #[test]
 fn delimiter_over_limit_ends_the_connection() {
-    let conf = Conf { framing: Framing::Delimited { delim: Bytes::from_static(b"\n"), max: 5 }, ..Conf::default() };
+    let conf = Conf {
+        framing: Framing::Delimited {
+            delim: Bytes::from_static(b"\n"),
+            max: 5,
+        },
+        ..Conf::default()
+    };
     let (mut e, now) = engine();
     let (_, conns) = server(&mut e, now, conf.clone(), 1);
     e.subscribe(conns[0], Filter::all()).unwrap();
@@ -1052,11 +1779,22 @@ fn delimiter_over_limit_ends_the_connection() {
     e.handle_stream(now, conns[0], b"cd");
     assert!(ends(&evs(&mut e)).is_empty());
     e.handle_stream(now, conns[0], b"ef");
-    assert_eq!(ends(&evs(&mut e)), [(conns[0], EndReason::FrameTooLarge { len: 6, max: 5 })]);
+    assert_eq!(
+        ends(&evs(&mut e)),
+        [(conns[0], EndReason::FrameTooLarge { len: 6, max: 5 })]
+    );
     assert_eq!(recv_all(&mut e, conns[0], SubId::ALL), ["12345"]);
-    let c = e.open_tcp(now, sa("10.0.0.1:9"), sa("10.0.0.2:9"), conf, false).unwrap();
-    assert_eq!(e.send(now, c, b"a\nb", None), Err(SendError::ContainsDelimiter));
-    assert_eq!(e.send(now, c, b"123456", None), Err(SendError::TooLarge { len: 6, max: 5 }));
+    let c = e
+        .open_tcp(now, sa("10.0.0.1:9"), sa("10.0.0.2:9"), conf, false)
+        .unwrap();
+    assert_eq!(
+        e.send(now, c, b"a\nb", None),
+        Err(SendError::ContainsDelimiter)
+    );
+    assert_eq!(
+        e.send(now, c, b"123456", None),
+        Err(SendError::TooLarge { len: 6, max: 5 })
+    );
     e.send(now, c, b"ab", None).unwrap();
     assert_eq!(txs(&mut e).pop().unwrap().payload[..], *b"ab\n");
 }
@@ -1068,9 +1806,19 @@ fn accept_order_with_departures() {
     // P2PD: awaiting before clients connected returned the first child twice; a child that left
     // before being awaited raised KeyError.
     let (mut e, now) = engine();
-    let l = e.open_listener(now, sa("10.0.0.1:80"), Conf::default(), false).unwrap();
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), Conf::default(), false)
+        .unwrap();
     assert_eq!(e.pop_accepted(l), Ok(None));
-    let acc = |e: &mut Engine, port| e.handle_accepted(now, l, sa("10.0.0.1:80"), SocketAddr::from(([10, 0, 0, 2], port))).unwrap();
+    let acc = |e: &mut Engine, port| {
+        e.handle_accepted(
+            now,
+            l,
+            sa("10.0.0.1:80"),
+            SocketAddr::from(([10, 0, 0, 2], port)),
+        )
+        .unwrap()
+    };
     let a = acc(&mut e, 1);
     let b = acc(&mut e, 2);
     assert_eq!(e.pop_accepted(l), Ok(Some(a)));
@@ -1079,7 +1827,11 @@ fn accept_order_with_departures() {
     let c = acc(&mut e, 3);
     e.handle_peer_closed(now, c, false);
     let d = acc(&mut e, 4);
-    assert_eq!(e.pop_accepted(l), Ok(Some(c)), "a connection that left is still handed out, once");
+    assert_eq!(
+        e.pop_accepted(l),
+        Ok(Some(c)),
+        "a connection that left is still handed out, once"
+    );
     assert_eq!(e.send(now, c, b"x", None), Err(SendError::Closed));
     assert_eq!(e.pop_accepted(l), Ok(Some(d)));
     assert_eq!(e.pop_accepted(l), Ok(None));
@@ -1101,7 +1853,15 @@ fn accept_order_with_departures() {
 #[test]
 fn accept_backlog_drops_oldest_from_the_queue_and_counts() {
     let (mut e, now) = engine();
-    let (l, conns) = server(&mut e, now, Conf { accept_backlog: 2, ..Conf::default() }, 3);
+    let (l, conns) = server(
+        &mut e,
+        now,
+        Conf {
+            accept_backlog: 2,
+            ..Conf::default()
+        },
+        3,
+    );
     assert_eq!(e.stats(l).unwrap().accept_dropped, 1);
     assert_eq!(e.pop_accepted(l), Ok(Some(conns[1])));
     assert_eq!(e.pop_accepted(l), Ok(Some(conns[2])));
@@ -1113,18 +1873,36 @@ fn accept_backlog_drops_oldest_from_the_queue_and_counts() {
 #[test]
 fn max_connections() {
     let (mut e, now) = engine();
-    let (l, conns) = server(&mut e, now, Conf { max_connections: 2, ..Conf::default() }, 2);
+    let (l, conns) = server(
+        &mut e,
+        now,
+        Conf {
+            max_connections: 2,
+            ..Conf::default()
+        },
+        2,
+    );
     let peer = |p| SocketAddr::from(([10, 0, 0, 3], p));
-    assert_eq!(e.handle_accepted(now, l, sa("10.0.0.1:80"), peer(1)), Err(AcceptError::TooManyConnections(2)));
+    assert_eq!(
+        e.handle_accepted(now, l, sa("10.0.0.1:80"), peer(1)),
+        Err(AcceptError::TooManyConnections(2))
+    );
     // A connection accepted, handed out, then gone frees its slot.
     assert_eq!(e.pop_accepted(l), Ok(Some(conns[0])));
     e.handle_peer_closed(now, conns[0], false);
-    let c = e.handle_accepted(now, l, sa("10.0.0.1:80"), peer(2)).unwrap();
-    assert_eq!(e.handle_accepted(now, l, sa("10.0.0.1:80"), peer(3)), Err(AcceptError::TooManyConnections(2)));
+    let c = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), peer(2))
+        .unwrap();
+    assert_eq!(
+        e.handle_accepted(now, l, sa("10.0.0.1:80"), peer(3)),
+        Err(AcceptError::TooManyConnections(2))
+    );
     // So does one that left before it was handed out, once it is.
     e.handle_peer_closed(now, conns[1], false);
     assert_eq!(e.pop_accepted(l), Ok(Some(conns[1])));
-    assert!(e.handle_accepted(now, l, sa("10.0.0.1:80"), peer(4)).is_ok());
+    assert!(e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), peer(4))
+        .is_ok());
     assert_eq!(e.connections(l).len(), 2);
     assert!(e.connections(l).contains(&c));
 }
@@ -1157,8 +1935,14 @@ fn message_events_only_with_callbacks_and_not_aliased_between_connections() {
     e.set_callbacks(l, true);
     e.handle_stream(now, conns[0], b"x");
     e.handle_stream(now, conns[1], b"x");
-    assert_eq!(messages(&mut e), [conns[0], conns[1]], "a listener's callbacks cover its connections");
-    let later = e.handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.4:4")).unwrap();
+    assert_eq!(
+        messages(&mut e),
+        [conns[0], conns[1]],
+        "a listener's callbacks cover its connections"
+    );
+    let later = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.4:4"))
+        .unwrap();
     e.handle_stream(now, later, b"x");
     assert_eq!(messages(&mut e), [later]);
 }
@@ -1166,7 +1950,13 @@ fn message_events_only_with_callbacks_and_not_aliased_between_connections() {
 #[test]
 fn readable_once_until_polled() {
     let (mut e, now) = engine();
-    let p = udp(&mut e, now, "10.0.0.1:1", Some("10.0.0.2:2"), Conf::default());
+    let p = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1",
+        Some("10.0.0.2:2"),
+        Conf::default(),
+    );
     drain(&mut e);
     e.handle_datagram(now, p, sa("10.0.0.2:2"), b"1");
     e.handle_datagram(now, p, sa("10.0.0.2:2"), b"2");
@@ -1181,8 +1971,26 @@ fn readable_once_until_polled() {
 fn poll_timeout_is_now_while_output_is_queued_then_the_deadline_and_always_advances() {
     let (mut e, t0) = engine();
     assert_eq!(e.poll_timeout(), None);
-    let a = udp(&mut e, t0, "10.0.0.1:1", Some("10.0.0.2:2"), Conf { send_retry: 3, ..rconf() });
-    let b = udp(&mut e, t0, "10.0.0.1:2", Some("10.0.0.2:2"), Conf { send_retry: 1, ..rconf() });
+    let a = udp(
+        &mut e,
+        t0,
+        "10.0.0.1:1",
+        Some("10.0.0.2:2"),
+        Conf {
+            send_retry: 3,
+            ..rconf()
+        },
+    );
+    let b = udp(
+        &mut e,
+        t0,
+        "10.0.0.1:2",
+        Some("10.0.0.2:2"),
+        Conf {
+            send_retry: 1,
+            ..rconf()
+        },
+    );
     assert_eq!(e.poll_timeout(), Some(t0), "Up events queued");
     evs(&mut e);
     assert_eq!(e.poll_timeout(), None);
@@ -1193,15 +2001,28 @@ fn poll_timeout_is_now_while_output_is_queued_then_the_deadline_and_always_advan
 
     e.send_reliable(t0, a, b"r", None).unwrap();
     e.send_reliable(t0 + 30 * MS, b, b"r", None).unwrap();
-    assert_eq!(e.poll_timeout(), Some(t0 + 30 * MS), "the latest now while output is queued");
+    assert_eq!(
+        e.poll_timeout(),
+        Some(t0 + 30 * MS),
+        "the latest now while output is queued"
+    );
     txs(&mut e);
-    assert_eq!(e.poll_timeout(), Some(t0 + 100 * MS), "then the earliest retransmission deadline");
+    assert_eq!(
+        e.poll_timeout(),
+        Some(t0 + 100 * MS),
+        "then the earliest retransmission deadline"
+    );
     let mut last = t0 + 30 * MS;
     let mut rounds = 0;
     while let Some(t) = e.poll_timeout() {
         rounds += 1;
         assert!(rounds < 50, "poll_timeout never went quiet");
-        assert!(t > last, "poll_timeout went back or stayed: {:?} after {:?}", t - t0, last - t0);
+        assert!(
+            t > last,
+            "poll_timeout went back or stayed: {:?} after {:?}",
+            t - t0,
+            last - t0
+        );
         e.handle_timeout(t);
         if e.poll_timeout() == Some(t) {
             // Output was queued by the timeout: drained, the next deadline must be later.
@@ -1212,13 +2033,25 @@ fn poll_timeout_is_now_while_output_is_queued_then_the_deadline_and_always_advan
         }
         last = t;
     }
-    assert_eq!(e.stats(a).unwrap().unconfirmed + e.stats(b).unwrap().unconfirmed, 2);
+    assert_eq!(
+        e.stats(a).unwrap().unconfirmed + e.stats(b).unwrap().unconfirmed,
+        2
+    );
 }
 
 #[test]
 fn poll_timeout_advances_when_handle_timeout_is_late() {
     let (mut e, t0) = engine();
-    let a = udp(&mut e, t0, "10.0.0.1:1", Some("10.0.0.2:2"), Conf { send_retry: 2, ..rconf() });
+    let a = udp(
+        &mut e,
+        t0,
+        "10.0.0.1:1",
+        Some("10.0.0.2:2"),
+        Conf {
+            send_retry: 2,
+            ..rconf()
+        },
+    );
     for _ in 0..5 {
         e.send_reliable(t0, a, b"x", None).unwrap();
     }
@@ -1235,7 +2068,13 @@ fn poll_timeout_advances_when_handle_timeout_is_late() {
 #[test]
 fn a_driver_using_only_poll_transmit_for_keeps_the_engine_within_caps() {
     let (mut e, now) = engine();
-    let p = udp(&mut e, now, "10.0.0.1:1", Some("10.0.0.2:2"), Conf::default());
+    let p = udp(
+        &mut e,
+        now,
+        "10.0.0.1:1",
+        Some("10.0.0.2:2"),
+        Conf::default(),
+    );
     e.send(now, p, b"x", None).unwrap();
     assert!(e.poll_transmit_for(p).is_some());
     e.close(now, p);
@@ -1248,7 +2087,15 @@ fn a_driver_using_only_poll_transmit_for_keeps_the_engine_within_caps() {
 #[test]
 fn a_pipe_whose_peer_closed_is_forgotten_once_its_output_drains() {
     let (mut e, now) = engine();
-    let c = e.open_tcp(now, sa("10.0.0.1:1"), sa("10.0.0.2:2"), Conf::default(), false).unwrap();
+    let c = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:1"),
+            sa("10.0.0.2:2"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
     e.send(now, c, b"x", None).unwrap();
     e.handle_peer_closed(now, c, false);
     drain(&mut e);
@@ -1259,7 +2106,11 @@ fn a_pipe_whose_peer_closed_is_forgotten_once_its_output_drains() {
 #[test]
 fn hostile_stream_and_datagram_input_never_panics() {
     let (mut e, now) = engine();
-    let conf = Conf { framing: Framing::LengthPrefixed { max: 64 }, enable_msg_ids: true, ..Conf::default() };
+    let conf = Conf {
+        framing: Framing::LengthPrefixed { max: 64 },
+        enable_msg_ids: true,
+        ..Conf::default()
+    };
     let (l, conns) = server(&mut e, now, conf, 1);
     let r = udp(&mut e, now, "10.0.0.1:1", Some("10.0.0.2:2"), rconf());
     let mut rng = pipe_core::rng::Rng::new(1);
@@ -1281,14 +2132,25 @@ fn one_read_of_empty_frames_cannot_flood_events_or_transmits() {
     // 64 KiB of zero-length frames is 16,384 messages from one read; with links each becomes a
     // forward. Events and transmits must stay within their count caps, not just byte caps.
     let (mut e, now) = engine();
-    let conf = Conf { framing: Framing::LengthPrefixed { max: 16 }, ..Conf::default() };
+    let conf = Conf {
+        framing: Framing::LengthPrefixed { max: 16 },
+        ..Conf::default()
+    };
     let (_, conns) = server(&mut e, now, conf, 1);
-    let sink = udp(&mut e, now, "10.0.0.1:2000", Some("10.0.0.9:9"), Conf::default());
+    let sink = udp(
+        &mut e,
+        now,
+        "10.0.0.1:2000",
+        Some("10.0.0.9:9"),
+        Conf::default(),
+    );
     for i in 0..8 {
-        e.link(conns[0], LinkTarget::External(i), None, None).unwrap();
+        e.link(conns[0], LinkTarget::External(i), None, None)
+            .unwrap();
     }
     for _ in 0..8 {
-        e.link(conns[0], LinkTarget::Local(sink), None, None).unwrap();
+        e.link(conns[0], LinkTarget::Local(sink), None, None)
+            .unwrap();
     }
     drain(&mut e);
     let zeros = vec![0u8; 65_536];
@@ -1296,8 +2158,14 @@ fn one_read_of_empty_frames_cannot_flood_events_or_transmits() {
     assert!(e.within_caps());
     let t = txs(&mut e).len();
     let ev = evs(&mut e).len();
-    assert!(t <= pipe_core::MAX_EVENTS, "{t} transmits queued by one read");
-    assert!(ev <= pipe_core::MAX_EVENTS + 8, "{ev} events queued by one read");
+    assert!(
+        t <= pipe_core::MAX_EVENTS,
+        "{t} transmits queued by one read"
+    );
+    assert!(
+        ev <= pipe_core::MAX_EVENTS + 8,
+        "{ev} events queued by one read"
+    );
     let s = e.stats(conns[0]).unwrap();
     assert_eq!(s.received, 16_384);
     assert_eq!(s.forwarded + s.forward_failed, 16_384 * 16);

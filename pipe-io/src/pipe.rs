@@ -283,13 +283,17 @@ impl<R: Runtime> Pipe<R> {
     /// Like [`Pipe::link`], sending to `dest` instead of the target's default destination, and
     /// (with `from`) forwarding only messages from that sender (port 0 = any port).
     pub fn link_with(&self, target: &Pipe<R>, dest: Option<SocketAddr>, from: Option<SocketAddr>) -> Result<LinkId, LinkError> {
-        let mut core = self.shared.lock();
         if Arc::ptr_eq(&self.shared, &target.shared) {
-            return core.engine.link(self.id, LinkTarget::Local(target.id), dest, from);
+            return self.shared.lock().engine.link(self.id, LinkTarget::Local(target.id), dest, from);
         }
+        // Look at the target before taking our own lock: never hold two groups' locks.
         if target.entry.is_ended() {
             return Err(LinkError::Closed);
         }
+        if target.kind() == Some(Kind::TcpListener) {
+            return Err(LinkError::WrongKind("TCP listener"));
+        }
+        let mut core = self.shared.lock();
         let token = core.next_token;
         let id = core.engine.link(self.id, LinkTarget::External(token), dest, from)?;
         core.next_token += 1;

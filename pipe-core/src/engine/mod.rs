@@ -344,8 +344,11 @@ impl Engine {
             return Err(LinkError::SelfLink);
         }
         if let LinkTarget::Local(t) = target {
-            if !self.pipes.get(&t).is_some_and(PipeState::is_open) {
+            let Some(tp) = self.pipes.get(&t).filter(|p| p.is_open()) else {
                 return Err(LinkError::Closed);
+            };
+            if tp.kind == Kind::TcpListener {
+                return Err(LinkError::WrongKind(tp.kind.name()));
             }
         }
         let p = self.pipes.get_mut(&pipe).ok_or(LinkError::Closed)?;

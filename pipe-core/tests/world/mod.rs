@@ -59,9 +59,10 @@ pub struct Host {
     pub engine: Engine,
     /// Every event the host's engine emitted, with the virtual time it was drained.
     pub events: Vec<(Instant, Event)>,
-    /// Pipes opened or accepted on this host (for per-pipe draining).
+    /// Pipes opened or accepted on this host.
     pub pipes: Vec<PipeId>,
     app: Option<App>,
+    draining: Option<PipeId>,
 }
 
 /// One input the network hands to an engine, recorded when [`World::record`] is set.
@@ -153,7 +154,7 @@ pub struct World {
     pub record: bool,
     /// The recorded inputs.
     pub log: Vec<Rec>,
-    /// Drain transmits with `poll_transmit_for` per pipe instead of `poll_transmit`.
+    /// Drain transmits with `poll_dirty` + `poll_transmit_for` instead of `poll_transmit`.
     pub per_pipe_drain: bool,
     rng: Rng,
     base: Instant,
@@ -162,6 +163,7 @@ pub struct World {
     qseq: u64,
     udp: HashMap<SocketAddr, (usize, PipeId)>,
     tcp: HashMap<(usize, PipeId), (usize, usize)>,
+    listeners: HashMap<(usize, PipeId), SocketAddr>,
     conns: Vec<Conn>,
     tokens: Vec<(usize, PipeId)>,
 }
@@ -192,6 +194,7 @@ impl World {
             qseq: 0,
             udp: HashMap::new(),
             tcp: HashMap::new(),
+            listeners: HashMap::new(),
             conns: Vec::new(),
             tokens: Vec::new(),
         }
@@ -205,6 +208,7 @@ impl World {
             events: Vec::new(),
             pipes: Vec::new(),
             app: None,
+            draining: None,
         });
         self.hosts.len() - 1
     }
@@ -242,7 +246,14 @@ impl World {
     // ---- opening --------------------------------------------------------------------
 
     /// Open a UDP pipe bound to `local` (datagrams to `local` reach it).
-    pub fn open_udp(&mut self, h: usize, local: SocketAddr, dest: Option<SocketAddr>, conf: Conf, callbacks: bool) -> PipeId {
+    pub fn open_udp(
+        &mut self,
+        h: usize,
+        local: SocketAddr,
+        dest: Option<SocketAddr>,
+        conf: Conf,
+        callbacks: bool,
+    ) -> PipeId {
         let now = self.now;
         let id = self.hosts[h]
             .engine
@@ -255,7 +266,14 @@ impl World {
     }
 
     /// Open two UDP pipes on hosts `a` and `b`, each with the other as destination.
-    pub fn udp_pair(&mut self, a: usize, a_addr: SocketAddr, b: usize, b_addr: SocketAddr, conf: Conf) -> (PipeId, PipeId) {
+    pub fn udp_pair(
+        &mut self,
+        a: usize,
+        a_addr: SocketAddr,
+        b: usize,
+        b_addr: SocketAddr,
+        conf: Conf,
+    ) -> (PipeId, PipeId) {
         let pa = self.open_udp(a, a_addr, Some(b_addr), conf.clone(), false);
         let pb = self.open_udp(b, b_addr, Some(a_addr), conf, false);
         (pa, pb)
@@ -269,21 +287,32 @@ impl World {
             .open_listener(now, local, conf, callbacks)
             .expect("open_listener");
         self.hosts[h].pipes.push(id);
+        self.listeners.insert((h, id), local);
         id
     }
 
     /// Connect a TCP client on host `c` (bound to `client_local`) to `listener` on host `s`:
     /// `open_tcp` on the client, `handle_accepted` on the server. When the server refuses the
     /// connection, the client pipe is reset and the error returned.
-    pub fn connect(&mut self, c: usize, client_local: SocketAddr, s: usize, listener: PipeId, conf: Conf) -> Result<(PipeId, PipeId), (PipeId, AcceptError)> {
+    pub fn connect(
+        &mut self,
+        c: usize,
+        client_local: SocketAddr,
+        s: usize,
+        listener: PipeId,
+        conf: Conf,
+    ) -> Result<(PipeId, PipeId), (PipeId, AcceptError)> {
         let now = self.now;
-        let server_addr = self.hosts[s].engine.local_addr(listener).expect("listener exists");
+        let server_addr = self.listeners[&(s, listener)];
         let client = self.hosts[c]
             .engine
             .open_tcp(now, client_local, server_addr, conf, false)
             .expect("open_tcp");
         self.hosts[c].pipes.push(client);
-        match self.hosts[s].engine.handle_accepted(now, listener, server_addr, client_local) {
+        match self.hosts[s]
+            .engine
+            .handle_accepted(now, listener, server_addr, client_local)
+        {
             Ok(conn) => {
                 self.hosts[s].pipes.push(conn);
                 let idx = self.conns.len();
@@ -312,13 +341,25 @@ impl World {
     // ---- commands at the world's time ----------------------------------------------
 
     /// `Engine::send` at the world's time.
-    pub fn send(&mut self, h: usize, pipe: PipeId, data: &[u8], dest: Option<SocketAddr>) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        h: usize,
+        pipe: PipeId,
+        data: &[u8],
+        dest: Option<SocketAddr>,
+    ) -> Result<(), SendError> {
         let now = self.now;
         self.hosts[h].engine.send(now, pipe, data, dest)
     }
 
     /// `Engine::send_reliable` at the world's time.
-    pub fn send_reliable(&mut self, h: usize, pipe: PipeId, data: &[u8], dest: Option<SocketAddr>) -> Result<MessageId, SendError> {
+    pub fn send_reliable(
+        &mut self,
+        h: usize,
+        pipe: PipeId,
+        data: &[u8],
+        dest: Option<SocketAddr>,
+    ) -> Result<MessageId, SendError> {
         let now = self.now;
         self.hosts[h].engine.send_reliable(now, pipe, data, dest)
     }
@@ -349,7 +390,10 @@ impl World {
     /// Hand stream bytes to a TCP pipe now, bypassing the network.
     pub fn inject_stream(&mut self, h: usize, pipe: PipeId, data: &[u8]) {
         let now = self.now;
-        let from = self.hosts[h].engine.dest(pipe).unwrap_or_else(|| "0.0.0.0:9".parse().unwrap());
+        let from = self.hosts[h]
+            .engine
+            .dest(pipe)
+            .unwrap_or_else(|| "0.0.0.0:9".parse().unwrap());
         self.input_stream(now, h, pipe, from, Bytes::copy_from_slice(data));
     }
 
@@ -372,16 +416,30 @@ impl World {
             .queue
             .iter()
             .filter_map(|(k, d)| match d {
-                Delivery::Datagram { host, pipe, from, data } => Some((*k, *host, *pipe, *from, data.clone())),
+                Delivery::Datagram {
+                    host,
+                    pipe,
+                    from,
+                    data,
+                } => Some((*k, *host, *pipe, *from, data.clone())),
                 Delivery::Stream { .. } => None,
             })
             .collect();
         if grams.is_empty() {
             return false;
         }
-        let (k, host, pipe, from, data) = grams[self.rng.below(grams.len() as u64) as usize].clone();
+        let (k, host, pipe, from, data) =
+            grams[self.rng.below(grams.len() as u64) as usize].clone();
         let at = k.0 + Duration::from_micros(self.rng.below(1000));
-        self.push(at, Delivery::Datagram { host, pipe, from, data });
+        self.push(
+            at,
+            Delivery::Datagram {
+                host,
+                pipe,
+                from,
+                data,
+            },
+        );
         self.counters.duplicated += 1;
         true
     }
@@ -417,7 +475,11 @@ impl World {
     /// When the next thing happens: a delivery or an engine timeout.
     pub fn next_time(&self) -> Option<Instant> {
         let net = self.queue.keys().next().map(|k| k.0);
-        let timer = self.hosts.iter().filter_map(|h| h.engine.poll_timeout()).min();
+        let timer = self
+            .hosts
+            .iter()
+            .filter_map(|h| h.engine.poll_timeout())
+            .min();
         match (net, timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -429,7 +491,11 @@ impl World {
     pub fn step(&mut self) -> bool {
         self.flush();
         let net = self.queue.keys().next().map(|k| k.0);
-        let timer = self.hosts.iter().filter_map(|h| h.engine.poll_timeout()).min();
+        let timer = self
+            .hosts
+            .iter()
+            .filter_map(|h| h.engine.poll_timeout())
+            .min();
         let next = match (net, timer) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) => a,
@@ -447,14 +513,22 @@ impl World {
             self.flush();
         } else {
             for h in 0..self.hosts.len() {
-                if self.hosts[h].engine.poll_timeout().is_some_and(|t| t <= now) {
+                if self.hosts[h]
+                    .engine
+                    .poll_timeout()
+                    .is_some_and(|t| t <= now)
+                {
                     self.hosts[h].engine.handle_timeout(now);
                 }
             }
             self.flush();
             for (h, host) in self.hosts.iter().enumerate() {
                 if let Some(t) = host.engine.poll_timeout() {
-                    assert!(t > now, "host {h}: poll_timeout stuck at +{:?} after handle_timeout", t - self.base);
+                    assert!(
+                        t > now,
+                        "host {h}: poll_timeout stuck at +{:?} after handle_timeout",
+                        t - self.base
+                    );
                 }
             }
         }
@@ -497,7 +571,11 @@ impl World {
     /// Panic unless every engine is within its caps.
     pub fn assert_caps(&self) {
         for (h, host) in self.hosts.iter().enumerate() {
-            assert!(host.engine.within_caps(), "host {h}: engine over a cap after step {}", self.steps);
+            assert!(
+                host.engine.within_caps(),
+                "host {h}: engine over a cap after step {}",
+                self.steps
+            );
         }
     }
 
@@ -512,10 +590,17 @@ impl World {
         if !self.per_pipe_drain {
             return self.hosts[h].engine.poll_transmit();
         }
+        // A driver with one writer per socket: `poll_dirty` names a pipe, `poll_transmit_for`
+        // drains it.
         let host = &mut self.hosts[h];
-        host.pipes
-            .iter()
-            .find_map(|p| host.engine.poll_transmit_for(*p))
+        loop {
+            if let Some(p) = host.draining {
+                if let Some(t) = host.engine.poll_transmit_for(p) {
+                    return Some(t);
+                }
+            }
+            host.draining = Some(host.engine.poll_dirty()?);
+        }
     }
 
     fn push(&mut self, at: Instant, d: Delivery) {
@@ -540,7 +625,15 @@ impl World {
                 for _ in 0..copies {
                     let jitter = self.jitter();
                     let at = self.now + self.net.delay + jitter;
-                    self.push(at, Delivery::Datagram { host, pipe, from: t.src, data: t.payload.clone() });
+                    self.push(
+                        at,
+                        Delivery::Datagram {
+                            host,
+                            pipe,
+                            from: t.src,
+                            data: t.payload.clone(),
+                        },
+                    );
                 }
             }
             Proto::Tcp => {
@@ -582,7 +675,9 @@ impl World {
     fn on_event(&mut self, h: usize, e: Event) {
         let now = self.now;
         match &e {
-            Event::Forward { target, dest, data, .. } => match self.tokens.get(*target as usize).copied() {
+            Event::Forward {
+                target, dest, data, ..
+            } => match self.tokens.get(*target as usize).copied() {
                 Some((th, tp)) => match self.hosts[th].engine.send(now, tp, data, *dest) {
                     Ok(()) => self.counters.forwards += 1,
                     Err(_) => self.counters.forward_errors += 1,
@@ -617,7 +712,12 @@ impl World {
     fn deliver(&mut self, d: Delivery) {
         let now = self.now;
         match d {
-            Delivery::Datagram { host, pipe, from, data } => {
+            Delivery::Datagram {
+                host,
+                pipe,
+                from,
+                data,
+            } => {
                 self.counters.datagrams_delivered += 1;
                 self.input_datagram(now, host, pipe, from, data);
             }
@@ -633,7 +733,9 @@ impl World {
                 if d.rst {
                     d.closed = true;
                     d.bytes.clear();
-                    self.hosts[to_host].engine.handle_peer_closed(now, to_pipe, true);
+                    self.hosts[to_host]
+                        .engine
+                        .handle_peer_closed(now, to_pipe, true);
                     return;
                 }
                 if !d.bytes.is_empty() {
@@ -649,26 +751,51 @@ impl World {
                     }
                 } else if d.fin {
                     d.closed = true;
-                    self.hosts[to_host].engine.handle_peer_closed(now, to_pipe, false);
+                    self.hosts[to_host]
+                        .engine
+                        .handle_peer_closed(now, to_pipe, false);
                 }
             }
         }
     }
 
-    fn input_datagram(&mut self, now: Instant, h: usize, pipe: PipeId, from: SocketAddr, data: Bytes) {
+    fn input_datagram(
+        &mut self,
+        now: Instant,
+        h: usize,
+        pipe: PipeId,
+        from: SocketAddr,
+        data: Bytes,
+    ) {
         let before = self.hosts[h].engine.stats(pipe);
         self.hosts[h].engine.handle_datagram(now, pipe, from, &data);
         self.note(now, h, pipe, from, data, true, before);
     }
 
-    fn input_stream(&mut self, now: Instant, h: usize, pipe: PipeId, from: SocketAddr, data: Bytes) {
+    fn input_stream(
+        &mut self,
+        now: Instant,
+        h: usize,
+        pipe: PipeId,
+        from: SocketAddr,
+        data: Bytes,
+    ) {
         let before = self.hosts[h].engine.stats(pipe);
         self.hosts[h].engine.handle_stream(now, pipe, &data);
         self.note(now, h, pipe, from, data, false, before);
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn note(&mut self, at: Instant, host: usize, pipe: PipeId, from: SocketAddr, data: Bytes, datagram: bool, before: Option<pipe_core::Stats>) {
+    fn note(
+        &mut self,
+        at: Instant,
+        host: usize,
+        pipe: PipeId,
+        from: SocketAddr,
+        data: Bytes,
+        datagram: bool,
+        before: Option<pipe_core::Stats>,
+    ) {
         if !self.record {
             return;
         }
@@ -677,7 +804,16 @@ impl World {
             (Some(b), Some(a)) => (a.received - b.received, a.duplicates - b.duplicates),
             _ => (0, 0),
         };
-        self.log.push(Rec { at, host, pipe, from, data, datagram, received, duplicates });
+        self.log.push(Rec {
+            at,
+            host,
+            pipe,
+            from,
+            data,
+            datagram,
+            received,
+            duplicates,
+        });
     }
 }
 
@@ -686,8 +822,7 @@ pub fn sa(s: &str) -> SocketAddr {
     s.parse().expect("socket address")
 }
 
-/// Every `Event::Message`/queued payload is not visible here; this collects the payloads of
-/// `Event::Message` events of `pipe` recorded on host `h`.
+/// The payloads of the `Event::Message` events of `pipe` recorded on host `h`.
 pub fn message_events(w: &World, h: usize, pipe: PipeId) -> Vec<Bytes> {
     w.events(h)
         .iter()
