@@ -299,12 +299,13 @@ impl<R: Runtime> Pipe<R> {
         core.next_token += 1;
         let handle = Pipe::handle(target.shared.clone(), target.id, target.entry.clone());
         core.link_targets.insert(token, handle);
+        core.link_tokens.insert((self.id, id), token);
         Ok(id)
     }
 
     /// Remove a link.
     pub fn unlink(&self, link: LinkId) -> Result<(), LinkError> {
-        self.shared.lock().engine.unlink(self.id, link)
+        Shared::unlink(&mut self.shared.lock(), self.id, link)
     }
 
     // ---- callbacks --------------------------------------------------------------------
@@ -408,7 +409,7 @@ pub(crate) async fn run_forwards<R: Runtime>(shared: &Arc<Shared<R>>, forwards: 
         match f.target.send_inner(&f.data, f.dest).await {
             Ok(()) => {}
             Err(SendError::Closed) => {
-                let _ = shared.lock().engine.unlink(f.from, f.link);
+                let _ = Shared::unlink(&mut shared.lock(), f.from, f.link);
             }
             Err(e) => log::debug!("{}: forward through link failed: {e}", f.from),
         }

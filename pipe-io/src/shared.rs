@@ -120,6 +120,7 @@ pub(crate) struct Core<R: Runtime> {
     pub(crate) parent: HashMap<PipeId, PipeId>,
     pub(crate) outcomes: VecDeque<(PipeId, MessageId, Outcome)>,
     pub(crate) link_targets: HashMap<u64, Pipe<R>>,
+    pub(crate) link_tokens: HashMap<(PipeId, LinkId), u64>,
     pub(crate) next_token: u64,
     pub(crate) next_cb: u64,
     /// The pipe whose task runs the engine's timer.
@@ -152,6 +153,7 @@ impl<R: Runtime> Shared<R> {
                 parent: HashMap::new(),
                 outcomes: VecDeque::new(),
                 link_targets: HashMap::new(),
+                link_tokens: HashMap::new(),
                 next_token: 1,
                 next_cb: 1,
                 root: None,
@@ -252,6 +254,14 @@ impl<R: Runtime> Shared<R> {
             };
             run_job(job, own, parent, Pipe::handle(self.clone(), pipe, entry.clone())).await;
         }
+    }
+
+    /// Remove a link and the driver's handle on its target.
+    pub(crate) fn unlink(core: &mut Core<R>, pipe: PipeId, link: LinkId) -> Result<(), pipe_core::LinkError> {
+        if let Some(token) = core.link_tokens.remove(&(pipe, link)) {
+            core.link_targets.remove(&token);
+        }
+        core.engine.unlink(pipe, link)
     }
 
     /// Outcome of a reliable send, if it has arrived (taken out of the table).
