@@ -281,6 +281,14 @@ impl<R: Runtime> Shared<R> {
     /// Drop everything the driver keeps for a pipe whose socket is closed.
     pub(crate) fn forget(core: &mut Core<R>, pipe: PipeId) {
         core.socks.remove(&pipe);
+        let targets = &mut core.link_targets;
+        core.link_tokens.retain(|(from, _), token| {
+            let keep = *from != pipe;
+            if !keep {
+                targets.remove(token);
+            }
+            keep
+        });
         // Callbacks stay while jobs are queued (the worker drops them when done).
         if !core.jobs.contains_key(&pipe) {
             Self::drop_callbacks(core, pipe);
