@@ -10,7 +10,8 @@ use pipe_core::{Conf, Engine, Event, SubId};
 fn pipe_core_over_blocking_std_sockets() {
     let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
     let server = echo.local_addr().unwrap();
-    echo.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    echo.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let echo_thread = std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
         let (n, from) = echo.recv_from(&mut buf).expect("a datagram within 10 s");
@@ -19,7 +20,15 @@ fn pipe_core_over_blocking_std_sockets() {
 
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut engine = Engine::new(42);
-    let pipe = engine.open_udp(Instant::now(), socket.local_addr().unwrap(), Some(server), Conf::default(), false).unwrap();
+    let pipe = engine
+        .open_udp(
+            Instant::now(),
+            socket.local_addr().unwrap(),
+            Some(server),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
     engine.send(Instant::now(), pipe, b"hello", None).unwrap();
     let mut buf = [0u8; 65_536];
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -36,8 +45,14 @@ fn pipe_core_over_blocking_std_sockets() {
             }
         }
         let now = Instant::now();
-        let wait = engine.poll_timeout().map_or(Duration::from_millis(200), |t| t.saturating_duration_since(now));
-        socket.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).unwrap();
+        let wait = engine
+            .poll_timeout()
+            .map_or(Duration::from_millis(200), |t| {
+                t.saturating_duration_since(now)
+            });
+        socket
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .unwrap();
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => engine.handle_datagram(Instant::now(), pipe, from, &buf[..n]),
             Err(_) => engine.handle_timeout(Instant::now()),

@@ -7,10 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pipe_core::stun::{StunServer, StunServerConfig};
-use pipe_io::{default_route, external_address, interfaces, ExternalCache, ExternalConf, ExternalError, Family, OpenError, Pipe, PipeBuilder, Proto, Route, Runtime};
+use pipe_io::{
+    default_route, external_address, interfaces, ExternalCache, ExternalConf, ExternalError,
+    Family, OpenError, Pipe, PipeBuilder, Proto, Route, Runtime,
+};
 
 fn on_tokio<F: Future<Output = ()>>(f: impl FnOnce(pipe_tokio::Tokio) -> F) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async { f(pipe_tokio::Tokio::current()).await });
 }
 
@@ -27,7 +33,11 @@ async fn responder<R: Runtime>(rt: R, route: &Route) -> Pipe<R> {
             let agent = agent.clone();
             async move {
                 let local = pipe.local_addr().unwrap();
-                let answer = agent.lock().unwrap().handle(Instant::now(), local, msg.from, &msg.data);
+                let answer =
+                    agent
+                        .lock()
+                        .unwrap()
+                        .handle(Instant::now(), local, msg.from, &msg.data);
                 if let Some(a) = answer {
                     pipe.send_to(&a, msg.from).await.unwrap();
                 }
@@ -55,24 +65,54 @@ async fn pipes_on_routes<R: Runtime>(rt: R) {
         assert_eq!(addr.ip(), route.nic());
         let mut clients = Vec::new();
         for i in 0..3u8 {
-            let c = PipeBuilder::new(rt.clone(), Proto::Tcp).route(&route, 0).dest(addr).open().await.unwrap();
-            assert_eq!(c.local_addr().unwrap().ip(), route.nic(), "client leaves from the route's address");
+            let c = PipeBuilder::new(rt.clone(), Proto::Tcp)
+                .route(&route, 0)
+                .dest(addr)
+                .open()
+                .await
+                .unwrap();
+            assert_eq!(
+                c.local_addr().unwrap().ip(),
+                route.nic(),
+                "client leaves from the route's address"
+            );
             c.send(&[i; 4]).await.unwrap();
-            let echo = c.recv_timeout(Duration::from_secs(5)).await.unwrap().expect("echo");
+            let echo = c
+                .recv_timeout(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .expect("echo");
             assert_eq!(&echo.data[..], &[i; 4]);
             clients.push(c);
         }
-        let udp_a = PipeBuilder::new(rt.clone(), Proto::Udp).route(&route, 0).open().await.unwrap();
-        let udp_b = PipeBuilder::new(rt.clone(), Proto::Udp).route(&route, 0).dest(udp_a.local_addr().unwrap()).open().await.unwrap();
+        let udp_a = PipeBuilder::new(rt.clone(), Proto::Udp)
+            .route(&route, 0)
+            .open()
+            .await
+            .unwrap();
+        let udp_b = PipeBuilder::new(rt.clone(), Proto::Udp)
+            .route(&route, 0)
+            .dest(udp_a.local_addr().unwrap())
+            .open()
+            .await
+            .unwrap();
         let sub = udp_a.subscribe(pipe_io::Filter::all()).unwrap();
         udp_b.send(b"on route").await.unwrap();
-        let got = udp_a.recv_on(sub, Some(Duration::from_secs(5))).await.unwrap().expect("datagram");
+        let got = udp_a
+            .recv_on(sub, Some(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .expect("datagram");
         assert_eq!(got.from, udp_b.local_addr().unwrap());
         assert_eq!(route, before, "opening pipes never mutates the route");
         server.close().await;
     }
     // The any-address route listens on every local address, loopback included.
-    let any = PipeBuilder::new(rt.clone(), Proto::Udp).route(&Route::any(Family::V4), 0).open().await.unwrap();
+    let any = PipeBuilder::new(rt.clone(), Proto::Udp)
+        .route(&Route::any(Family::V4), 0)
+        .open()
+        .await
+        .unwrap();
     assert!(any.local_addr().unwrap().ip().is_unspecified());
 }
 
@@ -92,33 +132,51 @@ async fn external_lookup<R: Runtime>(rt: R) {
         let s1 = responder(rt.clone(), &route).await;
         let s2 = responder(rt.clone(), &route).await;
         let servers = vec![s1.local_addr().unwrap(), s2.local_addr().unwrap()];
-        let mapped = external_address(&rt, &route, &ExternalConf::new(servers.clone())).await.unwrap();
+        let mapped = external_address(&rt, &route, &ExternalConf::new(servers.clone()))
+            .await
+            .unwrap();
         assert_eq!(mapped.ip(), route.nic(), "loopback maps to itself");
         // The cache answers from memory while fresh: with the servers gone it still knows.
         let cache = ExternalCache::new();
-        let with_ext = cache.resolve(&rt, &route, &ExternalConf::new(servers.clone())).await.unwrap();
+        let with_ext = cache
+            .resolve(&rt, &route, &ExternalConf::new(servers.clone()))
+            .await
+            .unwrap();
         assert_eq!(with_ext.external(), Some(route.nic()));
         s1.close().await;
         s2.close().await;
-        let again = cache.resolve(&rt, &route, &ExternalConf::new(servers.clone())).await.unwrap();
+        let again = cache
+            .resolve(&rt, &route, &ExternalConf::new(servers.clone()))
+            .await
+            .unwrap();
         assert_eq!(again, with_ext);
         // Uncached, with nobody answering: a typed timeout, bounded by the conf.
         let mut quick = ExternalConf::new(servers);
         quick.timeout = Duration::from_millis(600);
         let t0 = Instant::now();
         let err = external_address(&rt, &route, &quick).await.unwrap_err();
-        assert!(matches!(err, ExternalError::Timeout(_) | ExternalError::AllFailed), "{err:?}");
+        assert!(
+            matches!(err, ExternalError::Timeout(_) | ExternalError::AllFailed),
+            "{err:?}"
+        );
         assert!(t0.elapsed() < Duration::from_secs(5));
         // Cancelled by dropping: a lookup raced against a short timer just stops.
         let ext = external_address(&rt, &route, &quick);
         let cancelled = futures_lite::future::or(async { Some(ext.await) }, async {
-            rt.sleep_until(Instant::now() + Duration::from_millis(50)).await;
+            rt.sleep_until(Instant::now() + Duration::from_millis(50))
+                .await;
             None
         })
         .await;
         assert!(cancelled.is_none());
     }
-    let err = external_address(&rt, &Route::loopback(Family::V4), &ExternalConf::new(vec!["[::1]:3478".parse().unwrap()])).await.unwrap_err();
+    let err = external_address(
+        &rt,
+        &Route::loopback(Family::V4),
+        &ExternalConf::new(vec!["[::1]:3478".parse().unwrap()]),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ExternalError::NoServers), "{err:?}");
 }
 
@@ -135,7 +193,10 @@ fn external_address_smol() {
 #[test]
 fn interfaces_and_default_routes() {
     let list = interfaces().unwrap();
-    let lo = list.iter().find(|i| i.loopback).expect("a loopback interface");
+    let lo = list
+        .iter()
+        .find(|i| i.loopback)
+        .expect("a loopback interface");
     assert!(lo.has("127.0.0.1".parse().unwrap()));
     assert!(lo.up);
     // Enumerated once, shared.
@@ -164,9 +225,22 @@ fn interfaces_and_default_routes() {
 #[test]
 fn bind_device_errors_are_typed() {
     on_tokio(|rt| async move {
-        let route = Route::new(Some("no-such-if0".into()), 0, "127.0.0.1".parse().unwrap(), 0).with_bind_device();
-        let err = PipeBuilder::new(rt, Proto::Udp).route(&route, 0).open().await.unwrap_err();
-        assert!(matches!(&err, OpenError::BindDevice { device, .. } if device == "no-such-if0"), "{err:?}");
+        let route = Route::new(
+            Some("no-such-if0".into()),
+            0,
+            "127.0.0.1".parse().unwrap(),
+            0,
+        )
+        .with_bind_device();
+        let err = PipeBuilder::new(rt, Proto::Udp)
+            .route(&route, 0)
+            .open()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, OpenError::BindDevice { device, .. } if device == "no-such-if0"),
+            "{err:?}"
+        );
     });
 }
 
@@ -177,7 +251,9 @@ fn external_address_from_coturn() {
         for (family, ip) in [(Family::V4, "127.0.0.1"), (Family::V6, "::1")] {
             let server = SocketAddr::new(ip.parse().unwrap(), port.0);
             let route = Route::loopback(family);
-            let mapped = external_address(&rt, &route, &ExternalConf::new(vec![server])).await.unwrap();
+            let mapped = external_address(&rt, &route, &ExternalConf::new(vec![server]))
+                .await
+                .unwrap();
             assert_eq!(mapped.ip(), route.nic());
         }
     });
@@ -185,9 +261,26 @@ fn external_address_from_coturn() {
 
 /// coturn as a STUN-only server on loopback; `None` (with a loud skip line) if not installed.
 fn start_coturn() -> Option<(u16, Child)> {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     let child = std::process::Command::new("turnserver")
-        .args(["--stun-only", "--listening-ip", "127.0.0.1", "--listening-ip", "::1", "--listening-port", &port.to_string(), "--no-cli", "--log-file", "stdout", "--no-tls", "--no-dtls"])
+        .args([
+            "--stun-only",
+            "--listening-ip",
+            "127.0.0.1",
+            "--listening-ip",
+            "::1",
+            "--listening-port",
+            &port.to_string(),
+            "--no-cli",
+            "--log-file",
+            "stdout",
+            "--no-tls",
+            "--no-dtls",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
@@ -198,8 +291,11 @@ fn start_coturn() -> Option<(u16, Child)> {
     let child = Child(child);
     // Wait until it answers.
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-    probe.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
-    let req = pipe_core::stun::Message::binding_request(pipe_core::stun::TransactionId([7; 12])).encode();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok()?;
+    let req =
+        pipe_core::stun::Message::binding_request(pipe_core::stun::TransactionId([7; 12])).encode();
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut buf = [0u8; 512];
     while Instant::now() < deadline {

@@ -57,7 +57,9 @@ pub trait Program {
 pub fn run_on<P: Program>(which: Which, p: P) -> Res<P::Output> {
     match which {
         Which::Tokio => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async { p.run(pipe_tokio::Tokio::current()).await })
         }
         Which::Smol => smol::block_on(p.run(pipe_smol::Smol::default())),
@@ -90,12 +92,16 @@ impl Args {
 
     /// A flag's value.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.flags.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.flags
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A required flag.
     pub fn require(&self, name: &str) -> Res<&str> {
-        self.get(name).ok_or_else(|| format!("missing --{name}").into())
+        self.get(name)
+            .ok_or_else(|| format!("missing --{name}").into())
     }
 
     /// `--runtime tokio|smol`, tokio by default.

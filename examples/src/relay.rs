@@ -102,14 +102,22 @@ struct Clients<R: Runtime> {
 
 /// A UDP relay from `listen` to `to`.
 pub async fn udp_relay<R: Runtime>(rt: R, listen: SocketAddr, to: SocketAddr) -> Res<Pipe<R>> {
-    let clients = Arc::new(Mutex::new(Clients { by_addr: HashMap::new(), order: VecDeque::new() }));
+    let clients = Arc::new(Mutex::new(Clients {
+        by_addr: HashMap::new(),
+        order: VecDeque::new(),
+    }));
     let up_rt = rt.clone();
     let server = PipeBuilder::new(rt, Proto::Udp)
         .bind(listen)
         .on_message(move |msg, listener| {
             let (clients, rt) = (clients.clone(), up_rt.clone());
             async move {
-                let known = clients.lock().unwrap_or_else(|p| p.into_inner()).by_addr.get(&msg.from).cloned();
+                let known = clients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .by_addr
+                    .get(&msg.from)
+                    .cloned();
                 let upstream = match known {
                     Some(u) => u,
                     None => match PipeBuilder::new(rt, Proto::Udp).dest(to).open().await {

@@ -39,7 +39,10 @@ impl Program for TcpEcho {
         // Close both.
         client.close().await;
         server.close().await;
-        Ok(format!("echoed {:?} through a TCP server on {dest}", String::from_utf8_lossy(&out.data)))
+        Ok(format!(
+            "echoed {:?} through a TCP server on {dest}",
+            String::from_utf8_lossy(&out.data)
+        ))
     }
 }
 
@@ -54,10 +57,16 @@ impl Program for UdpStun {
     type Output = Option<SocketAddr>;
 
     async fn run<R: Runtime>(self, rt: R) -> Res<Option<SocketAddr>> {
-        let pipe = PipeBuilder::new(rt, Proto::Udp).dest(self.server).open().await?;
+        let pipe = PipeBuilder::new(rt, Proto::Udp)
+            .dest(self.server)
+            .open()
+            .await?;
 
         // A random transaction id (the seed is the std hasher's random keys).
-        let mut rng = Rng::new(std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 1u8));
+        let mut rng = Rng::new(std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            1u8,
+        ));
         let req = StunMessage::binding_request(TransactionId::random(&mut rng));
         let req_buf = req.encode();
 
@@ -67,7 +76,10 @@ impl Program for UdpStun {
             let Some(resp) = pipe.recv_timeout(Duration::from_secs(2)).await? else {
                 continue; // Timeout: try again.
             };
-            let mapped = StunMessage::decode(&resp.data).ok().filter(|m| m.transaction_id == req.transaction_id).and_then(|m| m.mapped_address());
+            let mapped = StunMessage::decode(&resp.data)
+                .ok()
+                .filter(|m| m.transaction_id == req.transaction_id)
+                .and_then(|m| m.mapped_address());
             pipe.close().await;
             return Ok(mapped);
         }

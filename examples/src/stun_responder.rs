@@ -16,8 +16,15 @@ pub async fn start<R: Runtime>(rt: R, bind: SocketAddr) -> Result<Pipe<R>, OpenE
         .on_message(move |msg, pipe| {
             let agent = agent.clone();
             async move {
-                let Some(local) = pipe.local_addr() else { return };
-                let answer = agent.lock().unwrap_or_else(|p| p.into_inner()).handle(Instant::now(), local, msg.from, &msg.data);
+                let Some(local) = pipe.local_addr() else {
+                    return;
+                };
+                let answer = agent.lock().unwrap_or_else(|p| p.into_inner()).handle(
+                    Instant::now(),
+                    local,
+                    msg.from,
+                    &msg.data,
+                );
                 if let Some(answer) = answer {
                     let _ = pipe.send_to(&answer, msg.from).await;
                 }

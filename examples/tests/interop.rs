@@ -17,7 +17,12 @@ impl Drop for Proc {
 }
 
 fn have(cmd: &str) -> bool {
-    Command::new(cmd).arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    Command::new(cmd)
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 fn skip(test: &str, what: &str) {
@@ -26,7 +31,12 @@ fn skip(test: &str, what: &str) {
 
 /// Start one of our binaries and read its `listening on <addr>` line.
 fn start(bin: &str, args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(bin).args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start binary");
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start binary");
     let stdout = child.stdout.take().expect("stdout");
     let proc = Proc(child);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -35,14 +45,25 @@ fn start(bin: &str, args: &[&str]) -> (Proc, String) {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx.recv_timeout(Duration::from_secs(20)).expect("first line within 20 s");
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line was {line:?}")).to_owned();
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("first line within 20 s");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line was {line:?}"))
+        .to_owned();
     (proc, addr)
 }
 
 /// Run a Python snippet with a deadline; it must exit 0.
 fn python(script: &str, args: &[&str]) {
-    let mut child = Command::new("python3").arg("-c").arg(script).args(args).spawn().expect("python3");
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .spawn()
+        .expect("python3");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -90,7 +111,10 @@ fn echo_server(runtime: &str) {
     }
     for proto in ["tcp", "udp"] {
         for bind in ["127.0.0.1:0", "[::1]:0"] {
-            let (_p, addr) = start(env!("CARGO_BIN_EXE_echo-server"), &["--proto", proto, "--bind", bind, "--runtime", runtime]);
+            let (_p, addr) = start(
+                env!("CARGO_BIN_EXE_echo-server"),
+                &["--proto", proto, "--bind", bind, "--runtime", runtime],
+            );
             python(CLIENT, &[proto, &addr]);
         }
     }
@@ -136,7 +160,19 @@ fn relay(runtime: &str) {
     }
     for proto in ["tcp", "udp"] {
         let (_up, up_addr) = start("python3", &["-c", ECHO_UPSTREAM, proto]);
-        let (_relay, relay_addr) = start(env!("CARGO_BIN_EXE_relay"), &["--proto", proto, "--listen", "127.0.0.1:0", "--to", &up_addr, "--runtime", runtime]);
+        let (_relay, relay_addr) = start(
+            env!("CARGO_BIN_EXE_relay"),
+            &[
+                "--proto",
+                proto,
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                &up_addr,
+                "--runtime",
+                runtime,
+            ],
+        );
         python(CLIENT, &[proto, &relay_addr]);
     }
 }
@@ -162,20 +198,40 @@ fn relay_to_socat_echo() {
     // socat as the upstream echo server (TCP and UDP, forking per client).
     for (proto, listen) in [("tcp", "TCP-LISTEN"), ("udp", "UDP-RECVFROM")] {
         let port = free_port(proto);
-        let spec = if proto == "tcp" { format!("{listen}:{port},bind=127.0.0.1,fork,reuseaddr") } else { format!("{listen}:{port},bind=127.0.0.1,fork") };
-        let _socat = Proc(Command::new("socat").args([&spec, "EXEC:cat"]).spawn().expect("socat"));
+        let spec = if proto == "tcp" {
+            format!("{listen}:{port},bind=127.0.0.1,fork,reuseaddr")
+        } else {
+            format!("{listen}:{port},bind=127.0.0.1,fork")
+        };
+        let _socat = Proc(
+            Command::new("socat")
+                .args([&spec, "EXEC:cat"])
+                .spawn()
+                .expect("socat"),
+        );
         wait_port(proto, port);
         let up = format!("127.0.0.1:{port}");
-        let (_relay, relay_addr) = start(env!("CARGO_BIN_EXE_relay"), &["--proto", proto, "--listen", "127.0.0.1:0", "--to", &up]);
+        let (_relay, relay_addr) = start(
+            env!("CARGO_BIN_EXE_relay"),
+            &["--proto", proto, "--listen", "127.0.0.1:0", "--to", &up],
+        );
         python(CLIENT, &[proto, &relay_addr]);
     }
 }
 
 fn free_port(proto: &str) -> u16 {
     if proto == "tcp" {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     } else {
-        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 }
 

@@ -100,7 +100,9 @@ impl Dest {
             }
             (h, p)
         };
-        let port: u16 = port.parse().map_err(|_| DestError::BadPort(port.to_owned()))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| DestError::BadPort(port.to_owned()))?;
         Self::new(host, port)
     }
 

@@ -171,7 +171,12 @@ impl Conf {
         range("reader_limit", n(self.reader_limit), 512, 16 << 20)?;
         range("max_msg_ids", n(self.max_msg_ids), 1, 1 << 24)?;
         range("send_retry", i64::from(self.send_retry), 0, 100)?;
-        range("max_reliable_outstanding", n(self.max_reliable_outstanding), 1, 1 << 20)?;
+        range(
+            "max_reliable_outstanding",
+            n(self.max_reliable_outstanding),
+            1,
+            1 << 20,
+        )?;
         range("reliable_window", n(self.reliable_window), 1, 1 << 20)?;
         range("max_connections", n(self.max_connections), 1, 1 << 24)?;
         range("accept_backlog", n(self.accept_backlog), 1, 1 << 20)?;
@@ -206,7 +211,12 @@ fn range(key: &'static str, value: i64, min: i64, max: i64) -> Result<(), ConfEr
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(ConfError::OutOfRange { key, value, min, max })
+        Err(ConfError::OutOfRange {
+            key,
+            value,
+            min,
+            max,
+        })
     }
 }
 

@@ -141,7 +141,10 @@ mod tests {
 
     #[test]
     fn p2pd_sequence_still_delivers_the_same() {
-        assert_eq!(run(3, &["a", "a", "b", "a", "c", "d", "e", "a"]), ["a", "b", "c", "d", "e", "a"]);
+        assert_eq!(
+            run(3, &["a", "a", "b", "a", "c", "d", "e", "a"]),
+            ["a", "b", "c", "d", "e", "a"]
+        );
     }
 
     #[test]

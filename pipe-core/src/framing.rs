@@ -73,7 +73,11 @@ impl Deframer {
     }
 
     /// Feed `input`, calling `emit` for each complete message in order.
-    pub(crate) fn feed(&mut self, input: &[u8], emit: &mut dyn FnMut(Bytes)) -> Result<(), TooLarge> {
+    pub(crate) fn feed(
+        &mut self,
+        input: &[u8],
+        emit: &mut dyn FnMut(Bytes),
+    ) -> Result<(), TooLarge> {
         match self.framing.clone() {
             Framing::Raw => {
                 if !input.is_empty() {
@@ -86,7 +90,12 @@ impl Deframer {
         }
     }
 
-    fn feed_prefixed(&mut self, mut input: &[u8], max: usize, emit: &mut dyn FnMut(Bytes)) -> Result<(), TooLarge> {
+    fn feed_prefixed(
+        &mut self,
+        mut input: &[u8],
+        max: usize,
+        emit: &mut dyn FnMut(Bytes),
+    ) -> Result<(), TooLarge> {
         loop {
             // Fast path: whole frames straight from the input, no buffering.
             if self.buf.is_empty() {
@@ -95,7 +104,9 @@ impl Deframer {
                 if len > max {
                     return Err(TooLarge { len, max });
                 }
-                let Some(body) = input.get(4..4 + len) else { break };
+                let Some(body) = input.get(4..4 + len) else {
+                    break;
+                };
                 emit(Bytes::copy_from_slice(body));
                 input = &input[4 + len..];
                 continue;
@@ -110,7 +121,8 @@ impl Deframer {
                     return Ok(());
                 }
             }
-            let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+            let len =
+                u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
             if len > max {
                 return Err(TooLarge { len, max });
             }
@@ -137,7 +149,13 @@ impl Deframer {
         Ok(())
     }
 
-    fn feed_delimited(&mut self, input: &[u8], delim: &[u8], max: usize, emit: &mut dyn FnMut(Bytes)) -> Result<(), TooLarge> {
+    fn feed_delimited(
+        &mut self,
+        input: &[u8],
+        delim: &[u8],
+        max: usize,
+        emit: &mut dyn FnMut(Bytes),
+    ) -> Result<(), TooLarge> {
         let mut input = input;
         loop {
             if self.buf.is_empty() {
@@ -153,7 +171,10 @@ impl Deframer {
                     }
                     None => {
                         if input.len() > max + delim.len() - 1 {
-                            return Err(TooLarge { len: input.len(), max });
+                            return Err(TooLarge {
+                                len: input.len(),
+                                max,
+                            });
                         }
                         self.buf.put_slice(input);
                         self.searched = 0;
@@ -186,7 +207,10 @@ impl Deframer {
                 None => {
                     self.searched = self.buf.len();
                     if self.buf.len() > max + delim.len() - 1 {
-                        return Err(TooLarge { len: self.buf.len(), max });
+                        return Err(TooLarge {
+                            len: self.buf.len(),
+                            max,
+                        });
                     }
                     if input.is_empty() {
                         return Ok(());
@@ -205,7 +229,10 @@ impl Deframer {
             Framing::Raw => Ok(Bytes::copy_from_slice(payload)),
             Framing::LengthPrefixed { max } => {
                 if payload.len() > *max {
-                    return Err(SendError::TooLarge { len: payload.len(), max: *max });
+                    return Err(SendError::TooLarge {
+                        len: payload.len(),
+                        max: *max,
+                    });
                 }
                 let mut b = BytesMut::with_capacity(4 + payload.len());
                 b.put_u32(payload.len() as u32);
@@ -214,7 +241,10 @@ impl Deframer {
             }
             Framing::Delimited { delim, max } => {
                 if payload.len() > *max {
-                    return Err(SendError::TooLarge { len: payload.len(), max: *max });
+                    return Err(SendError::TooLarge {
+                        len: payload.len(),
+                        max: *max,
+                    });
                 }
                 if find(payload, delim).is_some() {
                     return Err(SendError::ContainsDelimiter);
@@ -259,24 +289,42 @@ mod tests {
         }
         for split in 1..wire.len() {
             let chunks: Vec<&[u8]> = wire.chunks(split).collect();
-            assert_eq!(run(f.clone(), &chunks).unwrap(), vec![b"hello".to_vec(), vec![], b"0123456789".to_vec()]);
+            assert_eq!(
+                run(f.clone(), &chunks).unwrap(),
+                vec![b"hello".to_vec(), vec![], b"0123456789".to_vec()]
+            );
         }
     }
 
     #[test]
     fn length_prefixed_rejects_declared_length_before_buffering() {
         let f = Framing::LengthPrefixed { max: 10 };
-        assert_eq!(run(f.clone(), &[&[0xff, 0xff, 0xff, 0xff]]), Err(TooLarge { len: u32::MAX as usize, max: 10 }));
-        assert_eq!(run(f, &[&[0, 0], &[0, 11]]), Err(TooLarge { len: 11, max: 10 }));
+        assert_eq!(
+            run(f.clone(), &[&[0xff, 0xff, 0xff, 0xff]]),
+            Err(TooLarge {
+                len: u32::MAX as usize,
+                max: 10
+            })
+        );
+        assert_eq!(
+            run(f, &[&[0, 0], &[0, 11]]),
+            Err(TooLarge { len: 11, max: 10 })
+        );
     }
 
     #[test]
     fn delimited_any_split_and_limit() {
-        let f = Framing::Delimited { delim: Bytes::from_static(b"\r\n"), max: 5 };
+        let f = Framing::Delimited {
+            delim: Bytes::from_static(b"\r\n"),
+            max: 5,
+        };
         let wire = b"ab\r\n\r\nhello\r\n";
         for split in 1..wire.len() {
             let chunks: Vec<&[u8]> = wire.chunks(split).collect();
-            assert_eq!(run(f.clone(), &chunks).unwrap(), vec![b"ab".to_vec(), vec![], b"hello".to_vec()]);
+            assert_eq!(
+                run(f.clone(), &chunks).unwrap(),
+                vec![b"ab".to_vec(), vec![], b"hello".to_vec()]
+            );
         }
         assert!(run(f.clone(), &[b"toolong"]).is_err());
         // "abcdef" may still end in "\r" + "\n" only if byte 6 were "\r": the limit bites at 7.
@@ -286,6 +334,9 @@ mod tests {
 
     #[test]
     fn raw_is_one_message_per_read() {
-        assert_eq!(run(Framing::Raw, &[b"ab", b"c"]).unwrap(), vec![b"ab".to_vec(), b"c".to_vec()]);
+        assert_eq!(
+            run(Framing::Raw, &[b"ab", b"c"]).unwrap(),
+            vec![b"ab".to_vec(), b"c".to_vec()]
+        );
     }
 }

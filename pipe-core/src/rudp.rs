@@ -93,4 +93,3 @@ pub(crate) struct Pending {
     pub(crate) tries_left: u32,
     pub(crate) deadline: Instant,
 }
-

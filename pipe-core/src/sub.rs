@@ -121,7 +121,9 @@ impl Queue {
         while (self.max_len != 0 && self.items.len() >= self.max_len)
             || (self.max_bytes != 0 && self.bytes + len > self.max_bytes)
         {
-            let Some(old) = self.items.pop_front() else { break };
+            let Some(old) = self.items.pop_front() else {
+                break;
+            };
             self.bytes -= old.data.len();
             self.dropped += 1;
         }

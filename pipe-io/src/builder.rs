@@ -167,7 +167,9 @@ impl<R: Runtime> PipeBuilder<R> {
     /// never changed, so one route serves many pipes.
     pub fn route(mut self, route: &crate::route::Route, port: u16) -> Self {
         self.bind = Some(route.bind_addr(port));
-        self.device = route.binds_device().then(|| route.interface().unwrap_or_default().to_owned());
+        self.device = route
+            .binds_device()
+            .then(|| route.interface().unwrap_or_default().to_owned());
         self
     }
 
@@ -291,10 +293,22 @@ impl<R: Runtime> PipeBuilder<R> {
         self.conf.validate()?;
         let dest = self.dest?;
         if let Some(existing) = self.existing {
-            return wrap_existing(&self.rt, self.proto, existing, dest.is_some());
+            let dest_addr = match &dest {
+                Some(d) => Some(resolve(&self.rt, d, None, self.conf.dns_timeout).await?),
+                None => None,
+            };
+            return wrap_existing(&self.rt, self.proto, existing, dest_addr);
         }
         let dest_addr = match &dest {
-            Some(d) => Some(resolve(&self.rt, d, self.bind.map(|b| Family::of_addr(&b)), self.conf.dns_timeout).await?),
+            Some(d) => Some(
+                resolve(
+                    &self.rt,
+                    d,
+                    self.bind.map(|b| Family::of_addr(&b)),
+                    self.conf.dns_timeout,
+                )
+                .await?,
+            ),
             None => None,
         };
         let bind = match (self.bind, dest_addr) {
@@ -308,8 +322,11 @@ impl<R: Runtime> PipeBuilder<R> {
             }
         }
         let socket = match &self.device {
-            Some(device) => crate::socket::bind_socket_on_device(self.proto, bind, device, &self.conf)?,
-            None => bind_socket(self.proto, bind, &self.conf).map_err(|source| OpenError::Bind { addr: bind, source })?,
+            Some(device) => {
+                crate::socket::bind_socket_on_device(self.proto, bind, device, &self.conf)?
+            }
+            None => bind_socket(self.proto, bind, &self.conf)
+                .map_err(|source| OpenError::Bind { addr: bind, source })?,
         };
         match (self.proto, dest_addr) {
             (Proto::Udp, dest) => Ok(Opened::Udp(socket.into(), dest)),
@@ -317,7 +334,9 @@ impl<R: Runtime> PipeBuilder<R> {
                 listen(&socket).map_err(|source| OpenError::Bind { addr: bind, source })?;
                 Ok(Opened::Listener(socket.into()))
             }
-            (Proto::Tcp, Some(addr)) => connect(&self.rt, socket, addr, &self.conf).await.map(Opened::Tcp),
+            (Proto::Tcp, Some(addr)) => connect(&self.rt, socket, addr, &self.conf)
+                .await
+                .map(Opened::Tcp),
         }
     }
 }
@@ -345,7 +364,9 @@ impl<R: Runtime> Connected<R> {
     }
 
     fn take_std(self) -> io::Result<std::net::TcpStream> {
-        let dup = self.dup.ok_or_else(|| io::Error::other("no descriptor to hand back"))?;
+        let dup = self
+            .dup
+            .ok_or_else(|| io::Error::other("no descriptor to hand back"))?;
         drop(self.stream);
         Ok(dup.into())
     }
@@ -358,8 +379,19 @@ impl<R: Runtime> std::ops::Deref for Connected<R> {
     }
 }
 
-async fn connect<R: Runtime>(rt: &R, socket: Socket, addr: SocketAddr, conf: &Conf) -> Result<Connected<R>, OpenError> {
-    let keep = |s: Socket| if conf.do_close { None } else { Some(crate::error::KeptSocket(s)) };
+async fn connect<R: Runtime>(
+    rt: &R,
+    socket: Socket,
+    addr: SocketAddr,
+    conf: &Conf,
+) -> Result<Connected<R>, OpenError> {
+    let keep = |s: Socket| {
+        if conf.do_close {
+            None
+        } else {
+            Some(crate::error::KeptSocket(s))
+        }
+    };
     if let Err(source) = start_connect(&socket, addr) {
         return Err(connect_error(addr, source, keep(socket)));
     }
@@ -379,7 +411,11 @@ async fn connect<R: Runtime>(rt: &R, socket: Socket, addr: SocketAddr, conf: &Co
     .await;
     if !ready {
         drop(stream);
-        return Err(OpenError::ConnectTimeout { addr, after: conf.con_timeout, socket: keep(dup) });
+        return Err(OpenError::ConnectTimeout {
+            addr,
+            after: conf.con_timeout,
+            socket: keep(dup),
+        });
     }
     let failure = match stream.take_error() {
         Ok(Some(e)) | Err(e) => Some(e),
@@ -389,41 +425,80 @@ async fn connect<R: Runtime>(rt: &R, socket: Socket, addr: SocketAddr, conf: &Co
         drop(stream);
         return Err(connect_error(addr, source, keep(dup)));
     }
-    Ok(Connected { stream, dup: Some(dup) })
+    Ok(Connected {
+        stream,
+        dup: Some(dup),
+    })
 }
 
-fn connect_error(addr: SocketAddr, source: io::Error, socket: Option<crate::error::KeptSocket>) -> OpenError {
+fn connect_error(
+    addr: SocketAddr,
+    source: io::Error,
+    socket: Option<crate::error::KeptSocket>,
+) -> OpenError {
     if source.kind() == io::ErrorKind::ConnectionRefused {
         OpenError::ConnectRefused { addr, socket }
     } else {
-        OpenError::Connect { addr, source, socket }
+        OpenError::Connect {
+            addr,
+            source,
+            socket,
+        }
     }
 }
 
-fn wrap_existing<R: Runtime>(rt: &R, proto: Proto, existing: ExistingSocket, has_dest: bool) -> Result<Opened<R>, OpenError> {
+fn wrap_existing<R: Runtime>(
+    rt: &R,
+    proto: Proto,
+    existing: ExistingSocket,
+    dest: Option<SocketAddr>,
+) -> Result<Opened<R>, OpenError> {
+    let has_dest = dest.is_some();
     match (proto, existing) {
         (Proto::Udp, ExistingSocket::Udp(s)) => {
             s.set_nonblocking(true)?;
-            let dest = s.peer_addr().ok();
+            // The destination given to the builder, else the peer of a connected socket.
+            let dest = dest.or_else(|| s.peer_addr().ok());
+            if let (Some(d), Ok(local)) = (dest, s.local_addr()) {
+                if Family::of_addr(&d) != Family::of_addr(&local) {
+                    return Err(OpenError::FamilyMismatch {
+                        bind: local,
+                        dest: d,
+                    });
+                }
+            }
             Ok(Opened::Udp(s, dest))
         }
         (Proto::Tcp, ExistingSocket::Tcp(s)) => {
             s.set_nonblocking(true)?;
-            s.peer_addr().map_err(|_| OpenError::BadSocket("the TCP stream is not connected"))?;
+            s.peer_addr()
+                .map_err(|_| OpenError::BadSocket("the TCP stream is not connected"))?;
             let dup = Socket::from(s.try_clone()?);
-            Ok(Opened::Tcp(Connected { stream: rt.tcp(s)?, dup: Some(dup) }))
+            Ok(Opened::Tcp(Connected {
+                stream: rt.tcp(s)?,
+                dup: Some(dup),
+            }))
         }
         (Proto::Tcp, ExistingSocket::Listener(s)) if !has_dest => {
             s.set_nonblocking(true)?;
             Ok(Opened::Listener(s))
         }
-        (Proto::Tcp, ExistingSocket::Listener(_)) => Err(OpenError::BadSocket("a listener cannot have a destination")),
-        _ => Err(OpenError::BadSocket("the socket's protocol differs from the pipe's")),
+        (Proto::Tcp, ExistingSocket::Listener(_)) => {
+            Err(OpenError::BadSocket("a listener cannot have a destination"))
+        }
+        _ => Err(OpenError::BadSocket(
+            "the socket's protocol differs from the pipe's",
+        )),
     }
 }
 
 /// Resolve a destination, bounded by `dns_timeout`, preferring `family` when given.
-async fn resolve<R: Runtime>(rt: &R, dest: &Dest, family: Option<Family>, timeout: Duration) -> Result<SocketAddr, OpenError> {
+async fn resolve<R: Runtime>(
+    rt: &R,
+    dest: &Dest,
+    family: Option<Family>,
+    timeout: Duration,
+) -> Result<SocketAddr, OpenError> {
     if let Some(addr) = dest.socket_addr() {
         return Ok(addr);
     }
@@ -438,14 +513,29 @@ async fn resolve<R: Runtime>(rt: &R, dest: &Dest, family: Option<Family>, timeou
     })
     .await;
     let addrs = match res {
-        None => return Err(OpenError::ResolveTimeout { host: name.clone(), after: timeout }),
-        Some(Err(source)) => return Err(OpenError::Resolve { host: name.clone(), source }),
+        None => {
+            return Err(OpenError::ResolveTimeout {
+                host: name.clone(),
+                after: timeout,
+            })
+        }
+        Some(Err(source)) => {
+            return Err(OpenError::Resolve {
+                host: name.clone(),
+                source,
+            })
+        }
         Some(Ok(a)) => a,
     };
-    let pick = addrs.iter().find(|a| family.is_none_or(|f| Family::of_addr(a) == f));
+    let pick = addrs
+        .iter()
+        .find(|a| family.is_none_or(|f| Family::of_addr(a) == f));
     match (pick, family) {
         (Some(a), _) => Ok(*a),
-        (None, Some(family)) if !addrs.is_empty() => Err(OpenError::NoAddress { host: name.clone(), family }),
+        (None, Some(family)) if !addrs.is_empty() => Err(OpenError::NoAddress {
+            host: name.clone(),
+            family,
+        }),
         (None, _) => Err(OpenError::Resolve {
             host: name.clone(),
             source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),

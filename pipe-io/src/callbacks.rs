@@ -103,7 +103,12 @@ pub(crate) struct JobQueue {
 
 /// Run one job: every callback of its kind, in registration order, the listener's first for
 /// an accepted connection. Panics are caught per callback.
-pub(crate) async fn run_job<R: Runtime>(job: Job, own: Callbacks<R>, parent: Option<Callbacks<R>>, pipe: Pipe<R>) {
+pub(crate) async fn run_job<R: Runtime>(
+    job: Job,
+    own: Callbacks<R>,
+    parent: Option<Callbacks<R>>,
+    pipe: Pipe<R>,
+) {
     let id = pipe.id();
     let sets = parent.iter().chain(std::iter::once(&own));
     match job {
@@ -132,7 +137,10 @@ pub(crate) async fn run_job<R: Runtime>(job: Job, own: Callbacks<R>, parent: Opt
 }
 
 /// Run a listener's accept hooks for a new connection, in order.
-pub(crate) async fn run_accept_hooks<R: Runtime>(hooks: Arc<Vec<(CallbackId, UpFn<R>)>>, pipe: Pipe<R>) {
+pub(crate) async fn run_accept_hooks<R: Runtime>(
+    hooks: Arc<Vec<(CallbackId, UpFn<R>)>>,
+    pipe: Pipe<R>,
+) {
     for (_, f) in hooks.iter() {
         guarded(pipe.id(), f(pipe.clone())).await;
     }

@@ -113,9 +113,9 @@ impl OpenError {
     /// The socket kept by a failed connect when `Conf::do_close` is false.
     pub fn into_socket(self) -> Option<socket2::Socket> {
         match self {
-            OpenError::ConnectRefused { socket, .. } | OpenError::ConnectTimeout { socket, .. } | OpenError::Connect { socket, .. } => {
-                socket.map(|k| k.0)
-            }
+            OpenError::ConnectRefused { socket, .. }
+            | OpenError::ConnectTimeout { socket, .. }
+            | OpenError::Connect { socket, .. } => socket.map(|k| k.0),
             _ => None,
         }
     }

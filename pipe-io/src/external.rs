@@ -17,9 +17,9 @@ use futures_lite::future;
 use pipe_core::stun::{StunClient, StunClientConfig, StunEvent, Transport};
 use pipe_core::{Conf, Family, Proto};
 
+use crate::builder::entropy;
 use crate::route::Route;
 use crate::runtime::{Readiness, Runtime, UdpIo};
-use crate::builder::entropy;
 use crate::socket::bind_socket;
 
 /// How to look up an external address.
@@ -76,10 +76,13 @@ pub enum ExternalError {
     Io(#[from] std::io::Error),
 }
 
+/// A route's identity in the cache: its interface and NIC address.
+type RouteKey = (Option<String>, IpAddr);
+
 /// External addresses cached per route (by interface and NIC address), with a TTL.
 #[derive(Debug, Default)]
 pub struct ExternalCache {
-    entries: Mutex<HashMap<(Option<String>, IpAddr), (IpAddr, Instant)>>,
+    entries: Mutex<HashMap<RouteKey, (IpAddr, Instant)>>,
 }
 
 impl ExternalCache {
@@ -89,28 +92,53 @@ impl ExternalCache {
     }
 
     /// The route with its external address: from the cache while fresh, else looked up.
-    pub async fn resolve<R: Runtime>(&self, rt: &R, route: &Route, conf: &ExternalConf) -> Result<Route, ExternalError> {
+    pub async fn resolve<R: Runtime>(
+        &self,
+        rt: &R,
+        route: &Route,
+        conf: &ExternalConf,
+    ) -> Result<Route, ExternalError> {
         let key = (route.interface().map(str::to_owned), route.nic());
         let now = rt.now();
-        if let Some((ip, at)) = self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some((ip, at)) = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             if now.duration_since(*at) < conf.ttl {
                 return Ok(route.with_external(*ip));
             }
         }
         let mapped = external_address(rt, route, conf).await?;
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (mapped.ip(), rt.now()));
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (mapped.ip(), rt.now()));
         Ok(route.with_external(mapped.ip()))
     }
 
     /// Forget every cached answer.
     pub fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
 /// Ask STUN servers how the world sees `route` (uncached). Returns the mapped address.
-pub async fn external_address<R: Runtime>(rt: &R, route: &Route, conf: &ExternalConf) -> Result<SocketAddr, ExternalError> {
-    let servers: Vec<SocketAddr> = conf.servers.iter().copied().filter(|s| Family::of_addr(s) == route.family()).collect();
+pub async fn external_address<R: Runtime>(
+    rt: &R,
+    route: &Route,
+    conf: &ExternalConf,
+) -> Result<SocketAddr, ExternalError> {
+    let servers: Vec<SocketAddr> = conf
+        .servers
+        .iter()
+        .copied()
+        .filter(|s| Family::of_addr(s) == route.family())
+        .collect();
     if servers.is_empty() {
         return Err(ExternalError::NoServers);
     }
@@ -150,7 +178,10 @@ pub async fn external_address<R: Runtime>(rt: &R, route: &Route, conf: &External
         }
         while let Some(ev) = client.poll_event() {
             let id = match &ev {
-                StunEvent::Success { id, .. } | StunEvent::ErrorResponse { id, .. } | StunEvent::InvalidResponse { id } | StunEvent::Timeout { id } => *id,
+                StunEvent::Success { id, .. }
+                | StunEvent::ErrorResponse { id, .. }
+                | StunEvent::InvalidResponse { id }
+                | StunEvent::Timeout { id } => *id,
                 _ => continue,
             };
             active.retain(|_, t| *t != id);
@@ -162,7 +193,10 @@ pub async fn external_address<R: Runtime>(rt: &R, route: &Route, conf: &External
             }
         }
         if unreachable >= servers.len() {
-            return Err(ExternalError::Unreachable { from: local, last: last_err.unwrap_or_else(|| ErrorKind::NetworkUnreachable.into()) });
+            return Err(ExternalError::Unreachable {
+                from: local,
+                last: last_err.unwrap_or_else(|| ErrorKind::NetworkUnreachable.into()),
+            });
         }
         if active.is_empty() && next >= servers.len() {
             // Everything answered or failed: a single answer is the best there is.
@@ -170,7 +204,10 @@ pub async fn external_address<R: Runtime>(rt: &R, route: &Route, conf: &External
         }
         let now = rt.now();
         if now >= deadline {
-            return answers.first().copied().ok_or(ExternalError::Timeout(conf.timeout));
+            return answers
+                .first()
+                .copied()
+                .ok_or(ExternalError::Timeout(conf.timeout));
         }
         match socket.try_recv_from(&mut buf) {
             Ok((n, from)) => {
@@ -178,7 +215,16 @@ pub async fn external_address<R: Runtime>(rt: &R, route: &Route, conf: &External
                 continue;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset | ErrorKind::Interrupted) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
             Err(e) => return Err(ExternalError::Io(e)),
         }
         let wake = client.poll_timeout().map_or(deadline, |t| t.min(deadline));
@@ -199,4 +245,3 @@ pub async fn external_address<R: Runtime>(rt: &R, route: &Route, conf: &External
         }
     }
 }
-

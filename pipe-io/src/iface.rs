@@ -109,7 +109,11 @@ fn enumerate() -> io::Result<Vec<Interface>> {
             IpAddr::V6(v6) if v6.is_unicast_link_local() => index,
             _ => 0,
         };
-        let addr = IfAddress { ip, prefix, scope_id };
+        let addr = IfAddress {
+            ip,
+            prefix,
+            scope_id,
+        };
         match out.iter_mut().find(|i| i.name == raw.name) {
             Some(i) => {
                 i.addrs.push(addr);

@@ -24,6 +24,6 @@ pub use runtime::{BoxFuture, ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
 
 pub use pipe_core;
 pub use pipe_core::{
-    Conf, DedupKey, Dest, EndReason, Family, Filter, Framing, Kind, LinkError, LinkId, Message, Outcome, PipeId, Proto, RecvError, SendError, Stats,
-    SubId, SubscribeError,
+    Conf, DedupKey, Dest, EndReason, Family, Filter, Framing, Kind, LinkError, LinkId, Message,
+    Outcome, PipeId, Proto, RecvError, SendError, Stats, SubId, SubscribeError,
 };

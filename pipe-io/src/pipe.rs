@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures_lite::future;
 use pipe_core::{
-    EndReason, Filter, Kind, LinkError, LinkId, LinkTarget, Message, MessageId, Outcome, PipeId, Proto, RecvError, SendError, Stats, SubId,
-    SubscribeError,
+    EndReason, Filter, Kind, LinkError, LinkId, LinkTarget, Message, MessageId, Outcome, PipeId,
+    Proto, RecvError, SendError, Stats, SubId, SubscribeError,
 };
 
 use crate::callbacks::{end_fn, msg_fn, up_fn, CallbackId, Callbacks};
@@ -57,20 +57,36 @@ impl<R: Runtime> Clone for Pipe<R> {
 
 impl<R: Runtime> std::fmt::Debug for Pipe<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipe").field("id", &self.id).field("closed", &self.entry.is_closed()).finish()
+        f.debug_struct("Pipe")
+            .field("id", &self.id)
+            .field("closed", &self.entry.is_closed())
+            .finish()
     }
 }
 
 impl<R: Runtime> Pipe<R> {
     /// A non-owning handle (for callbacks and link targets).
     pub(crate) fn handle(shared: Arc<Shared<R>>, id: PipeId, entry: Arc<Entry>) -> Self {
-        Self { shared, id, entry, owner: None }
+        Self {
+            shared,
+            id,
+            entry,
+            owner: None,
+        }
     }
 
     /// An owning handle: dropping the last one closes the pipe.
     pub(crate) fn owned(shared: Arc<Shared<R>>, id: PipeId, entry: Arc<Entry>) -> Self {
-        let owner = Some(Arc::new(Owner { shared: shared.clone(), id }));
-        Self { shared, id, entry, owner }
+        let owner = Some(Arc::new(Owner {
+            shared: shared.clone(),
+            id,
+        }));
+        Self {
+            shared,
+            id,
+            entry,
+            owner,
+        }
     }
 
     /// The pipe's id within its group.
@@ -120,7 +136,11 @@ impl<R: Runtime> Pipe<R> {
         self.send_inner(data, Some(dest)).await
     }
 
-    pub(crate) async fn send_inner(&self, data: &[u8], dest: Option<SocketAddr>) -> Result<(), SendError> {
+    pub(crate) async fn send_inner(
+        &self,
+        data: &[u8],
+        dest: Option<SocketAddr>,
+    ) -> Result<(), SendError> {
         loop {
             let listener = self.entry.writable.listen();
             let res = {
@@ -131,7 +151,12 @@ impl<R: Runtime> Pipe<R> {
                 let forwards = self.shared.pump(&mut core);
                 debug_assert!(forwards.is_empty());
                 match (res, core.send_error.take()) {
-                    (Ok(()), Some(e)) if crate::socket::is_msgsize(&e) => Err(SendError::TooLarge { len: data.len(), max: 0 }),
+                    (Ok(()), Some(e)) if crate::socket::is_msgsize(&e) => {
+                        Err(SendError::TooLarge {
+                            len: data.len(),
+                            max: 0,
+                        })
+                    }
                     (Ok(()), Some(e)) => Err(SendError::from(e)),
                     (res, _) => res,
                 }
@@ -150,7 +175,11 @@ impl<R: Runtime> Pipe<R> {
 
     /// Send reliably (UDP pipes opened with `Conf::reliable_udp`) and wait for the outcome:
     /// `Acked`, or `Unconfirmed` after `1 + send_retry` tries `retry_interval` apart.
-    pub async fn send_reliable(&self, data: &[u8], dest: Option<SocketAddr>) -> Result<Outcome, SendError> {
+    pub async fn send_reliable(
+        &self,
+        data: &[u8],
+        dest: Option<SocketAddr>,
+    ) -> Result<Outcome, SendError> {
         let id: MessageId = loop {
             let listener = self.entry.writable.listen();
             let res = {
@@ -194,10 +223,19 @@ impl<R: Runtime> Pipe<R> {
     /// Receive from a subscription, waiting up to `timeout` (default: the pipe's
     /// `recv_timeout`). `Ok(None)` on timeout; `Err(NotSubscribed)` at once for an unknown
     /// subscription; `Err(Closed)` once the pipe is closed and the queue drained.
-    pub async fn recv_on(&self, sub: SubId, timeout: Option<Duration>) -> Result<Option<Message>, RecvError> {
+    pub async fn recv_on(
+        &self,
+        sub: SubId,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Message>, RecvError> {
         let timeout = match timeout {
             Some(t) => t,
-            None => self.shared.lock().engine.conf(self.id).map_or(Duration::from_secs(2), |c| c.recv_timeout),
+            None => self
+                .shared
+                .lock()
+                .engine
+                .conf(self.id)
+                .map_or(Duration::from_secs(2), |c| c.recv_timeout),
         };
         let deadline = self.shared.rt.now() + timeout;
         loop {
@@ -212,9 +250,23 @@ impl<R: Runtime> Pipe<R> {
     }
 
     /// Wait for `listener` or `deadline`; true if notified.
-    async fn wait_until(&self, listener: impl Future<Output = ()>, deadline: std::time::Instant) -> bool {
+    async fn wait_until(
+        &self,
+        listener: impl Future<Output = ()>,
+        deadline: std::time::Instant,
+    ) -> bool {
         let sleep = self.shared.rt.sleep_until(deadline);
-        future::or(async { listener.await; true }, async { sleep.await; false }).await
+        future::or(
+            async {
+                listener.await;
+                true
+            },
+            async {
+                sleep.await;
+                false
+            },
+        )
+        .await
     }
 
     /// Subscribe to messages matching `filter`; an equal filter returns the same id.
@@ -257,8 +309,14 @@ impl<R: Runtime> Pipe<R> {
 
     fn try_accept(&self) -> Result<Option<Pipe<R>>, RecvError> {
         let mut core = self.shared.lock();
-        let Some(conn) = core.engine.pop_accepted(self.id)? else { return Ok(None) };
-        let entry = core.entries.get(&conn).cloned().unwrap_or_else(|| Entry::gone(Proto::Tcp));
+        let Some(conn) = core.engine.pop_accepted(self.id)? else {
+            return Ok(None);
+        };
+        let entry = core
+            .entries
+            .get(&conn)
+            .cloned()
+            .unwrap_or_else(|| Entry::gone(Proto::Tcp));
         Ok(Some(Pipe::handle(self.shared.clone(), conn, entry)))
     }
 
@@ -268,7 +326,11 @@ impl<R: Runtime> Pipe<R> {
         core.engine
             .connections(self.id)
             .into_iter()
-            .filter_map(|c| core.entries.get(&c).map(|e| Pipe::handle(self.shared.clone(), c, e.clone())))
+            .filter_map(|c| {
+                core.entries
+                    .get(&c)
+                    .map(|e| Pipe::handle(self.shared.clone(), c, e.clone()))
+            })
             .collect()
     }
 
@@ -282,9 +344,19 @@ impl<R: Runtime> Pipe<R> {
 
     /// Like [`Pipe::link`], sending to `dest` instead of the target's default destination, and
     /// (with `from`) forwarding only messages from that sender (port 0 = any port).
-    pub fn link_with(&self, target: &Pipe<R>, dest: Option<SocketAddr>, from: Option<SocketAddr>) -> Result<LinkId, LinkError> {
+    pub fn link_with(
+        &self,
+        target: &Pipe<R>,
+        dest: Option<SocketAddr>,
+        from: Option<SocketAddr>,
+    ) -> Result<LinkId, LinkError> {
         if Arc::ptr_eq(&self.shared, &target.shared) {
-            return self.shared.lock().engine.link(self.id, LinkTarget::Local(target.id), dest, from);
+            return self.shared.lock().engine.link(
+                self.id,
+                LinkTarget::Local(target.id),
+                dest,
+                from,
+            );
         }
         // Look at the target before taking our own lock: never hold two groups' locks.
         if target.entry.is_ended() {
@@ -295,7 +367,9 @@ impl<R: Runtime> Pipe<R> {
         }
         let mut core = self.shared.lock();
         let token = core.next_token;
-        let id = core.engine.link(self.id, LinkTarget::External(token), dest, from)?;
+        let id = core
+            .engine
+            .link(self.id, LinkTarget::External(token), dest, from)?;
         core.next_token += 1;
         let handle = Pipe::handle(target.shared.clone(), target.id, target.entry.clone());
         core.link_targets.insert(token, handle);
@@ -350,7 +424,9 @@ impl<R: Runtime> Pipe<R> {
     /// Remove a callback by the id its `add_*` returned. True if it was there.
     pub fn del_cb(&self, id: CallbackId) -> bool {
         let mut core = self.shared.lock();
-        let Some(c) = core.cbs.get_mut(&self.id) else { return false };
+        let Some(c) = core.cbs.get_mut(&self.id) else {
+            return false;
+        };
         let before = c.msg.len() + c.up.len() + c.end.len();
         Arc::make_mut(&mut c.msg).retain(|(i, _)| *i != id);
         Arc::make_mut(&mut c.up).retain(|(i, _)| *i != id);
@@ -415,4 +491,3 @@ pub(crate) async fn run_forwards<R: Runtime>(shared: &Arc<Shared<R>>, forwards: 
         }
     }
 }
-

@@ -27,7 +27,14 @@ impl Route {
     /// A route on interface `interface` (index `index`) with NIC address `nic`; `scope_id` is
     /// needed for IPv6 link-local addresses.
     pub fn new(interface: Option<String>, index: u32, nic: IpAddr, scope_id: u32) -> Self {
-        Self { interface, index, nic, scope_id, external: None, bind_device: false }
+        Self {
+            interface,
+            index,
+            nic,
+            scope_id,
+            external: None,
+            bind_device: false,
+        }
     }
 
     /// The loopback route of a family (needs no network).
@@ -54,14 +61,20 @@ impl Route {
 
     /// The same route with `external` as its external address.
     pub fn with_external(&self, external: IpAddr) -> Self {
-        Self { external: Some(external), ..self.clone() }
+        Self {
+            external: Some(external),
+            ..self.clone()
+        }
     }
 
     /// The same route, also binding sockets to its interface with SO_BINDTODEVICE (Linux;
     /// usually needs CAP_NET_RAW). Where the OS refuses, opening fails with
     /// `OpenError::BindDevice` instead of silently ignoring it (as P2PD did).
     pub fn with_bind_device(&self) -> Self {
-        Self { bind_device: true, ..self.clone() }
+        Self {
+            bind_device: true,
+            ..self.clone()
+        }
     }
 
     /// The interface name, if known.

@@ -73,7 +73,14 @@ impl Entry {
     }
 
     fn wake_all(&self) {
-        for s in [&self.readable, &self.writable, &self.wake_io, &self.accept, &self.reliable, &self.job_space] {
+        for s in [
+            &self.readable,
+            &self.writable,
+            &self.wake_io,
+            &self.accept,
+            &self.reliable,
+            &self.job_space,
+        ] {
             s.notify(usize::MAX);
         }
     }
@@ -136,7 +143,9 @@ pub(crate) struct Shared<R: Runtime> {
 
 impl<R: Runtime> std::fmt::Debug for Shared<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("rt", &self.rt).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("rt", &self.rt)
+            .finish_non_exhaustive()
     }
 }
 
@@ -182,9 +191,21 @@ impl<R: Runtime> Shared<R> {
                 Event::Message { pipe, msg } => self.queue_job(core, pipe, Job::Msg(msg)),
                 Event::Readable { pipe } => notify(core, pipe, |e| &e.readable),
                 Event::Accepted { listener, .. } => notify(core, listener, |e| &e.accept),
-                Event::Forward { from, link, target, dest, data } => {
+                Event::Forward {
+                    from,
+                    link,
+                    target,
+                    dest,
+                    data,
+                } => {
                     if let Some(t) = core.link_targets.get(&target) {
-                        forwards.push(Forward { from, link, target: t.clone(), dest, data });
+                        forwards.push(Forward {
+                            from,
+                            link,
+                            target: t.clone(),
+                            dest,
+                            data,
+                        });
                     }
                 }
                 Event::Reliable { pipe, id, outcome } => {
@@ -220,13 +241,17 @@ impl<R: Runtime> Shared<R> {
         if !has(core.cbs.get(&pipe)) && !has(parent.and_then(|p| core.cbs.get(&p))) {
             return;
         }
-        let Some(entry) = core.entries.get(&pipe).cloned() else { return };
+        let Some(entry) = core.entries.get(&pipe).cloned() else {
+            return;
+        };
         let q = core.jobs.entry(pipe).or_default();
         q.jobs.push_back(job);
         if !q.running {
             q.running = true;
             let shared = self.clone();
-            self.rt.spawn(Box::pin(async move { shared.job_worker(pipe, entry).await }));
+            self.rt.spawn(Box::pin(
+                async move { shared.job_worker(pipe, entry).await },
+            ));
         }
     }
 
@@ -237,7 +262,9 @@ impl<R: Runtime> Shared<R> {
         loop {
             let (job, own, parent) = {
                 let mut core = self.lock();
-                let Some(q) = core.jobs.get_mut(&pipe) else { return };
+                let Some(q) = core.jobs.get_mut(&pipe) else {
+                    return;
+                };
                 let Some(job) = q.jobs.pop_front() else {
                     core.jobs.remove(&pipe);
                     if !core.entries.contains_key(&pipe) {
@@ -249,15 +276,29 @@ impl<R: Runtime> Shared<R> {
                     entry.job_space.notify(usize::MAX);
                 }
                 let own = core.cbs.get(&pipe).cloned().unwrap_or_default();
-                let parent = core.parent.get(&pipe).and_then(|p| core.cbs.get(p)).cloned();
+                let parent = core
+                    .parent
+                    .get(&pipe)
+                    .and_then(|p| core.cbs.get(p))
+                    .cloned();
                 (job, own, parent)
             };
-            run_job(job, own, parent, Pipe::handle(self.clone(), pipe, entry.clone())).await;
+            run_job(
+                job,
+                own,
+                parent,
+                Pipe::handle(self.clone(), pipe, entry.clone()),
+            )
+            .await;
         }
     }
 
     /// Remove a link and the driver's handle on its target.
-    pub(crate) fn unlink(core: &mut Core<R>, pipe: PipeId, link: LinkId) -> Result<(), pipe_core::LinkError> {
+    pub(crate) fn unlink(
+        core: &mut Core<R>,
+        pipe: PipeId,
+        link: LinkId,
+    ) -> Result<(), pipe_core::LinkError> {
         if let Some(token) = core.link_tokens.remove(&(pipe, link)) {
             core.link_targets.remove(&token);
         }
@@ -266,7 +307,10 @@ impl<R: Runtime> Shared<R> {
 
     /// Outcome of a reliable send, if it has arrived (taken out of the table).
     pub(crate) fn take_outcome(core: &mut Core<R>, pipe: PipeId, id: MessageId) -> Option<Outcome> {
-        let i = core.outcomes.iter().position(|(p, m, _)| *p == pipe && *m == id)?;
+        let i = core
+            .outcomes
+            .iter()
+            .position(|(p, m, _)| *p == pipe && *m == id)?;
         core.outcomes.remove(i).map(|(_, _, o)| o)
     }
 
@@ -342,11 +386,16 @@ pub(crate) fn flush<R: Runtime>(core: &mut Core<R>, pipe: PipeId, now: Instant) 
                 }
                 return false;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => entry.unsent = Some((buf, dst)),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                entry.unsent = Some((buf, dst))
+            }
             Err(e) => match &entry.sock {
                 Sock::Udp(_) => {
                     // A datagram the OS refused (EMSGSIZE, no route, EACCES): the pipe lives on.
-                    log::debug!("{pipe}: datagram of {} bytes to {dst} refused: {e}", buf.len());
+                    log::debug!(
+                        "{pipe}: datagram of {} bytes to {dst} refused: {e}",
+                        buf.len()
+                    );
                     core.send_error = Some(e);
                 }
                 _ => {
@@ -364,4 +413,3 @@ pub(crate) fn flush<R: Runtime>(core: &mut Core<R>, pipe: PipeId, now: Instant) 
     }
     true
 }
-

@@ -48,10 +48,18 @@ fn configured_socket(proto: Proto, bind: SocketAddr, conf: &Conf) -> io::Result<
 
 /// Like [`bind_socket`], also binding the socket to interface `device` (SO_BINDTODEVICE)
 /// before the address is bound.
-pub fn bind_socket_on_device(proto: Proto, bind: SocketAddr, device: &str, conf: &Conf) -> Result<Socket, crate::OpenError> {
+pub fn bind_socket_on_device(
+    proto: Proto,
+    bind: SocketAddr,
+    device: &str,
+    conf: &Conf,
+) -> Result<Socket, crate::OpenError> {
     let bind_err = |source| crate::OpenError::Bind { addr: bind, source };
     let socket = configured_socket(proto, bind, conf).map_err(bind_err)?;
-    set_device(&socket, device).map_err(|source| crate::OpenError::BindDevice { device: device.to_owned(), source })?;
+    set_device(&socket, device).map_err(|source| crate::OpenError::BindDevice {
+        device: device.to_owned(),
+        source,
+    })?;
     socket.bind(&SockAddr::from(bind)).map_err(bind_err)?;
     Ok(socket)
 }
@@ -59,21 +67,32 @@ pub fn bind_socket_on_device(proto: Proto, bind: SocketAddr, device: &str, conf:
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn set_device(socket: &Socket, device: &str) -> io::Result<()> {
     if device.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the route has no interface name"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the route has no interface name",
+        ));
     }
     socket.bind_device(Some(device.as_bytes()))
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn set_device(_socket: &Socket, _device: &str) -> io::Result<()> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "SO_BINDTODEVICE is Linux-only"))
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SO_BINDTODEVICE is Linux-only",
+    ))
 }
 
 /// Start a non-blocking connect; `Ok` means connected or in progress.
 pub fn start_connect(socket: &Socket, to: SocketAddr) -> io::Result<()> {
     match socket.connect(&SockAddr::from(to)) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc_einprogress()) || e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e)
+            if e.raw_os_error() == Some(libc_einprogress())
+                || e.kind() == io::ErrorKind::WouldBlock =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }
@@ -100,7 +119,11 @@ fn libc_einprogress() -> i32 {
 
 /// True for the OS error "message too long" (EMSGSIZE).
 pub fn is_msgsize(e: &io::Error) -> bool {
-    let code = if cfg!(any(target_os = "linux", target_os = "android")) { 90 } else { 40 };
+    let code = if cfg!(any(target_os = "linux", target_os = "android")) {
+        90
+    } else {
+        40
+    };
     e.raw_os_error() == Some(code)
 }
 

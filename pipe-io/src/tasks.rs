@@ -12,8 +12,8 @@ use futures_lite::future;
 use pipe_core::{PipeId, Proto};
 
 use crate::callbacks::{run_accept_hooks, JOB_CAP};
-use crate::pipe::Pipe;
 use crate::pipe::run_forwards;
+use crate::pipe::Pipe;
 use crate::runtime::{ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
 use crate::shared::{flush, Entry, Shared, Sock, SockEntry};
 use crate::socket::is_fd_exhaustion;
@@ -38,7 +38,10 @@ thread_local! {
 /// Run `f` on this thread's read buffer of at least `len` bytes. Reads go through one buffer
 /// per thread, handed to the engine before any `.await`, so an idle pipe holds no buffer
 /// (10,000 idle connections cost no 64 KiB each).
-fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> std::io::Result<T>) -> std::io::Result<T> {
+fn with_scratch<T>(
+    len: usize,
+    f: impl FnOnce(&mut [u8]) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {
@@ -52,8 +55,18 @@ fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> std::io::Result<T>) 
 }
 
 /// Register a new pipe's socket and entry, and start its task.
-pub(crate) fn start<R: Runtime>(shared: &Arc<Shared<R>>, core: &mut crate::shared::Core<R>, id: PipeId, sock: Sock<R>, parent: Option<PipeId>) -> Arc<Entry> {
-    let proto = if matches!(sock, Sock::Udp(_)) { Proto::Udp } else { Proto::Tcp };
+pub(crate) fn start<R: Runtime>(
+    shared: &Arc<Shared<R>>,
+    core: &mut crate::shared::Core<R>,
+    id: PipeId,
+    sock: Sock<R>,
+    parent: Option<PipeId>,
+) -> Arc<Entry> {
+    let proto = if matches!(sock, Sock::Udp(_)) {
+        Proto::Udp
+    } else {
+        Proto::Tcp
+    };
     let entry = Entry::new(proto);
     core.entries.insert(id, entry.clone());
     if let Some(p) = parent {
@@ -62,10 +75,19 @@ pub(crate) fn start<R: Runtime>(shared: &Arc<Shared<R>>, core: &mut crate::share
     if core.root.is_none() {
         core.root = Some(id);
     }
-    core.socks.insert(id, SockEntry { sock: sock.clone(), unsent: None });
+    core.socks.insert(
+        id,
+        SockEntry {
+            sock: sock.clone(),
+            unsent: None,
+        },
+    );
     let reader_limit = core.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
     let (s, e) = (shared.clone(), entry.clone());
-    let hooks = parent.and_then(|p| core.cbs.get(&p)).map(|c| c.accept.clone()).filter(|h| !h.is_empty());
+    let hooks = parent
+        .and_then(|p| core.cbs.get(&p))
+        .map(|c| c.accept.clone())
+        .filter(|h| !h.is_empty());
     let task: crate::runtime::BoxFuture<()> = match sock {
         Sock::Udp(u) => Box::pin(run_udp(s, id, u, e)),
         Sock::Tcp(t) => match hooks {
@@ -81,7 +103,12 @@ pub(crate) fn start<R: Runtime>(shared: &Arc<Shared<R>>, core: &mut crate::share
     entry
 }
 
-async fn run_udp<R: Runtime>(shared: Arc<Shared<R>>, id: PipeId, sock: Arc<R::Udp>, entry: Arc<Entry>) {
+async fn run_udp<R: Runtime>(
+    shared: Arc<Shared<R>>,
+    id: PipeId,
+    sock: Arc<R::Udp>,
+    entry: Arc<Entry>,
+) {
     'run: loop {
         let mut n = 0;
         while n < READ_BUDGET {
@@ -93,7 +120,8 @@ async fn run_udp<R: Runtime>(shared: Arc<Shared<R>>, id: PipeId, sock: Arc<R::Ud
             let read = with_scratch(65_536, |buf| {
                 let (len, from) = sock.try_recv_from(buf)?;
                 let mut core = shared.lock();
-                core.engine.handle_datagram(shared.rt.now(), id, from, &buf[..len]);
+                core.engine
+                    .handle_datagram(shared.rt.now(), id, from, &buf[..len]);
                 Ok(shared.pump(&mut core))
             });
             match read {
@@ -103,7 +131,13 @@ async fn run_udp<R: Runtime>(shared: Arc<Shared<R>>, id: PipeId, sock: Arc<R::Ud
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 // ICMP errors reported on the socket: the pipe lives on.
-                Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset | ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionRefused
+                            | ErrorKind::ConnectionReset
+                            | ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => {
                     fail(&shared, id, e);
                     break 'run;
@@ -124,7 +158,19 @@ async fn run_udp<R: Runtime>(shared: Arc<Shared<R>>, id: PipeId, sock: Arc<R::Ud
     finish(&shared, id).await;
 }
 
-async fn run_tcp<R: Runtime>(shared: Arc<Shared<R>>, id: PipeId, sock: Arc<R::Tcp>, entry: Arc<Entry>, reader_limit: usize) {
+async fn run_tcp<R: Runtime>(
+    shared: Arc<Shared<R>>,
+    id: PipeId,
+    sock: Arc<R::Tcp>,
+    entry: Arc<Entry>,
+    reader_limit: usize,
+) {
+    // SO_LINGER 0 asks for a reset on close; a shutdown first would send a FIN instead.
+    let abortive = shared
+        .lock()
+        .engine
+        .conf(id)
+        .is_some_and(|c| c.linger == Some(Duration::ZERO));
     'run: loop {
         let mut n = 0;
         while n < READ_BUDGET {
@@ -151,7 +197,14 @@ async fn run_tcp<R: Runtime>(shared: Arc<Shared<R>>, id: PipeId, sock: Arc<R::Tc
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset
+                            | ErrorKind::ConnectionAborted
+                            | ErrorKind::BrokenPipe
+                    ) =>
+                {
                     let mut core = shared.lock();
                     core.engine.handle_peer_closed(shared.rt.now(), id, true);
                     shared.pump(&mut core);
@@ -174,12 +227,19 @@ async fn run_tcp<R: Runtime>(shared: Arc<Shared<R>>, id: PipeId, sock: Arc<R::Tc
         }
     }
     flush_before_close(&shared, id, &*sock).await;
-    let _ = sock.shutdown(std::net::Shutdown::Both);
+    if !abortive {
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+    }
     drop(sock);
     finish(&shared, id).await;
 }
 
-async fn run_listener<R: Runtime>(shared: Arc<Shared<R>>, id: PipeId, sock: Arc<R::Listener>, entry: Arc<Entry>) {
+async fn run_listener<R: Runtime>(
+    shared: Arc<Shared<R>>,
+    id: PipeId,
+    sock: Arc<R::Listener>,
+    entry: Arc<Entry>,
+) {
     let mut backoff = Duration::ZERO;
     while !entry.is_ended() {
         let signal = entry.wake_io.listen();
@@ -203,7 +263,7 @@ async fn run_listener<R: Runtime>(shared: Arc<Shared<R>>, id: PipeId, sock: Arc<
                 log::warn!("{id}: accept: {e}; pausing {backoff:?}");
                 let deadline = shared.rt.now() + backoff;
                 let signal = entry.wake_io.listen();
-                future::or(shared.rt.sleep_until(deadline), async move { signal.await }).await;
+                future::or(shared.rt.sleep_until(deadline), signal).await;
             }
             Some(Err(e)) => log::debug!("{id}: accept: {e}"),
         }
@@ -212,13 +272,29 @@ async fn run_listener<R: Runtime>(shared: Arc<Shared<R>>, id: PipeId, sock: Arc<
     finish(&shared, id).await;
 }
 
-fn accept_one<R: Runtime>(shared: &Arc<Shared<R>>, listener: PipeId, stream: R::Tcp, peer: SocketAddr) {
+fn accept_one<R: Runtime>(
+    shared: &Arc<Shared<R>>,
+    listener: PipeId,
+    stream: R::Tcp,
+    peer: SocketAddr,
+) {
     let mut core = shared.lock();
-    let Some(listen_addr) = core.engine.local_addr(listener) else { return };
+    let Some(listen_addr) = core.engine.local_addr(listener) else {
+        return;
+    };
     let local = stream.local_addr().unwrap_or(listen_addr);
-    match core.engine.handle_accepted(shared.rt.now(), listener, local, peer) {
+    match core
+        .engine
+        .handle_accepted(shared.rt.now(), listener, local, peer)
+    {
         Ok(conn) => {
-            start(shared, &mut core, conn, Sock::Tcp(Arc::new(stream)), Some(listener));
+            start(
+                shared,
+                &mut core,
+                conn,
+                Sock::Tcp(Arc::new(stream)),
+                Some(listener),
+            );
             shared.pump(&mut core);
         }
         Err(e) => log::debug!("{listener}: refusing {peer}: {e}"),
@@ -227,12 +303,24 @@ fn accept_one<R: Runtime>(shared: &Arc<Shared<R>>, listener: PipeId, stream: R::
 
 /// Sleep until the socket is readable, writable (only if a write is pending), the engine's
 /// timer is due (root task only), or the entry's `wake_io` is signalled.
-async fn wait<R: Runtime, S: Readiness>(shared: &Arc<Shared<R>>, id: PipeId, entry: &Entry, sock: &S) -> Wake {
+async fn wait<R: Runtime, S: Readiness>(
+    shared: &Arc<Shared<R>>,
+    id: PipeId,
+    entry: &Entry,
+    sock: &S,
+) -> Wake {
     let signal = entry.wake_io.listen();
     let (deadline, want_write) = {
         let core = shared.lock();
-        let deadline = if core.root == Some(id) { core.engine.poll_timeout() } else { None };
-        (deadline, core.socks.get(&id).is_some_and(|s| s.unsent.is_some()))
+        let deadline = if core.root == Some(id) {
+            core.engine.poll_timeout()
+        } else {
+            None
+        };
+        (
+            deadline,
+            core.socks.get(&id).is_some_and(|s| s.unsent.is_some()),
+        )
     };
     if entry.is_ended() {
         return Wake::Signal;
@@ -288,7 +376,11 @@ fn fail<R: Runtime>(shared: &Arc<Shared<R>>, id: PipeId, e: std::io::Error) {
 async fn wait_job_space<R: Runtime>(shared: &Arc<Shared<R>>, id: PipeId, entry: &Entry) {
     loop {
         let listener = entry.job_space.listen();
-        let full = shared.lock().jobs.get(&id).is_some_and(|q| q.jobs.len() >= JOB_CAP);
+        let full = shared
+            .lock()
+            .jobs
+            .get(&id)
+            .is_some_and(|q| q.jobs.len() >= JOB_CAP);
         if !full || entry.is_ended() {
             return;
         }
@@ -297,7 +389,11 @@ async fn wait_job_space<R: Runtime>(shared: &Arc<Shared<R>>, id: PipeId, entry: 
 }
 
 /// Write what was queued before the pipe ended, for at most [`CLOSE_FLUSH`].
-async fn flush_before_close<R: Runtime, S: Readiness>(shared: &Arc<Shared<R>>, id: PipeId, sock: &S) {
+async fn flush_before_close<R: Runtime, S: Readiness>(
+    shared: &Arc<Shared<R>>,
+    id: PipeId,
+    sock: &S,
+) {
     let deadline: Instant = shared.rt.now() + CLOSE_FLUSH;
     loop {
         let done = {

@@ -59,7 +59,9 @@ impl Smol {
     /// Spawn background tasks with `spawn` (for example onto your own `smol::Executor`, or
     /// `async_std::task::spawn`).
     pub fn with_spawner(spawn: impl Fn(BoxFuture<()>) + Send + Sync + 'static) -> Self {
-        Self { spawn: Arc::new(spawn) }
+        Self {
+            spawn: Arc::new(spawn),
+        }
     }
 }
 
@@ -108,7 +110,9 @@ impl Runtime for Smol {
     }
 
     fn resolve(&self, host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
-        Box::pin(smol::unblock(move || Ok((host.as_str(), port).to_socket_addrs()?.collect())))
+        Box::pin(smol::unblock(move || {
+            Ok((host.as_str(), port).to_socket_addrs()?.collect())
+        }))
     }
 }
 

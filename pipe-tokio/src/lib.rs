@@ -63,6 +63,9 @@ impl Runtime for Tokio {
     }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        // Enter the handle: a pipe may be awaited from another runtime's thread, where
+        // `tokio::time` finds no runtime in context and panics.
+        let _guard = self.0.enter();
         Box::pin(tokio::time::sleep_until(deadline.into()))
     }
 
@@ -86,7 +89,11 @@ impl Runtime for Tokio {
     }
 
     fn resolve(&self, host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
-        Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), port)).await?.collect()) })
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect())
+        })
     }
 }
 
@@ -119,7 +126,16 @@ impl UdpIo for Udp {
         self.0.try_recv_from(buf)
     }
     fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        self.0.try_send_to(buf, to)
+        match self.0.try_send_to(buf, to) {
+            // tokio answers WouldBlock without a syscall while it has not seen the socket
+            // writable yet (always, right after registration): try once for real, so the OS's
+            // verdict (EACCES, ENETUNREACH ...) reaches this send instead of a deferred flush.
+            // A real WouldBlock leaves tokio's readiness as it was, so waiting stays correct.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                socket2::SockRef::from(&self.0).send_to(buf, &to.into())
+            }
+            other => other,
+        }
     }
 }
 

@@ -9,16 +9,29 @@ impl Program for StunDemo {
     async fn run<R: Runtime>(self, rt: R) -> Res<String> {
         let responder = stun_responder::start(rt.clone(), "127.0.0.1:0".parse()?).await?;
         let server = responder.local_addr().ok_or("responder has no address")?;
-        let mapped = (UdpStun { server }).run(rt).await?.ok_or("no STUN answer")?;
+        let mapped = (UdpStun { server })
+            .run(rt)
+            .await?
+            .ok_or("no STUN answer")?;
         responder.close().await;
-        Ok(format!("asked the STUN responder on {server}: it sees us as {mapped}"))
+        Ok(format!(
+            "asked the STUN responder on {server}: it sees us as {mapped}"
+        ))
     }
 }
 
 fn main() -> Res {
     for which in Which::ALL {
-        println!("[{}] TCP echo example: {}", which.name(), run_on(which, TcpEcho)?);
-        println!("[{}] UDP STUN example: {}", which.name(), run_on(which, StunDemo)?);
+        println!(
+            "[{}] TCP echo example: {}",
+            which.name(),
+            run_on(which, TcpEcho)?
+        );
+        println!(
+            "[{}] UDP STUN example: {}",
+            which.name(),
+            run_on(which, StunDemo)?
+        );
     }
     println!("demo ok: both seed examples ran on tokio and smol");
     Ok(())

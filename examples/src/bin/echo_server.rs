@@ -4,5 +4,11 @@ use examples::{echo::EchoServer, run_on, Args, Res};
 fn main() -> Res {
     let args = Args::from_env()?;
     let bind = args.require("bind")?.parse()?;
-    run_on(args.runtime()?, EchoServer { proto: args.proto()?, bind })
+    run_on(
+        args.runtime()?,
+        EchoServer {
+            proto: args.proto()?,
+            bind,
+        },
+    )
 }

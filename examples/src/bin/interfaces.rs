@@ -3,14 +3,30 @@ use examples::Res;
 use pipe_io::{default_route, interfaces, Family};
 
 fn main() -> Res {
-    println!("{:<12} {:>5} {:<4} {:<4} addresses", "interface", "index", "up", "lo");
+    println!(
+        "{:<12} {:>5} {:<4} {:<4} addresses",
+        "interface", "index", "up", "lo"
+    );
     for i in interfaces()?.iter() {
         let addrs: Vec<String> = i
             .addrs
             .iter()
-            .map(|a| if a.scope_id != 0 { format!("{}%{}/{}", a.ip, a.scope_id, a.prefix) } else { format!("{}/{}", a.ip, a.prefix) })
+            .map(|a| {
+                if a.scope_id != 0 {
+                    format!("{}%{}/{}", a.ip, a.scope_id, a.prefix)
+                } else {
+                    format!("{}/{}", a.ip, a.prefix)
+                }
+            })
             .collect();
-        println!("{:<12} {:>5} {:<4} {:<4} {}", i.name, i.index, i.up, i.loopback, addrs.join(" "));
+        println!(
+            "{:<12} {:>5} {:<4} {:<4} {}",
+            i.name,
+            i.index,
+            i.up,
+            i.loopback,
+            addrs.join(" ")
+        );
     }
     for family in [Family::V4, Family::V6] {
         println!("default {family:?} route: {}", default_route(family));

@@ -5,5 +5,12 @@ fn main() -> Res {
     let args = Args::from_env()?;
     let listen = args.require("listen")?.parse()?;
     let to = args.require("to")?.parse()?;
-    run_on(args.runtime()?, Relay { proto: args.proto()?, listen, to })
+    run_on(
+        args.runtime()?,
+        Relay {
+            proto: args.proto()?,
+            listen,
+            to,
+        },
+    )
 }

@@ -25,7 +25,11 @@ impl Program for Main {
 
 fn main() -> Res {
     let args = Args::from_env()?;
-    let server = args.positional.first().ok_or("usage: stun-client SERVER [--bind ADDR]")?.parse()?;
+    let server = args
+        .positional
+        .first()
+        .ok_or("usage: stun-client SERVER [--bind ADDR]")?
+        .parse()?;
     let bind = args.get("bind").map(|b| b.parse()).transpose()?;
     run_on(args.runtime()?, Main { server, bind })
 }

@@ -12,7 +12,11 @@ impl Program for Main {
     async fn run<R: Runtime>(self, rt: R) -> Res {
         let pipe = stun_responder::start(rt, self.0).await?;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {}", pipe.local_addr().ok_or("no local address")?)?;
+        writeln!(
+            out,
+            "listening on {}",
+            pipe.local_addr().ok_or("no local address")?
+        )?;
         out.flush()?;
         drop(out);
         pipe.closed().await;

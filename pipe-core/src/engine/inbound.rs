@@ -19,7 +19,9 @@ impl Engine {
     /// A datagram arrived on a UDP pipe's socket.
     pub fn handle_datagram(&mut self, now: Instant, pipe: PipeId, from: SocketAddr, data: &[u8]) {
         self.tick(now);
-        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         if p.kind != Kind::Udp || !p.is_open() {
             p.stats.ignored += 1;
             return;
@@ -34,7 +36,9 @@ impl Engine {
                 p.stats.malformed += 1;
             }
             Ok(Frame::Ack { seq }) => {
-                let matched = p.outstanding.get(&seq).is_some_and(|o| same_ip(o.dest.ip(), from.ip()) && o.dest.port() == from.port());
+                let matched = p.outstanding.get(&seq).is_some_and(|o| {
+                    same_ip(o.dest.ip(), from.ip()) && o.dest.port() == from.port()
+                });
                 if !matched {
                     p.stats.stray_acks += 1;
                     return;
@@ -43,10 +47,17 @@ impl Engine {
                     self.timers.remove(&(o.deadline, pipe, seq));
                 }
                 p.stats.acked += 1;
-                self.events.push_back(Event::Reliable { pipe, id: MessageId(seq), outcome: Outcome::Acked });
+                self.events.push_back(Event::Reliable {
+                    pipe,
+                    id: MessageId(seq),
+                    outcome: Outcome::Acked,
+                });
             }
             Ok(Frame::Data { seq, payload }) => {
-                let fresh = p.seen.as_mut().is_none_or(|s| s.insert((canonical(from), seq)));
+                let fresh = p
+                    .seen
+                    .as_mut()
+                    .is_none_or(|s| s.insert((canonical(from), seq)));
                 if !fresh {
                     p.stats.reliable_repeats += 1;
                 }
@@ -65,14 +76,18 @@ impl Engine {
     /// limit ends the connection with [`EndReason::FrameTooLarge`].
     pub fn handle_stream(&mut self, now: Instant, pipe: PipeId, data: &[u8]) {
         self.tick(now);
-        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         if !p.kind.is_stream() || !p.is_open() {
             p.stats.ignored += 1;
             return;
         }
         let Some(from) = p.dest else { return };
         let plain = p.session.inbound(data);
-        let Some(deframer) = p.deframer.as_mut() else { return };
+        let Some(deframer) = p.deframer.as_mut() else {
+            return;
+        };
         let mut frames = std::mem::take(&mut self.scratch);
         let result = deframer.feed(plain, &mut |f| frames.push(f));
         for f in frames.drain(..) {
@@ -80,14 +95,27 @@ impl Engine {
         }
         self.scratch = frames;
         if let Err(e) = result {
-            log::debug!("{pipe}: frame of {} bytes over the limit of {}", e.len, e.max);
-            self.end(pipe, State::PeerClosed, EndReason::FrameTooLarge { len: e.len, max: e.max });
+            log::debug!(
+                "{pipe}: frame of {} bytes over the limit of {}",
+                e.len,
+                e.max
+            );
+            self.end(
+                pipe,
+                State::PeerClosed,
+                EndReason::FrameTooLarge {
+                    len: e.len,
+                    max: e.max,
+                },
+            );
         }
     }
 
     /// Dedup before copying, so a duplicate costs no allocation.
     fn deliver_slice(&mut self, pipe: PipeId, from: SocketAddr, data: &[u8]) {
-        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         p.stats.received += 1;
         if let Some(d) = p.dedup.as_mut() {
             if !d.check(&from, data) {
@@ -99,7 +127,9 @@ impl Engine {
     }
 
     fn deliver(&mut self, pipe: PipeId, from: SocketAddr, data: Bytes) {
-        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         p.stats.received += 1;
         if let Some(d) = p.dedup.as_mut() {
             if !d.check(&from, &data) {
@@ -112,13 +142,19 @@ impl Engine {
 
     /// Links, then the callback event, then subscriptions.
     fn sinks(&mut self, pipe: PipeId, from: SocketAddr, data: Bytes) {
-        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         let mut claimed = false;
         if !p.links.is_empty() {
             let hops: Vec<_> = p
                 .links
                 .iter()
-                .filter(|l| l.from.is_none_or(|f| same_ip(f.ip(), from.ip()) && (f.port() == 0 || f.port() == from.port())))
+                .filter(|l| {
+                    l.from.is_none_or(|f| {
+                        same_ip(f.ip(), from.ip()) && (f.port() == 0 || f.port() == from.port())
+                    })
+                })
                 .map(|l| (l.id, l.target, l.dest))
                 .collect();
             for (link, target, dest) in hops {
@@ -126,7 +162,13 @@ impl Engine {
                 let ok = match target {
                     LinkTarget::Local(t) => self.forward_local(t, &data, dest),
                     LinkTarget::External(target) if self.events.len() < MAX_EVENTS => {
-                        self.events.push_back(Event::Forward { from: pipe, link, target, dest, data: data.clone() });
+                        self.events.push_back(Event::Forward {
+                            from: pipe,
+                            link,
+                            target,
+                            dest,
+                            data: data.clone(),
+                        });
                         true
                     }
                     LinkTarget::External(_) => {
@@ -136,7 +178,9 @@ impl Engine {
                         false
                     }
                 };
-                let Some(p) = self.pipes.get_mut(&pipe) else { return };
+                let Some(p) = self.pipes.get_mut(&pipe) else {
+                    return;
+                };
                 if ok {
                     p.stats.forwarded += 1;
                 } else {
@@ -149,11 +193,19 @@ impl Engine {
                 }
             }
         }
-        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         if p.callbacks || p.parent_callbacks {
             claimed = true;
             if self.events.len() < MAX_EVENTS {
-                self.events.push_back(Event::Message { pipe, msg: Message { data: data.clone(), from } });
+                self.events.push_back(Event::Message {
+                    pipe,
+                    msg: Message {
+                        data: data.clone(),
+                        from,
+                    },
+                });
             } else {
                 p.stats.events_dropped += 1;
             }
@@ -162,7 +214,10 @@ impl Engine {
         for s in &mut p.subs {
             if s.filter.matches_parts(&data, &from) {
                 let before = s.queue.dropped;
-                s.queue.push(Message { data: data.clone(), from });
+                s.queue.push(Message {
+                    data: data.clone(),
+                    from,
+                });
                 p.stats.queue_dropped += s.queue.dropped - before;
                 p.stats.queued += 1;
                 queued = true;
@@ -179,7 +234,9 @@ impl Engine {
 
     /// Send a linked message out through a pipe of this engine.
     fn forward_local(&mut self, target: PipeId, data: &[u8], dest: Option<SocketAddr>) -> bool {
-        let Some(t) = self.pipes.get_mut(&target) else { return false };
+        let Some(t) = self.pipes.get_mut(&target) else {
+            return false;
+        };
         if !t.is_open() {
             return false;
         }
@@ -193,7 +250,10 @@ impl Engine {
     }
 }
 
-fn self_state_closed(t: PipeId, pipes: &std::collections::BTreeMap<PipeId, super::PipeState>) -> bool {
+fn self_state_closed(
+    t: PipeId,
+    pipes: &std::collections::BTreeMap<PipeId, super::PipeState>,
+) -> bool {
     pipes.get(&t).is_none_or(|p| !p.is_open())
 }
 

@@ -26,7 +26,9 @@ use state::{Link, PipeState};
 use crate::addr::{same_endpoint, Family};
 use crate::conf::Conf;
 use crate::error::{AcceptError, ConfError, LinkError, RecvError, SendError, SubscribeError};
-use crate::event::{EndReason, Event, LinkId, LinkTarget, Message, MessageId, Outcome, PipeId, SubId, Transmit};
+use crate::event::{
+    EndReason, Event, LinkId, LinkTarget, Message, MessageId, Outcome, PipeId, SubId, Transmit,
+};
 use crate::rng::Rng;
 use crate::rudp;
 use crate::sub::{Filter, Queue, Subscription};
@@ -81,27 +83,61 @@ impl Engine {
 
     /// Register a bound UDP socket. A pipe with a destination and no callbacks starts
     /// subscribed to every message ([`SubId::ALL`]).
-    pub fn open_udp(&mut self, now: Instant, local: SocketAddr, dest: Option<SocketAddr>, conf: Conf, callbacks: bool) -> Result<PipeId, ConfError> {
+    pub fn open_udp(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        dest: Option<SocketAddr>,
+        conf: Conf,
+        callbacks: bool,
+    ) -> Result<PipeId, ConfError> {
         conf.validate()?;
         let sub_all = dest.is_some() && !callbacks;
         Ok(self.insert(now, Kind::Udp, local, dest, conf, callbacks, sub_all))
     }
 
     /// Register a connected TCP client socket.
-    pub fn open_tcp(&mut self, now: Instant, local: SocketAddr, peer: SocketAddr, conf: Conf, callbacks: bool) -> Result<PipeId, ConfError> {
+    pub fn open_tcp(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        peer: SocketAddr,
+        conf: Conf,
+        callbacks: bool,
+    ) -> Result<PipeId, ConfError> {
         conf.validate()?;
-        Ok(self.insert(now, Kind::TcpClient, local, Some(peer), conf, callbacks, !callbacks))
+        Ok(self.insert(
+            now,
+            Kind::TcpClient,
+            local,
+            Some(peer),
+            conf,
+            callbacks,
+            !callbacks,
+        ))
     }
 
     /// Register a listening TCP socket.
-    pub fn open_listener(&mut self, now: Instant, local: SocketAddr, conf: Conf, callbacks: bool) -> Result<PipeId, ConfError> {
+    pub fn open_listener(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        conf: Conf,
+        callbacks: bool,
+    ) -> Result<PipeId, ConfError> {
         conf.validate()?;
         Ok(self.insert(now, Kind::TcpListener, local, None, conf, callbacks, false))
     }
 
     /// Register a connection `listener` accepted. It inherits the listener's conf and starts
     /// unsubscribed. Fails when the listener is closed or at `max_connections`: close the socket.
-    pub fn handle_accepted(&mut self, now: Instant, listener: PipeId, local: SocketAddr, peer: SocketAddr) -> Result<PipeId, AcceptError> {
+    pub fn handle_accepted(
+        &mut self,
+        now: Instant,
+        listener: PipeId,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Result<PipeId, AcceptError> {
         let Some(l) = self.pipes.get(&listener) else {
             return Err(AcceptError::Closed);
         };
@@ -112,7 +148,15 @@ impl Engine {
             return Err(AcceptError::TooManyConnections(l.conf.max_connections));
         }
         let (conf, parent_callbacks) = (l.conf.clone(), l.callbacks);
-        let id = self.insert(now, Kind::TcpConn { listener }, local, Some(peer), conf, false, false);
+        let id = self.insert(
+            now,
+            Kind::TcpConn { listener },
+            local,
+            Some(peer),
+            conf,
+            false,
+            false,
+        );
         if let Some(c) = self.pipes.get_mut(&id) {
             c.parent_callbacks = parent_callbacks;
             c.in_accept_q = true;
@@ -133,12 +177,22 @@ impl Engine {
             }
             self.maybe_remove(old);
         }
-        self.events.push_back(Event::Accepted { listener, conn: id });
+        self.events
+            .push_back(Event::Accepted { listener, conn: id });
         Ok(id)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn insert(&mut self, now: Instant, kind: Kind, local: SocketAddr, dest: Option<SocketAddr>, conf: Conf, callbacks: bool, sub_all: bool) -> PipeId {
+    fn insert(
+        &mut self,
+        now: Instant,
+        kind: Kind,
+        local: SocketAddr,
+        dest: Option<SocketAddr>,
+        conf: Conf,
+        callbacks: bool,
+        sub_all: bool,
+    ) -> PipeId {
         self.tick(now);
         let id = PipeId(self.next_id);
         self.next_id += 1;
@@ -163,7 +217,11 @@ impl Engine {
     /// The peer closed (`reset = false`: FIN) or reset the connection.
     pub fn handle_peer_closed(&mut self, now: Instant, pipe: PipeId, reset: bool) {
         self.tick(now);
-        let reason = if reset { EndReason::Reset } else { EndReason::PeerClosed };
+        let reason = if reset {
+            EndReason::Reset
+        } else {
+            EndReason::PeerClosed
+        };
         self.end(pipe, State::PeerClosed, reason);
     }
 
@@ -181,12 +239,20 @@ impl Engine {
                 break;
             }
             self.timers.pop_first();
-            let Some(p) = self.pipes.get_mut(&pipe) else { continue };
-            let Some(pending) = p.outstanding.get_mut(&seq) else { continue };
+            let Some(p) = self.pipes.get_mut(&pipe) else {
+                continue;
+            };
+            let Some(pending) = p.outstanding.get_mut(&seq) else {
+                continue;
+            };
             if pending.tries_left == 0 {
                 p.outstanding.remove(&seq);
                 p.stats.unconfirmed += 1;
-                self.events.push_back(Event::Reliable { pipe, id: MessageId(seq), outcome: Outcome::Unconfirmed });
+                self.events.push_back(Event::Reliable {
+                    pipe,
+                    id: MessageId(seq),
+                    outcome: Outcome::Unconfirmed,
+                });
                 self.maybe_remove(pipe);
                 continue;
             }
@@ -203,7 +269,13 @@ impl Engine {
 
     /// Queue `data` for sending: to `dest`, or the pipe's default destination. TCP pipes send
     /// to their peer (a `dest` naming another address is refused).
-    pub fn send(&mut self, now: Instant, pipe: PipeId, data: &[u8], dest: Option<SocketAddr>) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        now: Instant,
+        pipe: PipeId,
+        data: &[u8],
+        dest: Option<SocketAddr>,
+    ) -> Result<(), SendError> {
         self.tick(now);
         let p = self.pipes.get_mut(&pipe).ok_or(SendError::Closed)?;
         if !p.is_open() {
@@ -220,7 +292,13 @@ impl Engine {
     /// Send `data` reliably (UDP pipes with `Conf::reliable_udp`): up to `1 + send_retry`
     /// transmissions `retry_interval` apart, then one more interval for a late ACK. The
     /// outcome arrives as [`Event::Reliable`].
-    pub fn send_reliable(&mut self, now: Instant, pipe: PipeId, data: &[u8], dest: Option<SocketAddr>) -> Result<MessageId, SendError> {
+    pub fn send_reliable(
+        &mut self,
+        now: Instant,
+        pipe: PipeId,
+        data: &[u8],
+        dest: Option<SocketAddr>,
+    ) -> Result<MessageId, SendError> {
         self.tick(now);
         let p = self.pipes.get_mut(&pipe).ok_or(SendError::Closed)?;
         if !p.is_open() {
@@ -288,7 +366,10 @@ impl Engine {
     /// The subscription whose filter equals `filter`, if any.
     pub fn find_subscription(&self, pipe: PipeId, filter: &Filter) -> Option<SubId> {
         let p = self.pipes.get(&pipe)?;
-        p.subs.iter().find(|s| s.filter.same_as(filter)).map(|s| s.id)
+        p.subs
+            .iter()
+            .find(|s| s.filter.same_as(filter))
+            .map(|s| s.id)
     }
 
     /// Remove a subscription and drop its queued messages.
@@ -324,9 +405,15 @@ impl Engine {
     /// Tell the engine whether the driver has message callbacks for `pipe`, so that it emits
     /// [`Event::Message`]. A listener's flag also covers its connections.
     pub fn set_callbacks(&mut self, pipe: PipeId, on: bool) {
-        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         p.callbacks = on;
-        let children = if p.kind == Kind::TcpListener { p.children.clone() } else { Vec::new() };
+        let children = if p.kind == Kind::TcpListener {
+            p.children.clone()
+        } else {
+            Vec::new()
+        };
         for c in children {
             if let Some(c) = self.pipes.get_mut(&c) {
                 c.parent_callbacks = on;
@@ -339,7 +426,13 @@ impl Engine {
     /// messages from that sender (port 0 = any port) are forwarded. Forwarded messages leave
     /// through the target's socket and never enter its own inbound pipeline, so links cannot
     /// loop inside the process.
-    pub fn link(&mut self, pipe: PipeId, target: LinkTarget, dest: Option<SocketAddr>, from: Option<SocketAddr>) -> Result<LinkId, LinkError> {
+    pub fn link(
+        &mut self,
+        pipe: PipeId,
+        target: LinkTarget,
+        dest: Option<SocketAddr>,
+        from: Option<SocketAddr>,
+    ) -> Result<LinkId, LinkError> {
         if target == LinkTarget::Local(pipe) {
             return Err(LinkError::SelfLink);
         }
@@ -360,7 +453,12 @@ impl Engine {
         }
         let id = LinkId(p.next_link);
         p.next_link += 1;
-        p.links.push(Link { id, target, dest, from });
+        p.links.push(Link {
+            id,
+            target,
+            dest,
+            from,
+        });
         Ok(id)
     }
 
@@ -399,7 +497,9 @@ impl Engine {
 
     /// Live (not ended) connections of a listener, in accept order.
     pub fn connections(&self, listener: PipeId) -> Vec<PipeId> {
-        let Some(l) = self.pipes.get(&listener) else { return Vec::new() };
+        let Some(l) = self.pipes.get(&listener) else {
+            return Vec::new();
+        };
         l.children
             .iter()
             .copied()
@@ -427,7 +527,9 @@ impl Engine {
     /// The next transmit of any pipe, pipes in the order they queued output.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         while let Some(id) = self.dirty.pop_front() {
-            let Some(p) = self.pipes.get_mut(&id) else { continue };
+            let Some(p) = self.pipes.get_mut(&id) else {
+                continue;
+            };
             p.in_dirty = false;
             if let Some(t) = self.poll_transmit_for(id) {
                 if let Some(p) = self.pipes.get_mut(&id) {
@@ -484,7 +586,12 @@ impl Engine {
     /// When to call [`Engine::handle_timeout`] next: the latest `now` seen while output is
     /// still queued, else the earliest retransmission deadline, else `None`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.events.is_empty() || self.dirty.iter().any(|id| self.pipes.get(id).is_some_and(|p| !p.out.is_empty())) {
+        if !self.events.is_empty()
+            || self
+                .dirty
+                .iter()
+                .any(|id| self.pipes.get(id).is_some_and(|p| !p.out.is_empty()))
+        {
             return self.now;
         }
         self.timers.first().map(|t| t.0)
@@ -548,14 +655,20 @@ impl Engine {
                 p.subs.len() <= MAX_SUBSCRIPTIONS
                     && p.links.len() <= MAX_LINKS
                     && p.subs.iter().all(|s| s.queue.within_caps())
-                    && p.dedup.as_ref().is_none_or(crate::dedup::Dedup::within_caps)
+                    && p.dedup
+                        .as_ref()
+                        .is_none_or(crate::dedup::Dedup::within_caps)
                     && p.out_bytes <= internal_cap + p.conf.max_out_bytes
                     && p.out.len() <= MAX_OUT_TRANSMITS
                     && p.outstanding.len() <= p.conf.max_reliable_outstanding
-                    && p.seen.as_ref().is_none_or(|s| s.len() <= p.conf.reliable_window)
+                    && p.seen
+                        .as_ref()
+                        .is_none_or(|s| s.len() <= p.conf.reliable_window)
                     && p.accept_q.len() <= p.conf.accept_backlog
                     && p.children.len() <= p.conf.max_connections
-                    && p.deframer.as_ref().is_none_or(|d| d.buffered() <= d.max_buffered())
+                    && p.deframer
+                        .as_ref()
+                        .is_none_or(|d| d.buffered() <= d.max_buffered())
             })
     }
 
@@ -569,15 +682,25 @@ impl Engine {
 
     /// End a pipe once: emit `End`, fail outstanding reliable sends, leave `state`.
     fn end(&mut self, pipe: PipeId, state: State, reason: EndReason) {
-        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         if p.state != State::Open {
             return;
         }
-        p.state = if state == State::Closing && p.out.is_empty() { State::Closed } else { state };
+        p.state = if state == State::Closing && p.out.is_empty() {
+            State::Closed
+        } else {
+            state
+        };
         for (seq, pending) in std::mem::take(&mut p.outstanding) {
             self.timers.remove(&(pending.deadline, pipe, seq));
             p.stats.unconfirmed += 1;
-            self.events.push_back(Event::Reliable { pipe, id: MessageId(seq), outcome: Outcome::Unconfirmed });
+            self.events.push_back(Event::Reliable {
+                pipe,
+                id: MessageId(seq),
+                outcome: Outcome::Unconfirmed,
+            });
         }
         self.events.push_back(Event::End { pipe, reason });
         self.maybe_remove(pipe);
@@ -585,7 +708,9 @@ impl Engine {
 
     /// Forget a pipe that nobody can read from or send through any more.
     fn maybe_remove(&mut self, pipe: PipeId) {
-        let Some(p) = self.pipes.get(&pipe) else { return };
+        let Some(p) = self.pipes.get(&pipe) else {
+            return;
+        };
         if !p.is_spent() {
             return;
         }
@@ -607,7 +732,11 @@ impl Engine {
     }
 
     /// Frame a user payload for `p`'s socket and pick the destination.
-    fn frame_out(p: &mut PipeState, data: &[u8], dest: Option<SocketAddr>) -> Result<(SocketAddr, Bytes), SendError> {
+    fn frame_out(
+        p: &mut PipeState,
+        data: &[u8],
+        dest: Option<SocketAddr>,
+    ) -> Result<(SocketAddr, Bytes), SendError> {
         match p.kind {
             Kind::TcpListener => Err(SendError::WrongKind(p.kind.name())),
             Kind::TcpClient | Kind::TcpConn { .. } => {
@@ -637,9 +766,17 @@ impl Engine {
     }
 
     fn push_out(&mut self, pipe: PipeId, dst: SocketAddr, payload: Bytes) {
-        let Some(p) = self.pipes.get_mut(&pipe) else { return };
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         p.out_bytes += payload.len();
-        p.out.push_back(Transmit { pipe, proto: p.kind.proto(), src: p.local, dst, payload });
+        p.out.push_back(Transmit {
+            pipe,
+            proto: p.kind.proto(),
+            src: p.local,
+            dst,
+            payload,
+        });
         if !p.in_dirty {
             p.in_dirty = true;
             self.dirty.push_back(pipe);
@@ -648,8 +785,12 @@ impl Engine {
 
     /// Queue an engine-made transmit (ACK, forward, retransmit), dropping it past the hard cap.
     fn push_internal(&mut self, pipe: PipeId, dst: SocketAddr, payload: Bytes) -> bool {
-        let Some(p) = self.pipes.get_mut(&pipe) else { return false };
-        if p.out_bytes + payload.len() > p.conf.max_out_bytes * INTERNAL_OUT_FACTOR + MAX_UDP_V6 || p.out.len() >= MAX_OUT_TRANSMITS {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return false;
+        };
+        if p.out_bytes + payload.len() > p.conf.max_out_bytes * INTERNAL_OUT_FACTOR + MAX_UDP_V6
+            || p.out.len() >= MAX_OUT_TRANSMITS
+        {
             p.stats.out_dropped += 1;
             return false;
         }

@@ -142,12 +142,21 @@ pub(crate) struct PipeState {
 }
 
 impl PipeState {
-    pub(crate) fn new(kind: Kind, local: SocketAddr, dest: Option<SocketAddr>, conf: Conf, seq_seed: u64) -> Self {
+    pub(crate) fn new(
+        kind: Kind,
+        local: SocketAddr,
+        dest: Option<SocketAddr>,
+        conf: Conf,
+        seq_seed: u64,
+    ) -> Self {
         let dedup = conf
             .enable_msg_ids
             .then(|| Dedup::new(conf.max_msg_ids, conf.dedup_key));
-        let deframer = kind.is_stream().then(|| Deframer::new(conf.framing.clone()));
-        let seen = (kind == Kind::Udp && conf.reliable_udp).then(|| SeenSet::new(conf.reliable_window));
+        let deframer = kind
+            .is_stream()
+            .then(|| Deframer::new(conf.framing.clone()));
+        let seen =
+            (kind == Kind::Udp && conf.reliable_udp).then(|| SeenSet::new(conf.reliable_window));
         Self {
             kind,
             local,
