@@ -24,8 +24,10 @@ pub trait Runtime: Clone + Send + Sync + Debug + 'static {
     /// A TCP listener registered with the runtime.
     type Listener: ListenerIo<Stream = Self::Tcp>;
 
-    /// The runtime's clock.
-    fn now(&self) -> Instant;
+    /// The runtime's clock (the monotonic system clock unless a runtime mocks time).
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
     /// A future that completes at `deadline`.
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
     /// Run `future` in the background.
@@ -46,12 +48,28 @@ pub trait Readiness: Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Completes when the socket may be writable (or has an error pending).
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
-    /// The local address.
-    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// Implement [`Readiness`] for newtypes whose field `.0` has async `readable()` and
+/// `writable()` methods (tokio's and async-io's socket types both do).
+#[macro_export]
+macro_rules! delegate_readiness {
+    ($($t:ty),+) => {$(
+        impl $crate::Readiness for $t {
+            async fn readable(&self) -> ::std::io::Result<()> {
+                self.0.readable().await
+            }
+            async fn writable(&self) -> ::std::io::Result<()> {
+                self.0.writable().await
+            }
+        }
+    )+};
 }
 
 /// A registered UDP socket.
 pub trait UdpIo: Readiness {
+    /// The local address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
     /// Receive one datagram without waiting (`WouldBlock` when none is queued).
     fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
     /// Send one datagram without waiting.
@@ -60,6 +78,8 @@ pub trait UdpIo: Readiness {
 
 /// A registered TCP stream.
 pub trait TcpIo: Readiness {
+    /// The local address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
     /// Read without waiting; `Ok(0)` is end of stream.
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// Write without waiting.
@@ -80,4 +100,27 @@ pub trait ListenerIo: Send + Sync + 'static {
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
     /// The local address.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// The typed API of a driver crate for its runtime `$rt`, made with `$ambient` (an expression
+/// giving the runtime to open pipes on): `Pipe`, `builder(proto)` and `pipe_open(proto, dest)`.
+#[macro_export]
+macro_rules! driver_api {
+    ($rt:ty, $ambient:expr) => {
+        /// A pipe on this driver's runtime.
+        pub type Pipe = $crate::Pipe<$rt>;
+
+        /// A builder for a pipe on this driver's runtime: route, existing socket, callbacks, conf.
+        pub fn builder(proto: $crate::Proto) -> $crate::PipeBuilder<$rt> {
+            $crate::PipeBuilder::new($ambient, proto)
+        }
+
+        /// Open a pipe: a client of `dest`, or with `()` as `dest`, a server.
+        pub async fn pipe_open(
+            proto: $crate::Proto,
+            dest: impl $crate::IntoDest,
+        ) -> Result<Pipe, $crate::OpenError> {
+            builder(proto).dest(dest).open().await
+        }
+    };
 }

@@ -65,27 +65,12 @@ impl Smol {
     }
 }
 
-/// A pipe on smol.
-pub type Pipe = pipe_io::Pipe<Smol>;
-
-/// A builder for a pipe on smol's global executor.
-pub fn builder(proto: Proto) -> PipeBuilder<Smol> {
-    PipeBuilder::new(Smol::default(), proto)
-}
-
-/// Open a pipe: a client of `dest`, or with `()` as `dest`, a server.
-pub async fn pipe_open(proto: Proto, dest: impl IntoDest) -> Result<Pipe, OpenError> {
-    builder(proto).dest(dest).open().await
-}
+pipe_io::driver_api!(Smol, Smol::default());
 
 impl Runtime for Smol {
     type Udp = Udp;
     type Tcp = Tcp;
     type Listener = Listener;
-
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
         Box::pin(async move {
@@ -128,26 +113,12 @@ pub struct Tcp(Async<TcpStream>);
 #[derive(Debug)]
 pub struct Listener(Async<TcpListener>);
 
-macro_rules! readiness {
-    ($t:ty) => {
-        impl Readiness for $t {
-            async fn readable(&self) -> io::Result<()> {
-                self.0.readable().await
-            }
-            async fn writable(&self) -> io::Result<()> {
-                self.0.writable().await
-            }
-            fn local_addr(&self) -> io::Result<SocketAddr> {
-                self.0.get_ref().local_addr()
-            }
-        }
-    };
-}
-
-readiness!(Udp);
-readiness!(Tcp);
+pipe_io::delegate_readiness!(Udp, Tcp);
 
 impl UdpIo for Udp {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
     fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.0.get_ref().recv_from(buf)
     }
@@ -157,6 +128,9 @@ impl UdpIo for Udp {
 }
 
 impl TcpIo for Tcp {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&mut self.0.get_ref()).read(buf)
     }
@@ -176,11 +150,10 @@ impl TcpIo for Tcp {
 
 impl ListenerIo for Listener {
     type Stream = Tcp;
-    async fn accept(&self) -> io::Result<(Tcp, SocketAddr)> {
-        let (s, a) = self.0.accept().await?;
-        Ok((Tcp(s), a))
-    }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.get_ref().local_addr()
+    }
+    async fn accept(&self) -> io::Result<(Tcp, SocketAddr)> {
+        self.0.accept().await.map(|(s, a)| (Tcp(s), a))
     }
 }

@@ -40,26 +40,15 @@ impl Tokio {
     }
 }
 
-/// A pipe on tokio.
-pub type Pipe = pipe_io::Pipe<Tokio>;
-
-/// A builder for a pipe on tokio.
-pub fn builder(proto: Proto) -> PipeBuilder<Tokio> {
-    PipeBuilder::new(Tokio::current(), proto)
-}
-
-/// Open a pipe: a client of `dest`, or with `()` as `dest`, a server.
-pub async fn pipe_open(proto: Proto, dest: impl IntoDest) -> Result<Pipe, OpenError> {
-    builder(proto).dest(dest).open().await
-}
+pipe_io::driver_api!(Tokio, Tokio::current());
 
 impl Runtime for Tokio {
     type Udp = Udp;
     type Tcp = Tcp;
     type Listener = Listener;
 
-    fn now(&self) -> Instant {
-        Instant::now()
+    fn spawn(&self, future: BoxFuture<()>) {
+        self.0.spawn(future);
     }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
@@ -67,10 +56,6 @@ impl Runtime for Tokio {
         // `tokio::time` finds no runtime in context and panics.
         let _guard = self.0.enter();
         Box::pin(tokio::time::sleep_until(deadline.into()))
-    }
-
-    fn spawn(&self, future: BoxFuture<()>) {
-        self.0.spawn(future);
     }
 
     fn udp(&self, socket: std::net::UdpSocket) -> io::Result<Udp> {
@@ -109,19 +94,12 @@ pub struct Tcp(tokio::net::TcpStream);
 #[derive(Debug)]
 pub struct Listener(tokio::net::TcpListener);
 
-impl Readiness for Udp {
-    async fn readable(&self) -> io::Result<()> {
-        self.0.readable().await
-    }
-    async fn writable(&self) -> io::Result<()> {
-        self.0.writable().await
-    }
+pipe_io::delegate_readiness!(Udp, Tcp);
+
+impl UdpIo for Udp {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
     }
-}
-
-impl UdpIo for Udp {
     fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.0.try_recv_from(buf)
     }
@@ -139,19 +117,10 @@ impl UdpIo for Udp {
     }
 }
 
-impl Readiness for Tcp {
-    async fn readable(&self) -> io::Result<()> {
-        self.0.readable().await
-    }
-    async fn writable(&self) -> io::Result<()> {
-        self.0.writable().await
-    }
+impl TcpIo for Tcp {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
     }
-}
-
-impl TcpIo for Tcp {
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.try_read(buf)
     }
