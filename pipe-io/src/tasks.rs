@@ -15,7 +15,7 @@ use crate::callbacks::{run_accept_hooks, JOB_CAP};
 use crate::pipe::run_forwards;
 use crate::pipe::Pipe;
 use crate::runtime::{ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
-use crate::shared::{flush, Entry, Shared, Sock, SockEntry};
+use crate::shared::{flush, Entry, Forward, Shared, Sock, SockEntry};
 use crate::socket::is_fd_exhaustion;
 
 /// Datagrams or reads handled before the task yields to others.
@@ -103,57 +103,92 @@ pub(crate) fn start<R: Runtime>(
     entry
 }
 
-async fn run_udp<R: Runtime>(
-    shared: Arc<Shared<R>>,
+/// What one read attempt did.
+enum Read<R: Runtime> {
+    /// Input went to the engine; these forwards must be run.
+    Fed(Vec<Forward<R>>),
+    /// Nothing to read now.
+    Empty,
+    /// A harmless error; read again.
+    Retry,
+    /// The pipe ended (end of stream, reset, socket failure).
+    Ended,
+}
+
+/// The read loop shared by UDP and TCP pipes: read up to a budget, then yield; when nothing
+/// is readable, sleep until the socket, the engine's timer or the pipe's signal wakes us.
+async fn read_loop<R: Runtime, S: Readiness>(
+    shared: &Arc<Shared<R>>,
     id: PipeId,
-    sock: Arc<R::Udp>,
-    entry: Arc<Entry>,
+    entry: &Entry,
+    sock: &S,
+    mut read_one: impl FnMut() -> Read<R>,
 ) {
-    'run: loop {
+    loop {
         let mut n = 0;
         while n < READ_BUDGET {
             if entry.is_ended() {
-                break 'run;
+                return;
             }
-            wait_job_space(&shared, id, &entry).await;
-            // One byte more than the largest UDP payload, so nothing is truncated silently.
-            let read = with_scratch(65_536, |buf| {
-                let (len, from) = sock.try_recv_from(buf)?;
-                let mut core = shared.lock();
-                core.engine
-                    .handle_datagram(shared.rt.now(), id, from, &buf[..len]);
-                Ok(shared.pump(&mut core))
-            });
-            match read {
-                Ok(forwards) => {
+            wait_job_space(shared, id, entry).await;
+            match read_one() {
+                Read::Fed(forwards) => {
                     n += 1;
-                    run_forwards(&shared, forwards).await;
+                    run_forwards(shared, forwards).await;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                // ICMP errors reported on the socket: the pipe lives on.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::ConnectionRefused
-                            | ErrorKind::ConnectionReset
-                            | ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => {
-                    fail(&shared, id, e);
-                    break 'run;
-                }
+                Read::Empty => break,
+                Read::Retry => {}
+                Read::Ended => return,
             }
         }
         if n == READ_BUDGET {
             future::yield_now().await;
             continue;
         }
-        match wait(&shared, id, &entry, &*sock).await {
+        match wait(shared, id, entry, sock).await {
             Wake::Readable | Wake::Signal => {}
-            Wake::Writable => writable(&shared, id),
-            Wake::Timer => timer(&shared),
+            Wake::Writable => writable(shared, id),
+            Wake::Timer => timer(shared),
         }
     }
+}
+
+async fn run_udp<R: Runtime>(
+    shared: Arc<Shared<R>>,
+    id: PipeId,
+    sock: Arc<R::Udp>,
+    entry: Arc<Entry>,
+) {
+    read_loop(&shared, id, &entry, &*sock, || {
+        // One byte more than the largest UDP payload, so nothing is truncated silently.
+        let read = with_scratch(65_536, |buf| {
+            let (len, from) = sock.try_recv_from(buf)?;
+            let mut core = shared.lock();
+            core.engine
+                .handle_datagram(shared.rt.now(), id, from, &buf[..len]);
+            Ok(shared.pump(&mut core))
+        });
+        match read {
+            Ok(forwards) => Read::Fed(forwards),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
+            // ICMP errors reported on the socket: the pipe lives on.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::Interrupted
+                ) =>
+            {
+                Read::Retry
+            }
+            Err(e) => {
+                fail(&shared, id, e);
+                Read::Ended
+            }
+        }
+    })
+    .await;
     drop(sock);
     finish(&shared, id).await;
 }
@@ -171,61 +206,43 @@ async fn run_tcp<R: Runtime>(
         .engine
         .conf(id)
         .is_some_and(|c| c.linger == Some(Duration::ZERO));
-    'run: loop {
-        let mut n = 0;
-        while n < READ_BUDGET {
-            if entry.is_ended() {
-                break 'run;
+    read_loop(&shared, id, &entry, &*sock, || {
+        let read = with_scratch(reader_limit, |buf| {
+            let len = sock.try_read(buf)?;
+            let mut core = shared.lock();
+            let now = shared.rt.now();
+            if len == 0 {
+                core.engine.handle_peer_closed(now, id, false);
+            } else {
+                core.engine.handle_stream(now, id, &buf[..len]);
             }
-            wait_job_space(&shared, id, &entry).await;
-            let read = with_scratch(reader_limit, |buf| {
-                let len = sock.try_read(buf)?;
+            Ok((len, shared.pump(&mut core)))
+        });
+        match read {
+            Ok((0, _)) => Read::Ended,
+            Ok((_, forwards)) => Read::Fed(forwards),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
+            Err(e) if e.kind() == ErrorKind::Interrupted => Read::Retry,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
+                ) =>
+            {
                 let mut core = shared.lock();
-                let now = shared.rt.now();
-                if len == 0 {
-                    core.engine.handle_peer_closed(now, id, false);
-                } else {
-                    core.engine.handle_stream(now, id, &buf[..len]);
-                }
-                Ok((len, shared.pump(&mut core)))
-            });
-            match read {
-                Ok((0, _)) => break 'run,
-                Ok((_, forwards)) => {
-                    n += 1;
-                    run_forwards(&shared, forwards).await;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::ConnectionReset
-                            | ErrorKind::ConnectionAborted
-                            | ErrorKind::BrokenPipe
-                    ) =>
-                {
-                    let mut core = shared.lock();
-                    core.engine.handle_peer_closed(shared.rt.now(), id, true);
-                    shared.pump(&mut core);
-                    break 'run;
-                }
-                Err(e) => {
-                    fail(&shared, id, e);
-                    break 'run;
-                }
+                core.engine.handle_peer_closed(shared.rt.now(), id, true);
+                shared.pump(&mut core);
+                Read::Ended
+            }
+            Err(e) => {
+                fail(&shared, id, e);
+                Read::Ended
             }
         }
-        if n == READ_BUDGET {
-            future::yield_now().await;
-            continue;
-        }
-        match wait(&shared, id, &entry, &*sock).await {
-            Wake::Readable | Wake::Signal => {}
-            Wake::Writable => writable(&shared, id),
-            Wake::Timer => timer(&shared),
-        }
-    }
+    })
+    .await;
     flush_before_close(&shared, id, &*sock).await;
     if !abortive {
         let _ = sock.shutdown(std::net::Shutdown::Both);
