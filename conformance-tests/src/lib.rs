@@ -479,3 +479,8 @@ impl<R: Runtime> Runtime for SlowDns<R> {
         })
     }
 }
+
+/// The README's examples compile and run as doc tests, so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
