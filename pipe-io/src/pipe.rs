@@ -141,35 +141,37 @@ impl<R: Runtime> Pipe<R> {
         data: &[u8],
         dest: Option<SocketAddr>,
     ) -> Result<(), SendError> {
+        // Listen only once the buffer is full, then try again before waiting: no wake-up is
+        // lost, and the common case costs no listener.
+        let mut listener = None;
         loop {
-            let listener = self.entry.writable.listen();
-            let res = {
-                let mut core = self.shared.lock();
-                let now = self.shared.rt.now();
-                core.send_error = None;
-                let res = core.engine.send(now, self.id, data, dest);
-                let forwards = self.shared.pump(&mut core);
-                debug_assert!(forwards.is_empty());
-                match (res, core.send_error.take()) {
-                    (Ok(()), Some(e)) if crate::socket::is_msgsize(&e) => {
-                        Err(SendError::TooLarge {
-                            len: data.len(),
-                            max: 0,
-                        })
-                    }
-                    (Ok(()), Some(e)) => Err(SendError::from(e)),
-                    (res, _) => res,
+            match self.try_send(data, dest) {
+                Err(SendError::WouldBlock) if self.entry.is_ended() => {
+                    return Err(SendError::Closed)
                 }
-            };
-            match res {
-                Err(SendError::WouldBlock) => {
-                    if self.entry.is_ended() {
-                        return Err(SendError::Closed);
-                    }
-                    listener.await;
-                }
+                Err(SendError::WouldBlock) => match listener.take() {
+                    None => listener = Some(self.entry.writable.listen()),
+                    Some(l) => l.await,
+                },
                 other => return other,
             }
+        }
+    }
+
+    fn try_send(&self, data: &[u8], dest: Option<SocketAddr>) -> Result<(), SendError> {
+        let mut core = self.shared.lock();
+        let now = self.shared.rt.now();
+        core.send_error = None;
+        let res = core.engine.send(now, self.id, data, dest);
+        let forwards = self.shared.pump(&mut core);
+        debug_assert!(forwards.is_empty());
+        match (res, core.send_error.take()) {
+            (Ok(()), Some(e)) if crate::socket::is_msgsize(&e) => Err(SendError::TooLarge {
+                len: data.len(),
+                max: data.len().saturating_sub(1),
+            }),
+            (Ok(()), Some(e)) => Err(SendError::from(e)),
+            (res, _) => res,
         }
     }
 
@@ -228,6 +230,10 @@ impl<R: Runtime> Pipe<R> {
         sub: SubId,
         timeout: Option<Duration>,
     ) -> Result<Option<Message>, RecvError> {
+        // A queued message costs no timer and no listener.
+        if let Some(m) = self.shared.lock().engine.recv(self.id, sub)? {
+            return Ok(Some(m));
+        }
         let timeout = match timeout {
             Some(t) => t,
             None => self
@@ -237,13 +243,24 @@ impl<R: Runtime> Pipe<R> {
                 .conf(self.id)
                 .map_or(Duration::from_secs(2), |c| c.recv_timeout),
         };
-        let deadline = self.shared.rt.now() + timeout;
+        let mut sleep = self.shared.rt.sleep_until(self.shared.rt.now() + timeout);
         loop {
             let listener = self.entry.readable.listen();
             if let Some(m) = self.shared.lock().engine.recv(self.id, sub)? {
                 return Ok(Some(m));
             }
-            if !self.wait_until(listener, deadline).await {
+            let notified = future::or(
+                async {
+                    listener.await;
+                    true
+                },
+                async {
+                    (&mut sleep).await;
+                    false
+                },
+            )
+            .await;
+            if !notified {
                 return Ok(None);
             }
         }
