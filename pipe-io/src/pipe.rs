@@ -141,20 +141,49 @@ impl<R: Runtime> Pipe<R> {
         data: &[u8],
         dest: Option<SocketAddr>,
     ) -> Result<(), SendError> {
-        // Listen only once the buffer is full, then try again before waiting: no wake-up is
-        // lost, and the common case costs no listener.
-        let mut listener = None;
         loop {
             match self.try_send(data, dest) {
                 Err(SendError::WouldBlock) if self.entry.is_ended() => {
                     return Err(SendError::Closed)
                 }
-                Err(SendError::WouldBlock) => match listener.take() {
-                    None => listener = Some(self.entry.writable.listen()),
-                    Some(l) => l.await,
-                },
+                Err(SendError::WouldBlock) => self.make_room().await,
                 other => return other,
             }
+        }
+    }
+
+    /// Wait until the outbound buffer can take more. The sender flushes the buffer itself as
+    /// soon as the socket is writable, rather than waiting for the pipe's I/O task: that task
+    /// may itself be waiting to forward into this sender's pipe (a two-way relay), which would
+    /// deadlock, and it would cost a task hop per refill.
+    async fn make_room(&self) {
+        let listener = self.entry.writable.listen();
+        let Some(sock) = self
+            .shared
+            .lock()
+            .socks
+            .get(&self.id)
+            .map(|s| s.sock.clone())
+        else {
+            return; // closed: the next try says so
+        };
+        let writable = future::or(
+            async {
+                listener.await;
+                false
+            },
+            async {
+                let _ = sock.writable().await;
+                true
+            },
+        )
+        .await;
+        drop(sock);
+        if writable {
+            let mut core = self.shared.lock();
+            let now = self.shared.rt.now();
+            crate::shared::flush(&mut core, self.id, now);
+            self.shared.pump(&mut core);
         }
     }
 
@@ -183,7 +212,6 @@ impl<R: Runtime> Pipe<R> {
         dest: Option<SocketAddr>,
     ) -> Result<Outcome, SendError> {
         let id: MessageId = loop {
-            let listener = self.entry.writable.listen();
             let res = {
                 let mut core = self.shared.lock();
                 let now = self.shared.rt.now();
@@ -195,7 +223,10 @@ impl<R: Runtime> Pipe<R> {
                 res
             };
             match res {
-                Err(SendError::WouldBlock) => listener.await,
+                Err(SendError::WouldBlock) if self.entry.is_ended() => {
+                    return Err(SendError::Closed)
+                }
+                Err(SendError::WouldBlock) => self.make_room().await,
                 Err(e) => return Err(e),
                 Ok(id) => break id,
             }

@@ -1,10 +1,12 @@
 //! State shared by a pipe group's handles and tasks: the engine, the sockets, callbacks and
 //! the signals tasks wait on. One mutex guards it; it is never held across an `.await`.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,7 +15,7 @@ use pipe_core::{Engine, Event, LinkId, MessageId, Outcome, PipeId, Proto};
 
 use crate::callbacks::{run_job, Callbacks, Job, JobQueue, JOB_CAP};
 use crate::pipe::Pipe;
-use crate::runtime::{Runtime, TcpIo, UdpIo};
+use crate::runtime::{BoxFuture, Readiness, Runtime, TcpIo, UdpIo};
 
 /// Reliable-send outcomes kept for callers that have not collected them yet.
 const OUTCOME_CAP: usize = 4096;
@@ -103,6 +105,17 @@ impl<R: Runtime> Clone for Sock<R> {
     }
 }
 
+impl<R: Runtime> Sock<R> {
+    /// Wait until the socket may take more bytes (never, for a listener).
+    pub(crate) async fn writable(&self) -> std::io::Result<()> {
+        match self {
+            Sock::Udp(s) => s.writable().await,
+            Sock::Tcp(s) => s.writable().await,
+            Sock::Listener(_) => futures_lite::future::pending().await,
+        }
+    }
+}
+
 pub(crate) struct SockEntry<R: Runtime> {
     pub(crate) sock: Sock<R>,
     /// One transmit (or the rest of one) the socket would not take.
@@ -132,8 +145,60 @@ pub(crate) struct Core<R: Runtime> {
     pub(crate) next_cb: u64,
     /// The pipe whose task runs the engine's timer.
     pub(crate) root: Option<PipeId>,
+    /// Job queues that became runnable under the lock, started when it is released.
+    pub(crate) starts: Vec<(PipeId, Arc<Entry>)>,
     /// The last UDP send error, reported to the sender that flushed it.
     pub(crate) send_error: Option<std::io::Error>,
+}
+
+thread_local! {
+    /// Set while a pipe's I/O task feeds input to its engine: callback jobs may run inline.
+    static INLINE_JOBS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` with inline callback jobs allowed (the I/O tasks' read path).
+pub(crate) fn with_inline_jobs<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INLINE_JOBS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(INLINE_JOBS.with(|c| c.replace(true)));
+    f()
+}
+
+/// The group lock. Dropping it releases the lock, then starts the callback jobs queued while
+/// it was held.
+pub(crate) struct CoreGuard<'a, R: Runtime> {
+    guard: Option<MutexGuard<'a, Core<R>>>,
+    shared: &'a Arc<Shared<R>>,
+}
+
+impl<R: Runtime> std::ops::Deref for CoreGuard<'_, R> {
+    type Target = Core<R>;
+    fn deref(&self) -> &Core<R> {
+        self.guard.as_deref().expect("guard is held until drop")
+    }
+}
+
+impl<R: Runtime> std::ops::DerefMut for CoreGuard<'_, R> {
+    fn deref_mut(&mut self) -> &mut Core<R> {
+        self.guard.as_deref_mut().expect("guard is held until drop")
+    }
+}
+
+impl<R: Runtime> Drop for CoreGuard<'_, R> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
+        let starts = std::mem::take(&mut guard.starts);
+        drop(guard);
+        if !starts.is_empty() {
+            self.shared.start_jobs(starts);
+        }
+    }
 }
 
 pub(crate) struct Shared<R: Runtime> {
@@ -166,15 +231,22 @@ impl<R: Runtime> Shared<R> {
                 next_token: 1,
                 next_cb: 1,
                 root: None,
+                starts: Vec::new(),
                 send_error: None,
             }),
         })
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Core<R>> {
+    /// Lock the group. Callback jobs that became runnable while it was held are started when
+    /// the guard is dropped, after the lock is released.
+    pub(crate) fn lock(self: &Arc<Self>) -> CoreGuard<'_, R> {
         // A panic while holding the lock cannot leave the engine half-updated in a way that
         // matters more than losing the whole pipe group, so recover the guard.
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        let guard = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        CoreGuard {
+            guard: Some(guard),
+            shared: self,
+        }
     }
 
     /// After any input or command: write what can be written, act on events. Returns the
@@ -248,49 +320,81 @@ impl<R: Runtime> Shared<R> {
         q.jobs.push_back(job);
         if !q.running {
             q.running = true;
-            let shared = self.clone();
-            self.rt.spawn(Box::pin(
-                async move { shared.job_worker(pipe, entry).await },
-            ));
+            core.starts.push((pipe, entry));
         }
     }
 
-    /// Run a pipe's queued callback jobs in order, then exit. The entry is captured at spawn
-    /// time: the pipe's socket may be closed and forgotten while its last jobs (its End among
-    /// them) still run.
-    async fn job_worker(self: Arc<Self>, pipe: PipeId, entry: Arc<Entry>) {
-        loop {
-            let (job, own, parent) = {
-                let mut core = self.lock();
-                let Some(q) = core.jobs.get_mut(&pipe) else {
-                    return;
-                };
-                let Some(job) = q.jobs.pop_front() else {
-                    core.jobs.remove(&pipe);
-                    if !core.entries.contains_key(&pipe) {
-                        Self::drop_callbacks(&mut core, pipe);
-                    }
-                    return;
-                };
-                if q.jobs.len() < JOB_CAP {
-                    entry.job_space.notify(usize::MAX);
-                }
-                let own = core.cbs.get(&pipe).cloned().unwrap_or_default();
-                let parent = core
-                    .parent
-                    .get(&pipe)
-                    .and_then(|p| core.cbs.get(p))
-                    .cloned();
-                (job, own, parent)
-            };
-            run_job(
-                job,
-                own,
-                parent,
-                Pipe::handle(self.clone(), pipe, entry.clone()),
-            )
-            .await;
+    /// Start the job queues that became runnable. On a pipe's I/O task (the read path) the
+    /// jobs run right here, each polled once: a callback that finishes at once (an echo's
+    /// send) costs no task at all. A callback that must wait moves, with the rest of the
+    /// queue, to a worker task, so the I/O task never waits on user code. Anywhere else (a
+    /// user's `close()`, a drop) a worker is spawned: user code never runs inside the caller.
+    fn start_jobs(self: &Arc<Self>, starts: Vec<(PipeId, Arc<Entry>)>) {
+        for (pipe, entry) in starts {
+            if INLINE_JOBS.with(Cell::get) {
+                self.run_jobs_inline(pipe, entry);
+            } else {
+                let shared = self.clone();
+                self.rt.spawn(Box::pin(async move {
+                    shared.job_worker(pipe, entry, None).await
+                }));
+            }
         }
+    }
+
+    fn run_jobs_inline(self: &Arc<Self>, pipe: PipeId, entry: Arc<Entry>) {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        while let Some(mut job) = self.next_job(pipe, &entry) {
+            if job.as_mut().poll(&mut cx).is_pending() {
+                let shared = self.clone();
+                self.rt.spawn(Box::pin(async move {
+                    shared.job_worker(pipe, entry, Some(job)).await
+                }));
+                return;
+            }
+        }
+    }
+
+    /// Run a pipe's queued callback jobs in order (after `first`, a job already started),
+    /// then exit. The entry is captured at start: the pipe's socket may be closed and
+    /// forgotten while its last jobs (its End among them) still run.
+    async fn job_worker(
+        self: Arc<Self>,
+        pipe: PipeId,
+        entry: Arc<Entry>,
+        first: Option<BoxFuture<()>>,
+    ) {
+        if let Some(job) = first {
+            job.await;
+        }
+        while let Some(job) = self.next_job(pipe, &entry) {
+            job.await;
+        }
+    }
+
+    /// The next job of a pipe as a future, or `None` (and the queue is retired) when empty.
+    fn next_job(self: &Arc<Self>, pipe: PipeId, entry: &Arc<Entry>) -> Option<BoxFuture<()>> {
+        let mut core = self.lock();
+        let q = core.jobs.get_mut(&pipe)?;
+        let Some(job) = q.jobs.pop_front() else {
+            core.jobs.remove(&pipe);
+            if !core.entries.contains_key(&pipe) {
+                Self::drop_callbacks(&mut core, pipe);
+            }
+            return None;
+        };
+        if q.jobs.len() < JOB_CAP {
+            entry.job_space.notify(usize::MAX);
+        }
+        let own = core.cbs.get(&pipe).cloned().unwrap_or_default();
+        let parent = core
+            .parent
+            .get(&pipe)
+            .and_then(|p| core.cbs.get(p))
+            .cloned();
+        let handle = Pipe::handle(self.clone(), pipe, entry.clone());
+        Some(Box::pin(run_job(job, own, parent, handle)))
     }
 
     /// Remove a link and the driver's handle on its target.

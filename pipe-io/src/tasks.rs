@@ -15,7 +15,7 @@ use crate::callbacks::{run_accept_hooks, JOB_CAP};
 use crate::pipe::run_forwards;
 use crate::pipe::Pipe;
 use crate::runtime::{ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
-use crate::shared::{flush, Entry, Forward, Shared, Sock, SockEntry};
+use crate::shared::{flush, with_inline_jobs, Entry, Forward, Shared, Sock, SockEntry};
 use crate::socket::is_fd_exhaustion;
 
 /// Datagrams or reads handled before the task yields to others.
@@ -131,7 +131,7 @@ async fn read_loop<R: Runtime, S: Readiness>(
                 return;
             }
             wait_job_space(shared, id, entry).await;
-            match read_one() {
+            match with_inline_jobs(&mut read_one) {
                 Read::Fed(forwards) => {
                     n += 1;
                     run_forwards(shared, forwards).await;
