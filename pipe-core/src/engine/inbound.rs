@@ -252,7 +252,7 @@ impl Engine {
 
 fn self_state_closed(
     t: PipeId,
-    pipes: &std::collections::BTreeMap<PipeId, super::PipeState>,
+    pipes: &std::collections::BTreeMap<PipeId, Box<super::PipeState>>,
 ) -> bool {
     pipes.get(&t).is_none_or(|p| !p.is_open())
 }

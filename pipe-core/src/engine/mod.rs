@@ -16,6 +16,7 @@ mod state;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -53,7 +54,7 @@ const MAX_OUT_TRANSMITS: usize = 1 << 16;
 /// The sans-IO engine. See the module documentation for the method kinds and drain order.
 #[derive(Debug)]
 pub struct Engine {
-    pipes: BTreeMap<PipeId, PipeState>,
+    pipes: BTreeMap<PipeId, Box<PipeState>>,
     next_id: u64,
     dirty: VecDeque<PipeId>,
     events: VecDeque<Event>,
@@ -93,7 +94,15 @@ impl Engine {
     ) -> Result<PipeId, ConfError> {
         conf.validate()?;
         let sub_all = dest.is_some() && !callbacks;
-        Ok(self.insert(now, Kind::Udp, local, dest, conf, callbacks, sub_all))
+        Ok(self.insert(
+            now,
+            Kind::Udp,
+            local,
+            dest,
+            Arc::new(conf),
+            callbacks,
+            sub_all,
+        ))
     }
 
     /// Register a connected TCP client socket.
@@ -111,7 +120,7 @@ impl Engine {
             Kind::TcpClient,
             local,
             Some(peer),
-            conf,
+            Arc::new(conf),
             callbacks,
             !callbacks,
         ))
@@ -126,7 +135,15 @@ impl Engine {
         callbacks: bool,
     ) -> Result<PipeId, ConfError> {
         conf.validate()?;
-        Ok(self.insert(now, Kind::TcpListener, local, None, conf, callbacks, false))
+        Ok(self.insert(
+            now,
+            Kind::TcpListener,
+            local,
+            None,
+            Arc::new(conf),
+            callbacks,
+            false,
+        ))
     }
 
     /// Register a connection `listener` accepted. It inherits the listener's conf and starts
@@ -147,7 +164,7 @@ impl Engine {
         if l.children.len() >= l.conf.max_connections {
             return Err(AcceptError::TooManyConnections(l.conf.max_connections));
         }
-        let (conf, parent_callbacks) = (l.conf.clone(), l.callbacks);
+        let (conf, parent_callbacks) = (Arc::clone(&l.conf), l.callbacks);
         let id = self.insert(
             now,
             Kind::TcpConn { listener },
@@ -189,7 +206,7 @@ impl Engine {
         kind: Kind,
         local: SocketAddr,
         dest: Option<SocketAddr>,
-        conf: Conf,
+        conf: Arc<Conf>,
         callbacks: bool,
         sub_all: bool,
     ) -> PipeId {
@@ -207,7 +224,7 @@ impl Engine {
                 queue,
             });
         }
-        self.pipes.insert(id, p);
+        self.pipes.insert(id, Box::new(p));
         self.events.push_back(Event::Up { pipe: id });
         id
     }
@@ -503,7 +520,7 @@ impl Engine {
         l.children
             .iter()
             .copied()
-            .filter(|c| self.pipes.get(c).is_some_and(PipeState::is_open))
+            .filter(|c| self.pipes.get(c).is_some_and(|p| p.is_open()))
             .collect()
     }
 
@@ -621,7 +638,7 @@ impl Engine {
 
     /// The pipe's conf.
     pub fn conf(&self, pipe: PipeId) -> Option<&Conf> {
-        self.pipes.get(&pipe).map(|p| &p.conf)
+        self.pipes.get(&pipe).map(|p| &*p.conf)
     }
 
     /// The pipe's counters.
@@ -655,9 +672,7 @@ impl Engine {
                 p.subs.len() <= MAX_SUBSCRIPTIONS
                     && p.links.len() <= MAX_LINKS
                     && p.subs.iter().all(|s| s.queue.within_caps())
-                    && p.dedup
-                        .as_ref()
-                        .is_none_or(crate::dedup::Dedup::within_caps)
+                    && p.dedup.as_ref().is_none_or(|d| d.within_caps())
                     && p.out_bytes <= internal_cap + p.conf.max_out_bytes
                     && p.out.len() <= MAX_OUT_TRANSMITS
                     && p.outstanding.len() <= p.conf.max_reliable_outstanding

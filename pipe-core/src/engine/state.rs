@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::addr::Proto;
 use crate::conf::Conf;
@@ -117,14 +118,14 @@ pub(crate) struct PipeState {
     pub(crate) kind: Kind,
     pub(crate) local: SocketAddr,
     pub(crate) dest: Option<SocketAddr>,
-    pub(crate) conf: Conf,
+    pub(crate) conf: Arc<Conf>,
     pub(crate) state: State,
     pub(crate) callbacks: bool,
     pub(crate) parent_callbacks: bool,
     pub(crate) subs: Vec<Subscription>,
     pub(crate) next_sub: u64,
     pub(crate) readable_pending: bool,
-    pub(crate) dedup: Option<Dedup>,
+    pub(crate) dedup: Option<Box<Dedup>>,
     pub(crate) links: Vec<Link>,
     pub(crate) next_link: u64,
     pub(crate) session: Session,
@@ -134,7 +135,7 @@ pub(crate) struct PipeState {
     pub(crate) in_dirty: bool,
     pub(crate) next_seq: u64,
     pub(crate) outstanding: BTreeMap<u64, Pending>,
-    pub(crate) seen: Option<SeenSet<(SocketAddr, u64)>>,
+    pub(crate) seen: Option<Box<SeenSet<(SocketAddr, u64)>>>,
     pub(crate) children: Vec<PipeId>,
     pub(crate) accept_q: VecDeque<PipeId>,
     pub(crate) in_accept_q: bool,
@@ -146,17 +147,17 @@ impl PipeState {
         kind: Kind,
         local: SocketAddr,
         dest: Option<SocketAddr>,
-        conf: Conf,
+        conf: Arc<Conf>,
         seq_seed: u64,
     ) -> Self {
         let dedup = conf
             .enable_msg_ids
-            .then(|| Dedup::new(conf.max_msg_ids, conf.dedup_key));
+            .then(|| Box::new(Dedup::new(conf.max_msg_ids, conf.dedup_key)));
         let deframer = kind
             .is_stream()
             .then(|| Deframer::new(conf.framing.clone()));
-        let seen =
-            (kind == Kind::Udp && conf.reliable_udp).then(|| SeenSet::new(conf.reliable_window));
+        let seen = (kind == Kind::Udp && conf.reliable_udp)
+            .then(|| Box::new(SeenSet::new(conf.reliable_window)));
         Self {
             kind,
             local,
