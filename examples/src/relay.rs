@@ -16,7 +16,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use pipe_io::{Pipe, PipeBuilder, Proto, Runtime};
+use pipe_io::{Pipe, PipeBuilder, Proto, Runtime, SubId};
 
 use crate::{Program, Res};
 
@@ -72,6 +72,8 @@ pub async fn tcp_relay<R: Runtime>(rt: R, listen: SocketAddr, to: SocketAddr) ->
                     conn.close().await;
                     return;
                 }
+                // Everything from upstream is forwarded; queueing a copy would only fill memory.
+                let _ = upstream.unsubscribe(SubId::ALL);
                 let down = conn.clone();
                 upstream.add_end_cb(move |_, _| {
                     let down = down.clone();
@@ -122,6 +124,7 @@ pub async fn udp_relay<R: Runtime>(rt: R, listen: SocketAddr, to: SocketAddr) ->
                     Some(u) => u,
                     None => match PipeBuilder::new(rt, Proto::Udp).dest(to).open().await {
                         Ok(u) => {
+                            let _ = u.unsubscribe(SubId::ALL);
                             // Replies from upstream go back out of the listener to this client.
                             if let Err(e) = u.link_with(&listener, Some(msg.from), None) {
                                 eprintln!("relay: link for {}: {e}", msg.from);

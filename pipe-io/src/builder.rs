@@ -17,7 +17,7 @@ use crate::error::OpenError;
 use crate::pipe::Pipe;
 use crate::runtime::{Readiness, Runtime, TcpIo};
 use crate::shared::{Shared, Sock};
-use crate::socket::{bind_socket, listen, start_connect};
+use crate::socket::{bind_socket, listen, new_socket, start_connect};
 use crate::tasks::start;
 
 /// Anything that names a destination. `()` means none: the pipe is a server.
@@ -243,7 +243,7 @@ impl<R: Runtime> PipeBuilder<R> {
         }
         let rt = self.rt.clone();
         let (conf, cbs) = (self.conf.clone(), self.cbs.clone());
-        let opened = self.prepare().await?;
+        let opened = self.prepare(false).await?;
         let has_msg = !cbs.msg.is_empty();
         let shared = Shared::new(rt.clone(), Engine::new(conf.seed ^ entropy()));
         let mut core = shared.lock();
@@ -255,7 +255,7 @@ impl<R: Runtime> PipeBuilder<R> {
                 (id, Sock::Udp(Arc::new(rt.udp(s)?)))
             }
             Opened::Tcp(s) => {
-                let (local, peer) = (s.local_addr()?, s.peer_addr()?);
+                let (local, peer) = (s.local_addr()?, s.peer);
                 let id = core.engine.open_tcp(now, local, peer, conf, has_msg)?;
                 (id, Sock::Tcp(Arc::new(s.stream)))
             }
@@ -277,7 +277,7 @@ impl<R: Runtime> PipeBuilder<R> {
     /// socket instead of a pipe (P2PD's `sock_only`). The socket is in non-blocking mode.
     pub async fn open_socket(mut self) -> Result<Socket, OpenError> {
         self.conf.sock_only = false;
-        Ok(match self.prepare().await? {
+        Ok(match self.prepare(true).await? {
             Opened::Udp(s, _) => Socket::from(s),
             Opened::Tcp(s) => {
                 // The stream was registered with the runtime only to await the connect.
@@ -289,7 +289,8 @@ impl<R: Runtime> PipeBuilder<R> {
     }
 
     /// Validate, resolve, create, bind, connect or listen.
-    async fn prepare(self) -> Result<Opened<R>, OpenError> {
+    /// `want_fd`: keep a descriptor of a TCP client's socket to hand back (`open_socket`).
+    async fn prepare(self, want_fd: bool) -> Result<Opened<R>, OpenError> {
         self.conf.validate()?;
         let dest = self.dest?;
         if let Some(existing) = self.existing {
@@ -325,6 +326,10 @@ impl<R: Runtime> PipeBuilder<R> {
             Some(device) => {
                 crate::socket::bind_socket_on_device(self.proto, bind, device, &self.conf)?
             }
+            // A TCP client with no address to bind lets connect() pick one: no bind call.
+            None if self.bind.is_none() && self.proto == Proto::Tcp && dest_addr.is_some() => {
+                new_socket(self.proto, bind, &self.conf)?
+            }
             None => bind_socket(self.proto, bind, &self.conf)
                 .map_err(|source| OpenError::Bind { addr: bind, source })?,
         };
@@ -334,7 +339,7 @@ impl<R: Runtime> PipeBuilder<R> {
                 listen(&socket).map_err(|source| OpenError::Bind { addr: bind, source })?;
                 Ok(Opened::Listener(socket.into()))
             }
-            (Proto::Tcp, Some(addr)) => connect(&self.rt, socket, addr, &self.conf)
+            (Proto::Tcp, Some(addr)) => connect(&self.rt, socket, addr, &self.conf, want_fd)
                 .await
                 .map(Opened::Tcp),
         }
@@ -351,16 +356,13 @@ enum Opened<R: Runtime> {
 /// `open_socket` can hand the plain socket back.
 struct Connected<R: Runtime> {
     stream: R::Tcp,
+    peer: SocketAddr,
     dup: Option<Socket>,
 }
 
 impl<R: Runtime> Connected<R> {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.stream.local_addr()
-    }
-
-    fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
     }
 
     fn take_std(self) -> io::Result<std::net::TcpStream> {
@@ -384,18 +386,24 @@ async fn connect<R: Runtime>(
     socket: Socket,
     addr: SocketAddr,
     conf: &Conf,
+    want_fd: bool,
 ) -> Result<Connected<R>, OpenError> {
-    let keep = |s: Socket| {
+    let keep = |s: Option<Socket>| {
         if conf.do_close {
             None
         } else {
-            Some(crate::error::KeptSocket(s))
+            s.map(crate::error::KeptSocket)
         }
     };
     if let Err(source) = start_connect(&socket, addr) {
-        return Err(connect_error(addr, source, keep(socket)));
+        return Err(connect_error(addr, source, keep(Some(socket))));
     }
-    let dup = socket.try_clone()?;
+    // A second descriptor only when the socket may be handed back.
+    let dup = if want_fd || !conf.do_close {
+        Some(socket.try_clone()?)
+    } else {
+        None
+    };
     let stream = rt.tcp(socket.into())?;
     let deadline = rt.now() + conf.con_timeout;
     let ready = future::or(
@@ -427,7 +435,8 @@ async fn connect<R: Runtime>(
     }
     Ok(Connected {
         stream,
-        dup: Some(dup),
+        peer: addr,
+        dup: want_fd.then_some(dup).flatten(),
     })
 }
 
@@ -471,11 +480,13 @@ fn wrap_existing<R: Runtime>(
         }
         (Proto::Tcp, ExistingSocket::Tcp(s)) => {
             s.set_nonblocking(true)?;
-            s.peer_addr()
+            let peer = s
+                .peer_addr()
                 .map_err(|_| OpenError::BadSocket("the TCP stream is not connected"))?;
             let dup = Socket::from(s.try_clone()?);
             Ok(Opened::Tcp(Connected {
                 stream: rt.tcp(s)?,
+                peer,
                 dup: Some(dup),
             }))
         }

@@ -105,12 +105,12 @@ pub(crate) struct JobQueue {
 /// an accepted connection. Panics are caught per callback.
 pub(crate) async fn run_job<R: Runtime>(
     job: Job,
-    own: Callbacks<R>,
+    own: Option<Callbacks<R>>,
     parent: Option<Callbacks<R>>,
     pipe: Pipe<R>,
 ) {
     let id = pipe.id();
-    let sets = parent.iter().chain(std::iter::once(&own));
+    let sets = parent.iter().chain(own.iter());
     match job {
         Job::Up => {
             for set in sets {

@@ -86,8 +86,6 @@ pub trait TcpIo: Readiness {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     /// The connected peer.
     fn peer_addr(&self) -> io::Result<SocketAddr>;
-    /// Shut down one or both directions.
-    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()>;
     /// The pending socket error (`SO_ERROR`), used after a non-blocking connect.
     fn take_error(&self) -> io::Result<Option<io::Error>>;
 }

@@ -20,6 +20,27 @@ use crate::runtime::{BoxFuture, Readiness, Runtime, TcpIo, UdpIo};
 /// Reliable-send outcomes kept for callers that have not collected them yet.
 const OUTCOME_CAP: usize = 4096;
 
+/// A hasher for the driver's small integer keys (pipe ids, link tokens): one multiply per
+/// word. SipHash's flood resistance buys nothing here, since peers never choose these keys.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub(crate) type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Per-pipe signals. Waiters `listen()` before checking state, so no wake-up is lost.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -133,14 +154,14 @@ pub(crate) struct Forward<R: Runtime> {
 
 pub(crate) struct Core<R: Runtime> {
     pub(crate) engine: Engine,
-    pub(crate) socks: HashMap<PipeId, SockEntry<R>>,
-    pub(crate) entries: HashMap<PipeId, Arc<Entry>>,
-    pub(crate) cbs: HashMap<PipeId, Callbacks<R>>,
-    pub(crate) jobs: HashMap<PipeId, JobQueue>,
-    pub(crate) parent: HashMap<PipeId, PipeId>,
+    pub(crate) socks: IdMap<PipeId, SockEntry<R>>,
+    pub(crate) entries: IdMap<PipeId, Arc<Entry>>,
+    pub(crate) cbs: IdMap<PipeId, Callbacks<R>>,
+    pub(crate) jobs: IdMap<PipeId, JobQueue>,
+    pub(crate) parent: IdMap<PipeId, PipeId>,
     pub(crate) outcomes: VecDeque<(PipeId, MessageId, Outcome)>,
-    pub(crate) link_targets: HashMap<u64, Pipe<R>>,
-    pub(crate) link_tokens: HashMap<(PipeId, LinkId), u64>,
+    pub(crate) link_targets: IdMap<u64, Pipe<R>>,
+    pub(crate) link_tokens: IdMap<(PipeId, LinkId), u64>,
     pub(crate) next_token: u64,
     pub(crate) next_cb: u64,
     /// The pipe whose task runs the engine's timer.
@@ -220,14 +241,14 @@ impl<R: Runtime> Shared<R> {
             rt,
             core: Mutex::new(Core {
                 engine,
-                socks: HashMap::new(),
-                entries: HashMap::new(),
-                cbs: HashMap::new(),
-                jobs: HashMap::new(),
-                parent: HashMap::new(),
+                socks: IdMap::default(),
+                entries: IdMap::default(),
+                cbs: IdMap::default(),
+                jobs: IdMap::default(),
+                parent: IdMap::default(),
                 outcomes: VecDeque::new(),
-                link_targets: HashMap::new(),
-                link_tokens: HashMap::new(),
+                link_targets: IdMap::default(),
+                link_tokens: IdMap::default(),
                 next_token: 1,
                 next_cb: 1,
                 root: None,
@@ -387,7 +408,7 @@ impl<R: Runtime> Shared<R> {
         if q.jobs.len() < JOB_CAP {
             entry.job_space.notify(usize::MAX);
         }
-        let own = core.cbs.get(&pipe).cloned().unwrap_or_default();
+        let own = core.cbs.get(&pipe).cloned();
         let parent = core
             .parent
             .get(&pipe)

@@ -12,17 +12,21 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// SO_LINGER (`linger`), IPV6_V6ONLY always set explicitly to true on IPv6 sockets (a pipe
 /// has one family; use an IPv4 pipe for IPv4 peers), the `sock_proto` protocol, non-blocking.
 pub fn bind_socket(proto: Proto, bind: SocketAddr, conf: &Conf) -> io::Result<Socket> {
-    let socket = configured_socket(proto, bind, conf)?;
+    let socket = new_socket(proto, bind, conf)?;
     socket.bind(&SockAddr::from(bind))?;
     Ok(socket)
 }
 
-fn configured_socket(proto: Proto, bind: SocketAddr, conf: &Conf) -> io::Result<Socket> {
+/// Create and configure an unbound, non-blocking socket of `bind`'s family.
+pub fn new_socket(proto: Proto, bind: SocketAddr, conf: &Conf) -> io::Result<Socket> {
     let domain = Domain::for_address(bind);
     let ty = match proto {
         Proto::Tcp => Type::STREAM,
         Proto::Udp => Type::DGRAM,
     };
+    // Non-blocking from the start where the OS can, saving two fcntl calls.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let ty = ty.nonblocking();
     let protocol = (conf.sock_proto != 0).then(|| Protocol::from(conf.sock_proto));
     let socket = Socket::new(domain, ty, protocol)?;
     if bind.is_ipv6() {
@@ -42,6 +46,7 @@ fn configured_socket(proto: Proto, bind: SocketAddr, conf: &Conf) -> io::Result<
     if proto == Proto::Tcp {
         socket.set_tcp_nodelay(true)?;
     }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     socket.set_nonblocking(true)?;
     Ok(socket)
 }
@@ -55,7 +60,7 @@ pub fn bind_socket_on_device(
     conf: &Conf,
 ) -> Result<Socket, crate::OpenError> {
     let bind_err = |source| crate::OpenError::Bind { addr: bind, source };
-    let socket = configured_socket(proto, bind, conf).map_err(bind_err)?;
+    let socket = new_socket(proto, bind, conf).map_err(bind_err)?;
     set_device(&socket, device).map_err(|source| crate::OpenError::BindDevice {
         device: device.to_owned(),
         source,

@@ -200,12 +200,6 @@ async fn run_tcp<R: Runtime>(
     entry: Arc<Entry>,
     reader_limit: usize,
 ) {
-    // SO_LINGER 0 asks for a reset on close; a shutdown first would send a FIN instead.
-    let abortive = shared
-        .lock()
-        .engine
-        .conf(id)
-        .is_some_and(|c| c.linger == Some(Duration::ZERO));
     read_loop(&shared, id, &entry, &*sock, || {
         let read = with_scratch(reader_limit, |buf| {
             let len = sock.try_read(buf)?;
@@ -244,9 +238,8 @@ async fn run_tcp<R: Runtime>(
     })
     .await;
     flush_before_close(&shared, id, &*sock).await;
-    if !abortive {
-        let _ = sock.shutdown(std::net::Shutdown::Both);
-    }
+    // Closing the last descriptor sends the FIN (or, with SO_LINGER 0, the RST): no
+    // shutdown call, which would also turn an abortive close into a graceful one.
     drop(sock);
     finish(&shared, id).await;
 }
@@ -391,14 +384,17 @@ fn fail<R: Runtime>(shared: &Arc<Shared<R>>, id: PipeId, e: std::io::Error) {
 
 /// Pause reading while the pipe's callback queue is full: a slow callback slows its pipe.
 async fn wait_job_space<R: Runtime>(shared: &Arc<Shared<R>>, id: PipeId, entry: &Entry) {
-    loop {
-        let listener = entry.job_space.listen();
-        let full = shared
+    let full = || {
+        shared
             .lock()
             .jobs
             .get(&id)
-            .is_some_and(|q| q.jobs.len() >= JOB_CAP);
-        if !full || entry.is_ended() {
+            .is_some_and(|q| q.jobs.len() >= JOB_CAP)
+    };
+    // The common case (room) costs no listener.
+    while full() && !entry.is_ended() {
+        let listener = entry.job_space.listen();
+        if !full() || entry.is_ended() {
             return;
         }
         listener.await;

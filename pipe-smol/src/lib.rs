@@ -140,9 +140,6 @@ impl TcpIo for Tcp {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.0.get_ref().peer_addr()
     }
-    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        self.0.get_ref().shutdown(how)
-    }
     fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.0.get_ref().take_error()
     }

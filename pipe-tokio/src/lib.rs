@@ -130,9 +130,6 @@ impl TcpIo for Tcp {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.0.peer_addr()
     }
-    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        socket2::SockRef::from(&self.0).shutdown(how)
-    }
     fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.0.take_error()
     }
