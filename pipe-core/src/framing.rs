@@ -25,6 +25,11 @@ impl Session {
         }
     }
 
+    /// True when bytes pass through unchanged.
+    pub(crate) fn is_plain(&self) -> bool {
+        matches!(self, Session::Plain)
+    }
+
     /// Turn framed plaintext into socket bytes.
     pub(crate) fn outbound(&mut self, bytes: Bytes) -> Bytes {
         match self {
@@ -56,6 +61,11 @@ impl Deframer {
             buf: BytesMut::new(),
             searched: 0,
         }
+    }
+
+    /// True for `Framing::Raw`: each read is a message as it stands.
+    pub(crate) fn is_raw(&self) -> bool {
+        self.framing == Framing::Raw
     }
 
     /// Bytes held for an incomplete frame.

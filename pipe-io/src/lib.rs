@@ -1,6 +1,7 @@
 //! pipe-io (docs being written)
 #![deny(missing_docs)]
 
+mod buffers;
 mod builder;
 mod callbacks;
 mod error;

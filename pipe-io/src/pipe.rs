@@ -1,6 +1,7 @@
 //! The async `Pipe` handle.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,8 @@ use pipe_core::{
 };
 
 use crate::callbacks::{end_fn, msg_fn, up_fn, CallbackId, Callbacks};
-use crate::runtime::Runtime;
-use crate::shared::{Entry, Forward, Shared};
+use crate::runtime::{Runtime, TcpIo};
+use crate::shared::{Entry, Forward, Shared, Sock, SockEntry};
 
 /// A pipe: one async API over a UDP socket, a TCP connection or a TCP listener.
 ///
@@ -190,6 +191,38 @@ impl<R: Runtime> Pipe<R> {
     fn try_send(&self, data: &[u8], dest: Option<SocketAddr>) -> Result<(), SendError> {
         let mut core = self.shared.lock();
         let now = self.shared.rt.now();
+        if core.engine.can_send_direct(self.id, dest)? {
+            // Write straight from the caller's buffer; queue (copy) only what the socket
+            // does not take. Under the lock, so writes stay in order.
+            if let Some(SockEntry {
+                sock: Sock::Tcp(sock),
+                unsent: None,
+            }) = core.socks.get(&self.id)
+            {
+                let written = match sock.try_write(data) {
+                    Ok(n) => n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        0
+                    }
+                    Err(e) => {
+                        core.engine.handle_error(now, self.id, e.to_string());
+                        self.shared.pump(&mut core);
+                        return Err(SendError::from(e));
+                    }
+                };
+                if written == data.len() {
+                    return Ok(());
+                }
+                let res = core.engine.send(now, self.id, &data[written..], dest);
+                self.shared.pump(&mut core);
+                return res;
+            }
+        }
         core.send_error = None;
         let res = core.engine.send(now, self.id, data, dest);
         let forwards = self.shared.pump(&mut core);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use pipe_core::{PipeId, Proto};
 
+use crate::buffers::{read_pooled, with_scratch, Input};
 use crate::callbacks::{run_accept_hooks, JOB_CAP};
 use crate::pipe::run_forwards;
 use crate::pipe::Pipe;
@@ -29,29 +30,6 @@ enum Wake {
     Writable,
     Timer,
     Signal,
-}
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Run `f` on this thread's read buffer of at least `len` bytes. Reads go through one buffer
-/// per thread, handed to the engine before any `.await`, so an idle pipe holds no buffer
-/// (10,000 idle connections cost no 64 KiB each).
-fn with_scratch<T>(
-    len: usize,
-    f: impl FnOnce(&mut [u8]) -> std::io::Result<T>,
-) -> std::io::Result<T> {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0);
-            }
-            f(&mut buf[..len])
-        }
-        // Re-entered (cannot happen today: nothing inside `f` reads a socket): use a fresh one.
-        Err(_) => f(&mut vec![0u8; len]),
-    })
 }
 
 /// Register a new pipe's socket and entry, and start its task.
@@ -201,17 +179,30 @@ async fn run_tcp<R: Runtime>(
     reader_limit: usize,
 ) {
     read_loop(&shared, id, &entry, &*sock, || {
-        let read = with_scratch(reader_limit, |buf| {
-            let len = sock.try_read(buf)?;
-            let mut core = shared.lock();
-            let now = shared.rt.now();
-            if len == 0 {
-                core.engine.handle_peer_closed(now, id, false);
-            } else {
-                core.engine.handle_stream(now, id, &buf[..len]);
-            }
-            Ok((len, shared.pump(&mut core)))
-        });
+        let read = read_pooled(
+            reader_limit,
+            |buf| sock.try_read(buf),
+            |input| {
+                let mut core = shared.lock();
+                let now = shared.rt.now();
+                let len = match input {
+                    Input::Slice([]) => {
+                        core.engine.handle_peer_closed(now, id, false);
+                        0
+                    }
+                    Input::Slice(bytes) => {
+                        core.engine.handle_stream(now, id, bytes);
+                        bytes.len()
+                    }
+                    Input::Owned(bytes) => {
+                        let len = bytes.len();
+                        core.engine.handle_stream_bytes(now, id, bytes);
+                        len
+                    }
+                };
+                (len, shared.pump(&mut core))
+            },
+        );
         match read {
             Ok((0, _)) => Read::Ended,
             Ok((_, forwards)) => Read::Fed(forwards),

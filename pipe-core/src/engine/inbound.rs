@@ -111,6 +111,25 @@ impl Engine {
         }
     }
 
+    /// Like [`Engine::handle_stream`], taking bytes the driver already owns: with
+    /// `Framing::Raw` over the plain session they become the message without a copy.
+    pub fn handle_stream_bytes(&mut self, now: Instant, pipe: PipeId, data: Bytes) {
+        let passthrough = self.pipes.get(&pipe).is_some_and(|p| {
+            p.kind.is_stream()
+                && p.is_open()
+                && p.session.is_plain()
+                && p.deframer.as_ref().is_some_and(|d| d.is_raw())
+        });
+        let from = self.pipes.get(&pipe).and_then(|p| p.dest);
+        match from {
+            Some(from) if passthrough && !data.is_empty() => {
+                self.tick(now);
+                self.deliver(pipe, from, data);
+            }
+            _ => self.handle_stream(now, pipe, &data),
+        }
+    }
+
     /// Dedup before copying, so a duplicate costs no allocation.
     fn deliver_slice(&mut self, pipe: PipeId, from: SocketAddr, data: &[u8]) {
         let Some(p) = self.pipes.get_mut(&pipe) else {

@@ -306,6 +306,32 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether a driver may write `data` for `pipe` straight from the caller's buffer: true
+    /// when nothing is queued for the pipe's socket and its framing adds nothing (a TCP pipe
+    /// with `Framing::Raw` over the plain session). The driver then writes what the socket
+    /// takes and queues the rest with [`Engine::send`]. Errors are those `send` would give.
+    pub fn can_send_direct(
+        &self,
+        pipe: PipeId,
+        dest: Option<SocketAddr>,
+    ) -> Result<bool, SendError> {
+        let p = self.pipes.get(&pipe).ok_or(SendError::Closed)?;
+        if !p.is_open() {
+            return Err(SendError::Closed);
+        }
+        if !p.kind.is_stream() {
+            return Ok(false);
+        }
+        if let (Some(d), Some(peer)) = (dest, p.dest) {
+            if !same_endpoint(&d, &peer) {
+                return Err(SendError::NotConnectedTo(d));
+            }
+        }
+        Ok(p.out.is_empty()
+            && p.session.is_plain()
+            && p.deframer.as_ref().is_some_and(|d| d.is_raw()))
+    }
+
     /// Send `data` reliably (UDP pipes with `Conf::reliable_udp`): up to `1 + send_retry`
     /// transmissions `retry_interval` apart, then one more interval for a late ACK. The
     /// outcome arrives as [`Event::Reliable`].
@@ -580,6 +606,10 @@ impl Engine {
         let p = self.pipes.get_mut(&pipe)?;
         let t = p.out.pop_front()?;
         p.out_bytes -= t.payload.len();
+        if p.out.is_empty() {
+            // An idle pipe keeps no outbound buffer (about 400 bytes per idle connection).
+            p.out = VecDeque::new();
+        }
         if p.out.is_empty() && p.state != State::Open {
             if p.state == State::Closing {
                 p.state = State::Closed;

@@ -1,0 +1,86 @@
+//! The driver fast paths: owned stream bytes pass through `Framing::Raw` without a copy, and
+//! `can_send_direct` allows writing from the caller's buffer only when framing adds nothing
+//! and nothing is queued ahead.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use pipe_core::{Conf, Engine, Framing, SendError, SubId};
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 1], port))
+}
+
+fn tcp(framing: Framing) -> (Engine, pipe_core::PipeId) {
+    let mut e = Engine::new(1);
+    let conf = Conf {
+        framing,
+        ..Conf::default()
+    };
+    let p = e
+        .open_tcp(Instant::now(), addr(1), addr(2), conf, false)
+        .unwrap();
+    (e, p)
+}
+
+#[test]
+fn raw_stream_bytes_become_the_message_without_a_copy() {
+    let (mut e, p) = tcp(Framing::Raw);
+    let chunk = Bytes::from(vec![7u8; 4096]);
+    e.handle_stream_bytes(Instant::now(), p, chunk.clone());
+    let msg = e.recv(p, SubId::ALL).unwrap().expect("queued");
+    assert_eq!(msg.data.as_ptr(), chunk.as_ptr(), "same buffer, no copy");
+    assert_eq!(msg.from, addr(2));
+}
+
+#[test]
+fn framed_stream_bytes_are_still_deframed() {
+    let (mut e, p) = tcp(Framing::LengthPrefixed { max: 16 });
+    e.handle_stream_bytes(
+        Instant::now(),
+        p,
+        Bytes::from_static(b"\0\0\0\x02hi\0\0\0\x01!"),
+    );
+    assert_eq!(&e.recv(p, SubId::ALL).unwrap().unwrap().data[..], b"hi");
+    assert_eq!(&e.recv(p, SubId::ALL).unwrap().unwrap().data[..], b"!");
+}
+
+#[test]
+fn direct_sends_only_when_framing_adds_nothing_and_nothing_is_queued() {
+    let now = Instant::now();
+    let (mut e, p) = tcp(Framing::Raw);
+    assert_eq!(e.can_send_direct(p, None), Ok(true));
+    assert_eq!(e.can_send_direct(p, Some(addr(2))), Ok(true));
+    assert_eq!(
+        e.can_send_direct(p, Some(addr(3))),
+        Err(SendError::NotConnectedTo(addr(3)))
+    );
+    e.send(now, p, b"queued first", None).unwrap();
+    assert_eq!(
+        e.can_send_direct(p, None),
+        Ok(false),
+        "a direct write would overtake the queue"
+    );
+    while e.poll_transmit().is_some() {}
+    assert_eq!(e.can_send_direct(p, None), Ok(true));
+    e.close(now, p);
+    assert_eq!(e.can_send_direct(p, None), Err(SendError::Closed));
+
+    let (e, p) = tcp(Framing::LengthPrefixed { max: 16 });
+    assert_eq!(
+        e.can_send_direct(p, None),
+        Ok(false),
+        "framing adds a header"
+    );
+
+    let mut e = Engine::new(1);
+    let u = e
+        .open_udp(now, addr(5), Some(addr(6)), Conf::default(), false)
+        .unwrap();
+    assert_eq!(
+        e.can_send_direct(u, None),
+        Ok(false),
+        "datagrams go through the engine"
+    );
+}
