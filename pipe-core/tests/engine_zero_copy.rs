@@ -23,9 +23,7 @@ fn tcp(framing: Framing) -> (Engine, pipe_core::PipeId) {
         framing,
         ..Conf::default()
     };
-    let p = e
-        .open_tcp(now(), addr(1), addr(2), conf, false)
-        .unwrap();
+    let p = e.open_tcp(now(), addr(1), addr(2), conf, false).unwrap();
     (e, p)
 }
 
@@ -42,11 +40,7 @@ fn raw_stream_bytes_become_the_message_without_a_copy() {
 #[test]
 fn framed_stream_bytes_are_still_deframed() {
     let (mut e, p) = tcp(Framing::LengthPrefixed { max: 16 });
-    e.handle_stream_bytes(
-        now(),
-        p,
-        Bytes::from_static(b"\0\0\0\x02hi\0\0\0\x01!"),
-    );
+    e.handle_stream_bytes(now(), p, Bytes::from_static(b"\0\0\0\x02hi\0\0\0\x01!"));
     assert_eq!(&e.recv(p, SubId::ALL).unwrap().unwrap().data[..], b"hi");
     assert_eq!(&e.recv(p, SubId::ALL).unwrap().unwrap().data[..], b"!");
 }
@@ -55,27 +49,27 @@ fn framed_stream_bytes_are_still_deframed() {
 fn direct_sends_only_when_framing_adds_nothing_and_nothing_is_queued() {
     let now = now();
     let (mut e, p) = tcp(Framing::Raw);
-    assert_eq!(e.can_send_direct(p, None), Ok(true));
-    assert_eq!(e.can_send_direct(p, Some(addr(2))), Ok(true));
+    assert_eq!(e.can_send_direct(p, 5, None), Ok(Some(addr(2))));
+    assert_eq!(e.can_send_direct(p, 5, Some(addr(2))), Ok(Some(addr(2))));
     assert_eq!(
-        e.can_send_direct(p, Some(addr(3))),
+        e.can_send_direct(p, 5, Some(addr(3))),
         Err(SendError::NotConnectedTo(addr(3)))
     );
     e.send(now, p, b"queued first", None).unwrap();
     assert_eq!(
-        e.can_send_direct(p, None),
-        Ok(false),
+        e.can_send_direct(p, 5, None),
+        Ok(None),
         "a direct write would overtake the queue"
     );
     while e.poll_transmit().is_some() {}
-    assert_eq!(e.can_send_direct(p, None), Ok(true));
+    assert_eq!(e.can_send_direct(p, 5, None), Ok(Some(addr(2))));
     e.close(now, p);
-    assert_eq!(e.can_send_direct(p, None), Err(SendError::Closed));
+    assert_eq!(e.can_send_direct(p, 5, None), Err(SendError::Closed));
 
     let (e, p) = tcp(Framing::LengthPrefixed { max: 16 });
     assert_eq!(
-        e.can_send_direct(p, None),
-        Ok(false),
+        e.can_send_direct(p, 5, None),
+        Ok(None),
         "framing adds a header"
     );
 
@@ -84,8 +78,32 @@ fn direct_sends_only_when_framing_adds_nothing_and_nothing_is_queued() {
         .open_udp(now, addr(5), Some(addr(6)), Conf::default(), false)
         .unwrap();
     assert_eq!(
-        e.can_send_direct(u, None),
-        Ok(false),
-        "datagrams go through the engine"
+        e.can_send_direct(u, 5, None),
+        Ok(Some(addr(6))),
+        "plain datagrams go direct"
+    );
+    assert_eq!(
+        e.can_send_direct(u, 70_000, None),
+        Err(SendError::TooLarge {
+            len: 70_000,
+            max: 65_507
+        })
+    );
+    let v6: SocketAddr = "[::1]:9".parse().unwrap();
+    assert!(matches!(
+        e.can_send_direct(u, 5, Some(v6)),
+        Err(SendError::FamilyMismatch { .. })
+    ));
+    let reliable = Conf {
+        reliable_udp: true,
+        ..Conf::default()
+    };
+    let r = e
+        .open_udp(now, addr(7), Some(addr(6)), reliable, false)
+        .unwrap();
+    assert_eq!(
+        e.can_send_direct(r, 5, None),
+        Ok(None),
+        "reliable mode frames every datagram"
     );
 }

@@ -13,7 +13,7 @@ use pipe_core::{
 };
 
 use crate::callbacks::{end_fn, msg_fn, up_fn, CallbackId, Callbacks};
-use crate::runtime::{Runtime, TcpIo};
+use crate::runtime::{Runtime, TcpIo, UdpIo};
 use crate::shared::{Entry, Forward, Shared, Sock, SockEntry};
 
 /// A pipe: one async API over a UDP socket, a TCP connection or a TCP listener.
@@ -191,37 +191,53 @@ impl<R: Runtime> Pipe<R> {
     fn try_send(&self, data: &[u8], dest: Option<SocketAddr>) -> Result<(), SendError> {
         let mut core = self.shared.lock();
         let now = self.shared.rt.now();
-        if core.engine.can_send_direct(self.id, dest)? {
-            // Write straight from the caller's buffer; queue (copy) only what the socket
-            // does not take. Under the lock, so writes stay in order.
-            if let Some(SockEntry {
-                sock: Sock::Tcp(sock),
-                unsent: None,
-            }) = core.socks.get(&self.id)
-            {
-                let written = match sock.try_write(data) {
-                    Ok(n) => n,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                        ) =>
-                    {
-                        0
-                    }
-                    Err(e) => {
-                        core.engine.handle_error(now, self.id, e.to_string());
-                        self.shared.pump(&mut core);
-                        return Err(SendError::from(e));
-                    }
-                };
-                if written == data.len() {
-                    return Ok(());
+        if let Some(dst) = core.engine.can_send_direct(self.id, data.len(), dest)? {
+            // Write straight from the caller's buffer; queue (copy) only what the socket does
+            // not take. Under the lock, so writes stay in order.
+            let written = match core.socks.get(&self.id) {
+                Some(SockEntry {
+                    sock: Sock::Tcp(s),
+                    unsent: None,
+                }) => s.try_write(data),
+                Some(SockEntry {
+                    sock: Sock::Udp(s),
+                    unsent: None,
+                }) => s.try_send_to(data, dst),
+                _ => Ok(0),
+            };
+            let written = match written {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    0
                 }
-                let res = core.engine.send(now, self.id, &data[written..], dest);
-                self.shared.pump(&mut core);
-                return res;
+                Err(e) if self.entry.proto == Proto::Udp => {
+                    // A datagram the OS refused: this send fails, the pipe lives on.
+                    return Err(if crate::socket::is_msgsize(&e) {
+                        SendError::TooLarge {
+                            len: data.len(),
+                            max: data.len().saturating_sub(1),
+                        }
+                    } else {
+                        SendError::from(e)
+                    });
+                }
+                Err(e) => {
+                    core.engine.handle_error(now, self.id, e.to_string());
+                    self.shared.pump(&mut core);
+                    return Err(SendError::from(e));
+                }
+            };
+            if written == data.len() {
+                return Ok(());
             }
+            let res = core.engine.send(now, self.id, &data[written..], dest);
+            self.shared.pump(&mut core);
+            return res;
         }
         core.send_error = None;
         let res = core.engine.send(now, self.id, data, dest);

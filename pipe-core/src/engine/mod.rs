@@ -306,30 +306,44 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether a driver may write `data` for `pipe` straight from the caller's buffer: true
-    /// when nothing is queued for the pipe's socket and its framing adds nothing (a TCP pipe
-    /// with `Framing::Raw` over the plain session). The driver then writes what the socket
-    /// takes and queues the rest with [`Engine::send`]. Errors are those `send` would give.
+    /// Whether a driver may write `data` for `pipe` straight from the caller's buffer, and
+    /// where to: `Some(dst)` when nothing is queued for the pipe's socket and the pipe adds
+    /// nothing to the bytes (a TCP pipe with `Framing::Raw` over the plain session, or a UDP
+    /// pipe not in reliable mode). The driver then writes `data` to `dst` and queues with
+    /// [`Engine::send`] whatever the socket did not take (a TCP remainder, or a datagram the
+    /// socket refused with `WouldBlock`). `None`: use `send`. Errors are those `send` gives.
     pub fn can_send_direct(
         &self,
         pipe: PipeId,
+        data_len: usize,
         dest: Option<SocketAddr>,
-    ) -> Result<bool, SendError> {
+    ) -> Result<Option<SocketAddr>, SendError> {
         let p = self.pipes.get(&pipe).ok_or(SendError::Closed)?;
         if !p.is_open() {
             return Err(SendError::Closed);
         }
-        if !p.kind.is_stream() {
-            return Ok(false);
+        if !p.out.is_empty() {
+            return Ok(None);
         }
-        if let (Some(d), Some(peer)) = (dest, p.dest) {
-            if !same_endpoint(&d, &peer) {
-                return Err(SendError::NotConnectedTo(d));
+        match p.kind {
+            Kind::TcpListener => Err(SendError::WrongKind(p.kind.name())),
+            Kind::Udp if p.conf.reliable_udp => Ok(None),
+            Kind::Udp => {
+                let dst = udp_dest(p, dest)?;
+                check_udp_size(p, dst, data_len)?;
+                Ok(Some(dst))
+            }
+            Kind::TcpClient | Kind::TcpConn { .. } => {
+                let peer = p.dest.ok_or(SendError::NoDestination)?;
+                if let Some(d) = dest {
+                    if !same_endpoint(&d, &peer) {
+                        return Err(SendError::NotConnectedTo(d));
+                    }
+                }
+                let raw = p.session.is_plain() && p.deframer.as_ref().is_some_and(|d| d.is_raw());
+                Ok(raw.then_some(peer))
             }
         }
-        Ok(p.out.is_empty()
-            && p.session.is_plain()
-            && p.deframer.as_ref().is_some_and(|d| d.is_raw()))
     }
 
     /// Send `data` reliably (UDP pipes with `Conf::reliable_udp`): up to `1 + send_retry`
