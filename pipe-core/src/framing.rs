@@ -63,11 +63,6 @@ impl Deframer {
         }
     }
 
-    /// True for `Framing::Raw`: each read is a message as it stands.
-    pub(crate) fn is_raw(&self) -> bool {
-        self.framing == Framing::Raw
-    }
-
     /// Bytes held for an incomplete frame.
     pub(crate) fn buffered(&self) -> usize {
         self.buf.len()

@@ -140,7 +140,7 @@ impl<R: Runtime> Sock<R> {
 pub(crate) struct SockEntry<R: Runtime> {
     pub(crate) sock: Sock<R>,
     /// One transmit (or the rest of one) the socket would not take.
-    pub(crate) unsent: Option<(Bytes, SocketAddr)>,
+    pub(crate) unsent: Option<Box<(Bytes, SocketAddr)>>,
 }
 
 /// A forward to a pipe of another group, performed after the lock is released.
@@ -487,7 +487,7 @@ pub(crate) fn flush<R: Runtime>(core: &mut Core<R>, pipe: PipeId, now: Instant) 
     let mut drained = false;
     loop {
         let (buf, dst) = match entry.unsent.take() {
-            Some(u) => u,
+            Some(u) => *u,
             None => match core.engine.poll_transmit_for(pipe) {
                 Some(t) => {
                     drained = true;
@@ -502,17 +502,17 @@ pub(crate) fn flush<R: Runtime>(core: &mut Core<R>, pipe: PipeId, now: Instant) 
             Sock::Listener(_) => Ok(buf.len()),
         };
         match res {
-            Ok(n) if n < buf.len() => entry.unsent = Some((buf.slice(n..), dst)),
+            Ok(n) if n < buf.len() => entry.unsent = Some(Box::new((buf.slice(n..), dst))),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                entry.unsent = Some((buf, dst));
+                entry.unsent = Some(Box::new((buf, dst)));
                 if let Some(e) = core.entries.get(&pipe) {
                     e.wake_io.notify(1);
                 }
                 return false;
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                entry.unsent = Some((buf, dst))
+                entry.unsent = Some(Box::new((buf, dst)))
             }
             Err(e) => match &entry.sock {
                 Sock::Udp(_) => {

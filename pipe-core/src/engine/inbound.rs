@@ -86,6 +86,9 @@ impl Engine {
         let Some(from) = p.dest else { return };
         let plain = p.session.inbound(data);
         let Some(deframer) = p.deframer.as_mut() else {
+            if !plain.is_empty() {
+                self.deliver(pipe, from, Bytes::copy_from_slice(plain));
+            }
             return;
         };
         let mut frames = std::mem::take(&mut self.scratch);
@@ -115,10 +118,7 @@ impl Engine {
     /// `Framing::Raw` over the plain session they become the message without a copy.
     pub fn handle_stream_bytes(&mut self, now: Instant, pipe: PipeId, data: Bytes) {
         let passthrough = self.pipes.get(&pipe).is_some_and(|p| {
-            p.kind.is_stream()
-                && p.is_open()
-                && p.session.is_plain()
-                && p.deframer.as_ref().is_some_and(|d| d.is_raw())
+            p.kind.is_stream() && p.is_open() && p.session.is_plain() && p.deframer.is_none()
         });
         let from = self.pipes.get(&pipe).and_then(|p| p.dest);
         match from {

@@ -340,7 +340,7 @@ impl Engine {
                         return Err(SendError::NotConnectedTo(d));
                     }
                 }
-                let raw = p.session.is_plain() && p.deframer.as_ref().is_some_and(|d| d.is_raw());
+                let raw = p.session.is_plain() && p.deframer.is_none();
                 Ok(raw.then_some(peer))
             }
         }
@@ -687,7 +687,7 @@ impl Engine {
 
     /// The pipe's counters.
     pub fn stats(&self, pipe: PipeId) -> Option<Stats> {
-        self.pipes.get(&pipe).map(|p| p.stats)
+        self.pipes.get(&pipe).map(|p| *p.stats)
     }
 
     /// Messages waiting in a subscription.
@@ -805,10 +805,10 @@ impl Engine {
                         return Err(SendError::NotConnectedTo(d));
                     }
                 }
-                let Some(deframer) = &p.deframer else {
-                    return Err(SendError::WrongKind(p.kind.name()));
+                let framed = match &p.deframer {
+                    Some(deframer) => deframer.frame(data)?,
+                    None => Bytes::copy_from_slice(data),
                 };
-                let framed = deframer.frame(data)?;
                 Ok((peer, p.session.outbound(framed)))
             }
             Kind::Udp => {

@@ -129,7 +129,8 @@ pub(crate) struct PipeState {
     pub(crate) links: Vec<Link>,
     pub(crate) next_link: u64,
     pub(crate) session: Session,
-    pub(crate) deframer: Option<Deframer>,
+    /// `None` for datagrams and for `Framing::Raw` streams.
+    pub(crate) deframer: Option<Box<Deframer>>,
     pub(crate) out: VecDeque<Transmit>,
     pub(crate) out_bytes: usize,
     pub(crate) in_dirty: bool,
@@ -139,7 +140,7 @@ pub(crate) struct PipeState {
     pub(crate) children: Vec<PipeId>,
     pub(crate) accept_q: VecDeque<PipeId>,
     pub(crate) in_accept_q: bool,
-    pub(crate) stats: Stats,
+    pub(crate) stats: Box<Stats>,
 }
 
 impl PipeState {
@@ -153,9 +154,9 @@ impl PipeState {
         let dedup = conf
             .enable_msg_ids
             .then(|| Box::new(Dedup::new(conf.max_msg_ids, conf.dedup_key)));
-        let deframer = kind
-            .is_stream()
-            .then(|| Deframer::new(conf.framing.clone()));
+        // `Framing::Raw` needs no deframer: each read is a message as it stands.
+        let deframer = (kind.is_stream() && conf.framing != crate::conf::Framing::Raw)
+            .then(|| Box::new(Deframer::new(conf.framing.clone())));
         let seen = (kind == Kind::Udp && conf.reliable_udp)
             .then(|| Box::new(SeenSet::new(conf.reliable_window)));
         Self {
@@ -183,7 +184,7 @@ impl PipeState {
             children: Vec::new(),
             accept_q: VecDeque::new(),
             in_accept_q: false,
-            stats: Stats::default(),
+            stats: Box::default(),
         }
     }
 
