@@ -112,7 +112,10 @@ async fn read_loop<R: Runtime, S: Readiness>(
             match with_inline_jobs(&mut read_one) {
                 Read::Fed(forwards) => {
                     n += 1;
-                    run_forwards(shared, forwards).await;
+                    if !forwards.is_empty() {
+                        // On the heap: only relays forward, and idle tasks stay small.
+                        Box::pin(run_forwards(shared, forwards)).await;
+                    }
                 }
                 Read::Empty => break,
                 Read::Retry => {}
@@ -326,6 +329,18 @@ async fn wait<R: Runtime, S: Readiness>(
     if entry.is_ended() {
         return Wake::Signal;
     }
+    let read = async {
+        let _ = sock.readable().await;
+        Wake::Readable
+    };
+    let sig = async {
+        signal.await;
+        Wake::Signal
+    };
+    if deadline.is_none() && !want_write {
+        // The idle case, kept small: 10,000 idle connections each hold this future.
+        return future::or(read, sig).await;
+    }
     let timer = async {
         match deadline {
             Some(d) => shared.rt.sleep_until(d).await,
@@ -341,15 +356,8 @@ async fn wait<R: Runtime, S: Readiness>(
             future::pending().await
         }
     };
-    let read = async {
-        let _ = sock.readable().await;
-        Wake::Readable
-    };
-    let sig = async {
-        signal.await;
-        Wake::Signal
-    };
-    future::or(read, future::or(write, future::or(timer, sig))).await
+    // Busier waits live on the heap, so they do not size every idle task.
+    Box::pin(future::or(read, future::or(write, future::or(timer, sig)))).await
 }
 
 fn writable<R: Runtime>(shared: &Arc<Shared<R>>, id: PipeId) {
