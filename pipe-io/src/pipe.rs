@@ -190,7 +190,6 @@ impl<R: Runtime> Pipe<R> {
 
     fn try_send(&self, data: &[u8], dest: Option<SocketAddr>) -> Result<(), SendError> {
         let mut core = self.shared.lock();
-        let now = self.shared.rt.now();
         if let Some(dst) = core.engine.can_send_direct(self.id, data.len(), dest)? {
             // Write straight from the caller's buffer; queue (copy) only what the socket does
             // not take. Under the lock, so writes stay in order.
@@ -227,7 +226,8 @@ impl<R: Runtime> Pipe<R> {
                     });
                 }
                 Err(e) => {
-                    core.engine.handle_error(now, self.id, e.to_string());
+                    core.engine
+                        .handle_error(self.shared.rt.now(), self.id, e.to_string());
                     self.shared.pump(&mut core);
                     return Err(SendError::from(e));
                 }
@@ -235,10 +235,13 @@ impl<R: Runtime> Pipe<R> {
             if written == data.len() {
                 return Ok(());
             }
-            let res = core.engine.send(now, self.id, &data[written..], dest);
+            let res = core
+                .engine
+                .send(self.shared.rt.now(), self.id, &data[written..], dest);
             self.shared.pump(&mut core);
             return res;
         }
+        let now = self.shared.rt.now();
         core.send_error = None;
         let res = core.engine.send(now, self.id, data, dest);
         let forwards = self.shared.pump(&mut core);
@@ -311,17 +314,16 @@ impl<R: Runtime> Pipe<R> {
         timeout: Option<Duration>,
     ) -> Result<Option<Message>, RecvError> {
         // A queued message costs no timer and no listener.
-        if let Some(m) = self.shared.lock().engine.recv(self.id, sub)? {
-            return Ok(Some(m));
-        }
-        let timeout = match timeout {
-            Some(t) => t,
-            None => self
-                .shared
-                .lock()
-                .engine
-                .conf(self.id)
-                .map_or(Duration::from_secs(2), |c| c.recv_timeout),
+        let timeout = {
+            let mut core = self.shared.lock();
+            if let Some(m) = core.engine.recv(self.id, sub)? {
+                return Ok(Some(m));
+            }
+            timeout.unwrap_or_else(|| {
+                core.engine
+                    .conf(self.id)
+                    .map_or(Duration::from_secs(2), |c| c.recv_timeout)
+            })
         };
         let mut sleep = self.shared.rt.sleep_until(self.shared.rt.now() + timeout);
         loop {

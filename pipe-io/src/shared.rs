@@ -61,6 +61,8 @@ pub(crate) struct Entry {
     pub(crate) closed: Signal,
     pub(crate) ended: AtomicBool,
     pub(crate) io_done: AtomicBool,
+    /// The callback queue is at its cap: the reader waits (checked without the lock).
+    pub(crate) jobs_full: AtomicBool,
 }
 
 impl Entry {
@@ -76,6 +78,7 @@ impl Entry {
             closed: Signal::new(),
             ended: AtomicBool::new(false),
             io_done: AtomicBool::new(false),
+            jobs_full: AtomicBool::new(false),
         })
     }
 
@@ -273,8 +276,9 @@ impl<R: Runtime> Shared<R> {
     /// After any input or command: write what can be written, act on events. Returns the
     /// forwards to other groups, which need `.await` and so run after the lock is released.
     pub(crate) fn pump(self: &Arc<Self>, core: &mut Core<R>) -> Vec<Forward<R>> {
-        let now = self.rt.now();
+        let mut now = None;
         while let Some(pipe) = core.engine.poll_dirty() {
+            let now = *now.get_or_insert_with(|| self.rt.now());
             flush(core, pipe, now);
         }
         let mut forwards = Vec::new();
@@ -339,6 +343,9 @@ impl<R: Runtime> Shared<R> {
         };
         let q = core.jobs.entry(pipe).or_default();
         q.jobs.push_back(job);
+        if q.jobs.len() >= JOB_CAP {
+            entry.jobs_full.store(true, Ordering::Release);
+        }
         if !q.running {
             q.running = true;
             core.starts.push((pipe, entry));
@@ -405,7 +412,7 @@ impl<R: Runtime> Shared<R> {
             }
             return None;
         };
-        if q.jobs.len() < JOB_CAP {
+        if q.jobs.len() < JOB_CAP && entry.jobs_full.swap(false, Ordering::AcqRel) {
             entry.job_space.notify(usize::MAX);
         }
         let own = core.cbs.get(&pipe).cloned();

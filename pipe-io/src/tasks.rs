@@ -12,7 +12,7 @@ use futures_lite::future;
 use pipe_core::{PipeId, Proto};
 
 use crate::buffers::{read_pooled, with_scratch, Input};
-use crate::callbacks::{run_accept_hooks, JOB_CAP};
+use crate::callbacks::run_accept_hooks;
 use crate::pipe::run_forwards;
 use crate::pipe::Pipe;
 use crate::runtime::{ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
@@ -108,7 +108,7 @@ async fn read_loop<R: Runtime, S: Readiness>(
             if entry.is_ended() {
                 return;
             }
-            wait_job_space(shared, id, entry).await;
+            wait_job_space(entry).await;
             match with_inline_jobs(&mut read_one) {
                 Read::Fed(forwards) => {
                     n += 1;
@@ -382,15 +382,9 @@ fn fail<R: Runtime>(shared: &Arc<Shared<R>>, id: PipeId, e: std::io::Error) {
 }
 
 /// Pause reading while the pipe's callback queue is full: a slow callback slows its pipe.
-async fn wait_job_space<R: Runtime>(shared: &Arc<Shared<R>>, id: PipeId, entry: &Entry) {
-    let full = || {
-        shared
-            .lock()
-            .jobs
-            .get(&id)
-            .is_some_and(|q| q.jobs.len() >= JOB_CAP)
-    };
-    // The common case (room) costs no listener.
+async fn wait_job_space(entry: &Entry) {
+    let full = || entry.jobs_full.load(std::sync::atomic::Ordering::Acquire);
+    // The common case (room) costs no lock and no listener.
     while full() && !entry.is_ended() {
         let listener = entry.job_space.listen();
         if !full() || entry.is_ended() {
