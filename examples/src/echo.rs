@@ -1,6 +1,5 @@
 //! `echo-server`: echo every message back to its sender.
 
-use std::io::Write;
 use std::net::SocketAddr;
 
 use pipe_io::{PipeBuilder, Proto, Runtime};
@@ -29,11 +28,7 @@ impl Program for EchoServer {
             })
             .open()
             .await?;
-        let addr = server.local_addr().ok_or("no local address")?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {addr}")?;
-        out.flush()?;
-        drop(out);
+        crate::announce(server.local_addr())?;
         server.closed().await;
         Ok(())
     }

@@ -118,3 +118,13 @@ impl Args {
         }
     }
 }
+
+/// Print `listening on <addr>` as the first line on stdout, flushed, as the programs promise.
+pub fn announce(addr: Option<std::net::SocketAddr>) -> Res {
+    use std::io::Write;
+    let addr = addr.ok_or("no local address")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {addr}")?;
+    out.flush()?;
+    Ok(())
+}

@@ -12,7 +12,6 @@
 //! the client's upstream: a link cannot be added before a client's first datagram is read.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -42,11 +41,7 @@ impl Program for Relay {
             Proto::Tcp => tcp_relay(rt, self.listen, self.to).await?,
             Proto::Udp => udp_relay(rt, self.listen, self.to).await?,
         };
-        let addr = server.local_addr().ok_or("no local address")?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {addr}")?;
-        out.flush()?;
-        drop(out);
+        crate::announce(server.local_addr())?;
         server.closed().await;
         Ok(())
     }

@@ -215,16 +215,7 @@ pub async fn external_address<R: Runtime>(
                 continue;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionRefused
-                        | ErrorKind::ConnectionReset
-                        | ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
+            Err(e) if crate::socket::is_transient_udp_error(&e) => continue,
             Err(e) => return Err(ExternalError::Io(e)),
         }
         let wake = client.poll_timeout().map_or(deadline, |t| t.min(deadline));

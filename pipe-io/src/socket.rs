@@ -137,3 +137,14 @@ pub fn is_fd_exhaustion(e: &io::Error) -> bool {
     // EMFILE 24, ENFILE 23 on Linux and the BSDs.
     matches!(e.raw_os_error(), Some(23 | 24))
 }
+
+/// True for errors a UDP socket reports that do not end it: an ICMP error from an earlier
+/// datagram (refused, reset) or an interrupted call. Read again.
+pub fn is_transient_udp_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}

@@ -153,16 +153,7 @@ async fn run_udp<R: Runtime>(
             Ok(forwards) => Read::Fed(forwards),
             Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
             // ICMP errors reported on the socket: the pipe lives on.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionRefused
-                        | ErrorKind::ConnectionReset
-                        | ErrorKind::Interrupted
-                ) =>
-            {
-                Read::Retry
-            }
+            Err(e) if crate::socket::is_transient_udp_error(&e) => Read::Retry,
             Err(e) => {
                 fail(&shared, id, e);
                 Read::Ended

@@ -1,6 +1,5 @@
 //! `stun-server --bind ADDR [--runtime tokio|smol]`: a STUN Binding responder. Prints
 //! `listening on <addr>` first, then answers until killed.
-use std::io::Write;
 
 use examples::{run_on, stun_responder, Args, Program, Res};
 use pipe_io::Runtime;
@@ -11,14 +10,7 @@ impl Program for Main {
     type Output = ();
     async fn run<R: Runtime>(self, rt: R) -> Res {
         let pipe = stun_responder::start(rt, self.0).await?;
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "listening on {}",
-            pipe.local_addr().ok_or("no local address")?
-        )?;
-        out.flush()?;
-        drop(out);
+        examples::announce(pipe.local_addr())?;
         pipe.closed().await;
         Ok(())
     }
