@@ -480,6 +480,16 @@ impl<R: Runtime> Runtime for SlowDns<R> {
     }
 }
 
+/// Print a loud skip line for a test whose real peer is missing. It goes straight to the
+/// process's stderr, past the test harness's output capture, so a passing run still shows it.
+pub fn loud_skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\n!!!!! SKIP {test}: {why} !!!!!\n"
+    );
+}
+
 /// The README's examples compile and run as doc tests, so the README stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

@@ -34,9 +34,17 @@ fn in_netns(test: &str, body: impl FnOnce()) {
     match probe {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            return eprintln!("\n!!!!! SKIP {test}: cannot create a network namespace with a veth pair: {} !!!!!\n", String::from_utf8_lossy(&o.stderr).trim());
+            return conformance_tests::loud_skip(
+                test,
+                &format!(
+                    "cannot create a network namespace with a veth pair: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+            );
         }
-        Err(e) => return eprintln!("\n!!!!! SKIP {test}: unshare/ip not available: {e} !!!!!\n"),
+        Err(e) => {
+            return conformance_tests::loud_skip(test, &format!("unshare/ip not available: {e}"))
+        }
     }
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("unshare")

@@ -285,7 +285,10 @@ fn start_coturn() -> Option<(u16, Child)> {
         .stderr(std::process::Stdio::null())
         .spawn();
     let Ok(child) = child else {
-        eprintln!("\n!!!!! SKIP external_address_from_coturn: turnserver is not installed (apt-get install coturn) !!!!!\n");
+        conformance_tests::loud_skip(
+            "external_address_from_coturn",
+            "turnserver is not installed (apt-get install coturn)",
+        );
         return None;
     };
     let child = Child(child);

@@ -32,13 +32,8 @@ fn have(binary: &str) -> bool {
     std::env::split_paths(&path).any(|dir| dir.join(binary).is_file())
 }
 
-/// Writes through the raw stderr handle, which libtest does not capture, so the line shows even
-/// when the test passes.
 fn skip(test: &str, why: &str) {
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n!!!!! SKIP stun_interop::{test}: {why} !!!!!\n"
-    );
+    conformance_tests::loud_skip(&format!("stun_interop::{test}"), why);
 }
 
 fn ipv6_loopback() -> bool {

@@ -26,7 +26,12 @@ fn have(cmd: &str) -> bool {
 }
 
 fn skip(test: &str, what: &str) {
-    eprintln!("\n!!!!! SKIP {test}: {what} is not installed (apt-get install {what}) !!!!!\n");
+    // Straight to stderr, past the harness's capture, so a passing run still shows it.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\n!!!!! SKIP {test}: {what} is not installed (apt-get install {what}) !!!!!\n"
+    );
 }
 
 /// Start one of our binaries and read its `listening on <addr>` line.
