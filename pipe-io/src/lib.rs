@@ -1,4 +1,31 @@
-//! pipe-io (docs being written)
+//! # pipe-io: the runtime-generic half of pipes
+//!
+//! Everything a pipe needs that is I/O but not specific to one runtime: socket setup with
+//! socket2 ([`socket`]), interfaces and routes ([`iface`], [`route`]), the STUN lookup of a
+//! route's external address ([`external`]), DNS bounded by `dns_timeout`, the async [`Pipe`]
+//! handle, its per-socket I/O tasks, and callback dispatch. Protocol logic lives in
+//! [`pipe_core`]; this crate only moves bytes between sockets and the engine and turns engine
+//! events into wake-ups and callbacks.
+//!
+//! Use it through a driver crate: `pipe-tokio` or `pipe-smol` implement [`Runtime`] for their
+//! runtime and re-export this API with `pipe_open`, `builder` and a `Pipe` alias (see
+//! [`driver_api!`]). A new runtime needs only the [`Runtime`] trait and the three socket traits.
+//!
+//! ## Semantics in brief (DESIGN.md §5)
+//!
+//! - Opening returns `Result<Pipe, OpenError>`: resolve, connect-refused, connect-timeout, bind,
+//!   family mismatch and bad destination are distinct variants.
+//! - `send` writes from the caller's buffer when it can and waits while the pipe's outbound
+//!   buffer is full (backpressure); errors are typed ([`SendError`]).
+//! - `recv` returns `Ok(Some(msg))`, `Ok(None)` on timeout (the pipe's own `recv_timeout` by
+//!   default), `Err(NotSubscribed)` at once for an unknown subscription, `Err(Closed)` once the
+//!   pipe is closed and drained.
+//! - Callbacks of a pipe run in order, one at a time; a panicking callback is caught and the
+//!   pipe goes on; a callback may send, recv, link or close its own pipe.
+//! - Up and end callbacks fire exactly once per pipe; an end callback added after the end fires
+//!   at once.
+//! - `close` is idempotent, closes a server's connections first, and returns once the socket is
+//!   closed; dropping the last handle returned by opening closes the pipe too.
 #![deny(missing_docs)]
 
 mod buffers;
