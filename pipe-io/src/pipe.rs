@@ -181,10 +181,7 @@ impl<R: Runtime> Pipe<R> {
         .await;
         drop(sock);
         if writable {
-            let mut core = self.shared.lock();
-            let now = self.shared.rt.now();
-            crate::shared::flush(&mut core, self.id, now);
-            self.shared.pump(&mut core);
+            self.shared.flush_pipe(self.id);
         }
     }
 
@@ -214,17 +211,8 @@ impl<R: Runtime> Pipe<R> {
                 {
                     0
                 }
-                Err(e) if self.entry.proto == Proto::Udp => {
-                    // A datagram the OS refused: this send fails, the pipe lives on.
-                    return Err(if crate::socket::is_msgsize(&e) {
-                        SendError::TooLarge {
-                            len: data.len(),
-                            max: data.len().saturating_sub(1),
-                        }
-                    } else {
-                        SendError::from(e)
-                    });
-                }
+                // A datagram the OS refused: this send fails, the pipe lives on.
+                Err(e) if self.entry.proto == Proto::Udp => return Err(refused(e, data.len())),
                 Err(e) => {
                     core.engine
                         .handle_error(self.shared.rt.now(), self.id, e.to_string());
@@ -247,11 +235,7 @@ impl<R: Runtime> Pipe<R> {
         let forwards = self.shared.pump(&mut core);
         debug_assert!(forwards.is_empty());
         match (res, core.send_error.take()) {
-            (Ok(()), Some(e)) if crate::socket::is_msgsize(&e) => Err(SendError::TooLarge {
-                len: data.len(),
-                max: data.len().saturating_sub(1),
-            }),
-            (Ok(()), Some(e)) => Err(SendError::from(e)),
+            (Ok(()), Some(e)) => Err(refused(e, data.len())),
             (res, _) => res,
         }
     }
@@ -574,6 +558,18 @@ impl<R: Runtime> Pipe<R> {
             }
             listener.await;
         }
+    }
+}
+
+/// The error for a datagram of `len` bytes the OS refused to send.
+fn refused(e: io::Error, len: usize) -> SendError {
+    if crate::socket::is_msgsize(&e) {
+        SendError::TooLarge {
+            len,
+            max: len.saturating_sub(1),
+        }
+    } else {
+        SendError::from(e)
     }
 }
 

@@ -325,6 +325,14 @@ impl<R: Runtime> Shared<R> {
         forwards
     }
 
+    /// The pipe's socket turned writable: write what is queued, act on what that caused.
+    pub(crate) fn flush_pipe(self: &Arc<Self>, pipe: PipeId) {
+        let mut core = self.lock();
+        let now = self.rt.now();
+        flush(&mut core, pipe, now);
+        self.pump(&mut core);
+    }
+
     /// Queue a callback job if the pipe (or its listener) has callbacks of that kind.
     fn queue_job(self: &Arc<Self>, core: &mut Core<R>, pipe: PipeId, job: Job) {
         let parent = core.parent.get(&pipe).copied();

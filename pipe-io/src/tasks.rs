@@ -128,7 +128,7 @@ async fn read_loop<R: Runtime, S: Readiness>(
         }
         match wait(shared, id, entry, sock).await {
             Wake::Readable | Wake::Signal => {}
-            Wake::Writable => writable(shared, id),
+            Wake::Writable => shared.flush_pipe(id),
             Wake::Timer => timer(shared),
         }
     }
@@ -349,13 +349,6 @@ async fn wait<R: Runtime, S: Readiness>(
     };
     // Busier waits live on the heap, so they do not size every idle task.
     Box::pin(future::or(read, future::or(write, future::or(timer, sig)))).await
-}
-
-fn writable<R: Runtime>(shared: &Arc<Shared<R>>, id: PipeId) {
-    let mut core = shared.lock();
-    let now = shared.rt.now();
-    flush(&mut core, id, now);
-    shared.pump(&mut core);
 }
 
 fn timer<R: Runtime>(shared: &Arc<Shared<R>>) {

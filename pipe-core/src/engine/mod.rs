@@ -92,17 +92,8 @@ impl Engine {
         conf: Conf,
         callbacks: bool,
     ) -> Result<PipeId, ConfError> {
-        conf.validate()?;
         let sub_all = dest.is_some() && !callbacks;
-        Ok(self.insert(
-            now,
-            Kind::Udp,
-            local,
-            dest,
-            Arc::new(conf),
-            callbacks,
-            sub_all,
-        ))
+        self.open(now, Kind::Udp, local, dest, conf, callbacks, sub_all)
     }
 
     /// Register a connected TCP client socket.
@@ -114,16 +105,15 @@ impl Engine {
         conf: Conf,
         callbacks: bool,
     ) -> Result<PipeId, ConfError> {
-        conf.validate()?;
-        Ok(self.insert(
+        self.open(
             now,
             Kind::TcpClient,
             local,
             Some(peer),
-            Arc::new(conf),
+            conf,
             callbacks,
             !callbacks,
-        ))
+        )
     }
 
     /// Register a listening TCP socket.
@@ -134,16 +124,7 @@ impl Engine {
         conf: Conf,
         callbacks: bool,
     ) -> Result<PipeId, ConfError> {
-        conf.validate()?;
-        Ok(self.insert(
-            now,
-            Kind::TcpListener,
-            local,
-            None,
-            Arc::new(conf),
-            callbacks,
-            false,
-        ))
+        self.open(now, Kind::TcpListener, local, None, conf, callbacks, false)
     }
 
     /// Register a connection `listener` accepted. It inherits the listener's conf and starts
@@ -197,6 +178,22 @@ impl Engine {
         self.events
             .push_back(Event::Accepted { listener, conn: id });
         Ok(id)
+    }
+
+    /// Validate `conf`, then [`Engine::insert`].
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &mut self,
+        now: Instant,
+        kind: Kind,
+        local: SocketAddr,
+        dest: Option<SocketAddr>,
+        conf: Conf,
+        callbacks: bool,
+        sub_all: bool,
+    ) -> Result<PipeId, ConfError> {
+        conf.validate()?;
+        Ok(self.insert(now, kind, local, dest, Arc::new(conf), callbacks, sub_all))
     }
 
     #[allow(clippy::too_many_arguments)]
