@@ -104,6 +104,31 @@ pub struct Conf {
     pub max_out_bytes: usize,
     /// Seed for sequence numbers. Drivers fill it with fresh entropy when left at 0.
     pub seed: u64,
+    /// No bytes either way for this long ends the pipe with [`crate::EndReason::IdleTimeout`].
+    /// `None`: never (P2PD). Not applied to listeners. [`Conf::server`]: 30 s.
+    pub idle_timeout: Option<Duration>,
+    /// An accepted connection with no complete message this long after its accept ends with
+    /// [`crate::EndReason::FirstMessageTimeout`] (slowloris). `None`: never (P2PD).
+    /// [`Conf::server`]: 10 s.
+    pub first_message_timeout: Option<Duration>,
+    /// Outbound bytes queued with no write progress for this long end the pipe with
+    /// [`crate::EndReason::WriteStalled`] (a peer that stopped reading). `None`: never
+    /// (P2PD). [`Conf::server`]: 30 s.
+    pub write_stall_timeout: Option<Duration>,
+    /// After the pipe ends, how long the bytes queued before the end may take to leave. What
+    /// is left then is dropped, counted in [`crate::Stats::unsent_dropped`] and reported in
+    /// [`crate::Event::Released`]. Default 2 s.
+    pub close_timeout: Duration,
+    /// Per pipe: bytes of received messages handed to callbacks and not yet finished. At the
+    /// cap the pipe stops reading until callbacks catch up. Default 1 MiB.
+    pub max_callback_bytes: usize,
+    /// Per pipe: messages handed to callbacks and not yet finished (the count cap beside
+    /// `max_callback_bytes`). Default 256.
+    pub max_callback_jobs: usize,
+    /// A TCP server's memory budget: bytes held for all its connections (messages waiting for
+    /// callbacks, subscription queues, outbound buffers). Over it, every connection that holds
+    /// bytes stops reading until the total falls back under it. Default 32 MiB.
+    pub max_server_bytes: usize,
 }
 
 impl Default for Conf {
@@ -136,14 +161,43 @@ impl Default for Conf {
             accept_backlog: 1024,
             max_out_bytes: 256 << 10,
             seed: 0,
+            idle_timeout: None,
+            first_message_timeout: None,
+            write_stall_timeout: None,
+            close_timeout: Duration::from_secs(2),
+            max_callback_bytes: 1 << 20,
+            max_callback_jobs: 256,
+            max_server_bytes: 32 << 20,
         }
     }
 }
+
+/// The idle timeout [`Conf::server`] sets: quinn's `max_idle_timeout` default.
+pub const SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first-message timeout [`Conf::server`] sets (s2n-quic's handshake bound; hyper's
+/// header-read timeout is 30 s).
+pub const SERVER_FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The write-stall timeout [`Conf::server`] sets.
+pub const SERVER_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest declared frame any framing may accept: 64 MiB.
 pub const MAX_FRAME: usize = 64 << 20;
 
 impl Conf {
+    /// The defaults for a server facing untrusted peers: [`Conf::default`] plus an idle
+    /// timeout ([`SERVER_IDLE_TIMEOUT`]), a first-message timeout
+    /// ([`SERVER_FIRST_MESSAGE_TIMEOUT`]) and a write-stall timeout
+    /// ([`SERVER_WRITE_STALL_TIMEOUT`]). `Conf::default()` keeps P2PD's behaviour: no
+    /// deadline on a quiet peer.
+    pub fn server() -> Self {
+        Self {
+            idle_timeout: Some(SERVER_IDLE_TIMEOUT),
+            first_message_timeout: Some(SERVER_FIRST_MESSAGE_TIMEOUT),
+            write_stall_timeout: Some(SERVER_WRITE_STALL_TIMEOUT),
+            ..Self::default()
+        }
+    }
+
     /// Check every value; the first bad key is reported.
     pub fn validate(&self) -> Result<(), ConfError> {
         let hour = Duration::from_secs(3600);
@@ -153,12 +207,25 @@ impl Conf {
             ("recv_timeout", self.recv_timeout),
             ("con_timeout", self.con_timeout),
             ("retry_interval", self.retry_interval),
+            ("close_timeout", self.close_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfError::ZeroDuration { key });
             }
             if d > hour {
                 return Err(ConfError::DurationTooLong { key, max: hour });
+            }
+        }
+        let day = Duration::from_secs(86_400);
+        for (key, d) in [
+            ("idle_timeout", self.idle_timeout),
+            ("first_message_timeout", self.first_message_timeout),
+            ("write_stall_timeout", self.write_stall_timeout),
+        ] {
+            match d {
+                Some(d) if d.is_zero() => return Err(ConfError::ZeroDuration { key }),
+                Some(d) if d > day => return Err(ConfError::DurationTooLong { key, max: day }),
+                _ => {}
             }
         }
         if self.linger.is_some_and(|l| l > Duration::from_secs(65_535)) {
@@ -181,6 +248,9 @@ impl Conf {
         range("max_connections", n(self.max_connections), 1, 1 << 24)?;
         range("accept_backlog", n(self.accept_backlog), 1, 1 << 20)?;
         range("max_out_bytes", n(self.max_out_bytes), 1, 1 << 30)?;
+        range("max_callback_bytes", n(self.max_callback_bytes), 1, 1 << 30)?;
+        range("max_callback_jobs", n(self.max_callback_jobs), 1, 1 << 20)?;
+        range("max_server_bytes", n(self.max_server_bytes), 1, 1 << 40)?;
         match &self.framing {
             Framing::Raw => {}
             Framing::LengthPrefixed { max } => range("framing.max", n(*max), 1, n(MAX_FRAME))?,

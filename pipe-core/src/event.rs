@@ -109,6 +109,37 @@ pub enum EndReason {
     },
     /// The socket failed; the text is the OS error.
     Error(String),
+    /// No bytes either way for [`crate::Conf::idle_timeout`].
+    IdleTimeout,
+    /// An accepted connection sent no complete message within
+    /// [`crate::Conf::first_message_timeout`].
+    FirstMessageTimeout,
+    /// Outbound bytes made no progress for [`crate::Conf::write_stall_timeout`]: the peer
+    /// stopped reading. The bytes still queued were dropped.
+    WriteStalled {
+        /// Bytes dropped unsent.
+        unsent: usize,
+    },
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndReason::Local => f.write_str("closed locally"),
+            EndReason::ServerClosed => f.write_str("its server was closed"),
+            EndReason::PeerClosed => f.write_str("the peer closed the connection"),
+            EndReason::Reset => f.write_str("the connection was reset"),
+            EndReason::FrameTooLarge { len, max } => {
+                write!(f, "a frame of {len} bytes is over the limit of {max}")
+            }
+            EndReason::Error(e) => write!(f, "socket error: {e}"),
+            EndReason::IdleTimeout => f.write_str("idle timeout"),
+            EndReason::FirstMessageTimeout => f.write_str("no first message in time"),
+            EndReason::WriteStalled { unsent } => {
+                write!(f, "the peer stopped reading ({unsent} bytes unsent)")
+            }
+        }
+    }
 }
 
 /// Outcome of a reliable send.
@@ -171,7 +202,8 @@ pub enum Event {
         /// The payload.
         data: Bytes,
     },
-    /// A reliable send finished.
+    /// A reliable send finished. The outcome is also kept for
+    /// [`crate::Engine::take_outcome`] until taken or forgotten.
     Reliable {
         /// The pipe.
         pipe: PipeId,
@@ -180,12 +212,32 @@ pub enum Event {
         /// How it ended.
         outcome: Outcome,
     },
-    /// The pipe ended. Once per pipe; the driver closes its socket (after flushing the
-    /// pipe's remaining transmits).
+    /// The pipe ended. Once per pipe. Its socket stays open until [`Event::Released`], so
+    /// the transmits queued before the end can still leave.
     End {
         /// The pipe.
         pipe: PipeId,
         /// Why.
         reason: EndReason,
+    },
+    /// The pipe's socket is no longer needed: the pipe ended and everything queued for it was
+    /// written, or dropped at [`crate::Conf::close_timeout`]. The driver closes the socket
+    /// and forgets it. Once per pipe, after its `End`.
+    Released {
+        /// The pipe.
+        pipe: PipeId,
+        /// Bytes dropped unsent (also in [`crate::Stats::unsent_dropped`]).
+        unsent: usize,
+    },
+    /// The pipe holds as much as its caps allow (messages waiting for callbacks, or its
+    /// server's memory budget): stop reading its socket until [`Event::Resume`].
+    Pause {
+        /// The pipe.
+        pipe: PipeId,
+    },
+    /// A paused pipe may read again.
+    Resume {
+        /// The pipe.
+        pipe: PipeId,
     },
 }

@@ -92,4 +92,6 @@ pub(crate) struct Pending {
     /// Transmissions still to make after the current one.
     pub(crate) tries_left: u32,
     pub(crate) deadline: Instant,
+    /// Nobody waits for the outcome: do not keep it.
+    pub(crate) forgotten: bool,
 }

@@ -141,6 +141,10 @@ impl Queue {
         self.items.len()
     }
 
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
     }

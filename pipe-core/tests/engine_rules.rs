@@ -1430,6 +1430,13 @@ fn reliable_outstanding_cap() {
     );
     drain(&mut e);
     e.handle_datagram(now, a, sa("10.0.0.2:2000"), &frame(first.0, 1, b""));
+    // An outcome nobody took yet still holds its slot: waiters never lose it.
+    assert_eq!(
+        e.send_reliable(now, a, b"3", None),
+        Err(SendError::TooManyOutstanding(2))
+    );
+    assert_eq!(e.take_outcome(a, first), Some(Outcome::Acked));
+    assert_eq!(e.take_outcome(a, first), None, "taken once");
     assert!(e.send_reliable(now, a, b"3", None).is_ok());
     let plain = udp(
         &mut e,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::{Engine, Kind, State, MAX_EVENTS};
 use crate::addr::same_ip;
-use crate::event::{EndReason, Event, LinkTarget, Message, MessageId, Outcome, PipeId};
+use crate::event::{EndReason, Event, LinkTarget, Message, Outcome, PipeId};
 use crate::rudp::{self, Frame};
 
 impl Engine {
@@ -26,10 +26,21 @@ impl Engine {
             p.stats.ignored += 1;
             return;
         }
+        p.stats.bytes_in += data.len() as u64;
+        p.t.last_activity = now;
         if !p.conf.reliable_udp {
             self.deliver_slice(pipe, from, data);
+            self.settle(pipe);
             return;
         }
+        self.datagram_reliable(pipe, from, data);
+        self.settle(pipe);
+    }
+
+    fn datagram_reliable(&mut self, pipe: PipeId, from: SocketAddr, data: &[u8]) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         match rudp::decode(data) {
             Err(e) => {
                 log::trace!("{pipe}: dropped datagram from {from}: {e}");
@@ -43,15 +54,10 @@ impl Engine {
                     p.stats.stray_acks += 1;
                     return;
                 }
-                if let Some(o) = p.outstanding.remove(&seq) {
+                if let Some(o) = p.outstanding.get(&seq) {
                     self.timers.remove(&(o.deadline, pipe, seq));
                 }
-                p.stats.acked += 1;
-                self.events.push_back(Event::Reliable {
-                    pipe,
-                    id: MessageId(seq),
-                    outcome: Outcome::Acked,
-                });
+                self.finish_reliable(pipe, seq, Outcome::Acked);
             }
             Ok(Frame::Data { seq, payload }) => {
                 let fresh = p
@@ -84,11 +90,14 @@ impl Engine {
             return;
         }
         let Some(from) = p.dest else { return };
+        p.stats.bytes_in += data.len() as u64;
+        p.t.last_activity = now;
         let plain = p.session.inbound(data);
         let Some(deframer) = p.deframer.as_mut() else {
             if !plain.is_empty() {
                 self.deliver(pipe, from, Bytes::copy_from_slice(plain));
             }
+            self.settle(pipe);
             return;
         };
         let mut frames = std::mem::take(&mut self.scratch);
@@ -97,6 +106,7 @@ impl Engine {
             self.deliver(pipe, from, f);
         }
         self.scratch = frames;
+        self.settle(pipe);
         if let Err(e) = result {
             log::debug!(
                 "{pipe}: frame of {} bytes over the limit of {}",
@@ -124,7 +134,12 @@ impl Engine {
         match from {
             Some(from) if passthrough && !data.is_empty() => {
                 self.tick(now);
+                if let Some(p) = self.pipes.get_mut(&pipe) {
+                    p.stats.bytes_in += data.len() as u64;
+                    p.t.last_activity = now;
+                }
                 self.deliver(pipe, from, data);
+                self.settle(pipe);
             }
             _ => self.handle_stream(now, pipe, &data),
         }
@@ -136,6 +151,7 @@ impl Engine {
             return;
         };
         p.stats.received += 1;
+        p.t.got_message = true;
         if let Some(d) = p.dedup.as_mut() {
             if !d.check(&from, data) {
                 p.stats.duplicates += 1;
@@ -150,6 +166,7 @@ impl Engine {
             return;
         };
         p.stats.received += 1;
+        p.t.got_message = true;
         if let Some(d) = p.dedup.as_mut() {
             if !d.check(&from, &data) {
                 p.stats.duplicates += 1;
@@ -218,6 +235,8 @@ impl Engine {
         if p.callbacks || p.parent_callbacks {
             claimed = true;
             if self.events.len() < MAX_EVENTS {
+                p.t.held_bytes += data.len();
+                p.t.held_jobs += 1;
                 self.events.push_back(Event::Message {
                     pipe,
                     msg: Message {
@@ -260,7 +279,11 @@ impl Engine {
             return false;
         }
         match Self::frame_out(t, data, dest) {
-            Ok((dst, payload)) => self.push_internal(target, dst, payload),
+            Ok((dst, payload)) => {
+                let ok = self.push_internal(target, dst, payload);
+                self.settle(target);
+                ok
+            }
             Err(e) => {
                 log::debug!("forward through {target} failed: {e}");
                 false

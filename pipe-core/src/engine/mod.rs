@@ -50,6 +50,8 @@ pub const MAX_UDP_V6: usize = 65_527;
 const INTERNAL_OUT_FACTOR: usize = 4;
 /// Most transmits queued per pipe: the byte caps alone would let zero-length payloads pile up.
 const MAX_OUT_TRANSMITS: usize = 1 << 16;
+/// The timer-set key of a pipe's deadline entry (reliable sequence numbers are never 0).
+const DEADLINE: u64 = 0;
 
 /// The sans-IO engine. See the module documentation for the method kinds and drain order.
 #[derive(Debug)]
@@ -211,7 +213,7 @@ impl Engine {
         let id = PipeId(self.next_id);
         self.next_id += 1;
         let seq_seed = self.rng.next_u64() ^ conf.seed;
-        let mut p = PipeState::new(kind, local, dest, conf, seq_seed);
+        let mut p = PipeState::new(kind, local, dest, conf, seq_seed, now);
         p.callbacks = callbacks;
         if sub_all {
             let queue = Queue::new(p.conf.max_qsize, p.conf.max_queue_bytes);
@@ -223,6 +225,7 @@ impl Engine {
         }
         self.pipes.insert(id, Box::new(p));
         self.events.push_back(Event::Up { pipe: id });
+        self.rearm(id);
         id
     }
 
@@ -253,6 +256,10 @@ impl Engine {
                 break;
             }
             self.timers.pop_first();
+            if seq == DEADLINE {
+                self.fire_deadline(now, pipe);
+                continue;
+            }
             let Some(p) = self.pipes.get_mut(&pipe) else {
                 continue;
             };
@@ -261,12 +268,7 @@ impl Engine {
             };
             if pending.tries_left == 0 {
                 p.outstanding.remove(&seq);
-                p.stats.unconfirmed += 1;
-                self.events.push_back(Event::Reliable {
-                    pipe,
-                    id: MessageId(seq),
-                    outcome: Outcome::Unconfirmed,
-                });
+                self.finish_reliable(pipe, seq, Outcome::Unconfirmed);
                 self.maybe_remove(pipe);
                 continue;
             }
@@ -299,8 +301,20 @@ impl Engine {
             return Err(SendError::WouldBlock);
         }
         let (dst, payload) = Self::frame_out(p, data, dest)?;
+        p.stats.sent += 1;
         self.push_out(pipe, dst, payload);
+        self.settle(pipe);
         Ok(())
+    }
+
+    /// The driver wrote `len` bytes for `pipe` straight from the caller's buffer (after
+    /// [`Engine::can_send_direct`]): count them as activity and output.
+    pub fn note_direct_send(&mut self, pipe: PipeId, len: usize) {
+        if let Some(p) = self.pipes.get_mut(&pipe) {
+            p.stats.bytes_out += len as u64;
+            p.stats.sent += 1;
+            p.t.direct_activity = true;
+        }
     }
 
     /// Whether a driver may write `data` for `pipe` straight from the caller's buffer, and
@@ -361,8 +375,9 @@ impl Engine {
         if p.kind != Kind::Udp || !p.conf.reliable_udp {
             return Err(SendError::NotReliable);
         }
-        if p.outstanding.len() >= p.conf.max_reliable_outstanding {
-            return Err(SendError::TooManyOutstanding(p.outstanding.len()));
+        let waiting = p.outstanding.len() + p.outcomes.len();
+        if waiting >= p.conf.max_reliable_outstanding {
+            return Err(SendError::TooManyOutstanding(waiting));
         }
         if p.out_bytes >= p.conf.max_out_bytes {
             return Err(SendError::WouldBlock);
@@ -383,11 +398,50 @@ impl Engine {
                 frame: frame.clone(),
                 tries_left: p.conf.reliable_tries() - 1,
                 deadline,
+                forgotten: false,
             },
         );
         self.timers.insert((deadline, pipe, seq));
+        p.stats.sent += 1;
         self.push_out(pipe, dst, frame);
+        self.settle(pipe);
         Ok(MessageId(seq))
+    }
+
+    /// The outcome of a reliable send, once it has one (taken: asked again, `None`).
+    pub fn take_outcome(&mut self, pipe: PipeId, id: MessageId) -> Option<Outcome> {
+        let p = self.pipes.get_mut(&pipe)?;
+        let i = p.outcomes.iter().position(|(m, _)| *m == id)?;
+        let (_, o) = p.outcomes.swap_remove(i);
+        if p.outcomes.is_empty() {
+            p.outcomes = Vec::new();
+            self.maybe_remove(pipe);
+        }
+        Some(o)
+    }
+
+    /// Nobody waits for this reliable send's outcome any more: drop it now, or when it
+    /// arrives. Outcomes count against `max_reliable_outstanding` until taken or forgotten.
+    pub fn forget_outcome(&mut self, pipe: PipeId, id: MessageId) {
+        if self.take_outcome(pipe, id).is_some() {
+            return;
+        }
+        if let Some(p) = self.pipes.get_mut(&pipe) {
+            if let Some(pending) = p.outstanding.get_mut(&id.0) {
+                pending.forgotten = true;
+            }
+        }
+    }
+
+    /// The driver finished running callbacks for a message of `len` bytes that came with
+    /// [`Event::Message`]: the pipe holds it no longer.
+    pub fn handle_callback_done(&mut self, pipe: PipeId, len: usize) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        p.t.held_bytes = p.t.held_bytes.saturating_sub(len);
+        p.t.held_jobs = p.t.held_jobs.saturating_sub(1);
+        self.settle(pipe);
     }
 
     /// Subscribe to messages matching `filter`. Subscribing a filter equal to an existing one
@@ -434,6 +488,7 @@ impl Engine {
         if p.subs.len() == before {
             return Err(RecvError::NotSubscribed);
         }
+        self.settle(pipe);
         self.maybe_remove(pipe);
         Ok(())
     }
@@ -446,6 +501,7 @@ impl Engine {
         let s = p.sub_mut(sub).ok_or(RecvError::NotSubscribed)?;
         match s.queue.pop() {
             Some(m) => {
+                self.settle(pipe);
                 if !open {
                     self.maybe_remove(pipe);
                 }
@@ -613,21 +669,82 @@ impl Engine {
     }
 
     /// The next transmit of one pipe (a driver with one writer per socket uses this).
+    /// The driver takes it as written.
     pub fn poll_transmit_for(&mut self, pipe: PipeId) -> Option<Transmit> {
         let p = self.pipes.get_mut(&pipe)?;
         let t = p.out.pop_front()?;
         p.out_bytes -= t.payload.len();
+        p.stats.bytes_out += t.payload.len() as u64;
+        self.after_write(pipe);
+        Some(t)
+    }
+
+    /// The next bytes to write for `pipe` and where to, left queued until the driver says
+    /// how much it wrote ([`Engine::advance_transmit`]) or that the OS refused a datagram
+    /// ([`Engine::drop_transmit`]). A driver that writes this way keeps nothing queued of
+    /// its own, so the engine sees every byte's progress (write-stall and close deadlines).
+    pub fn peek_transmit(&self, pipe: PipeId) -> Option<(&Bytes, SocketAddr)> {
+        let t = self.pipes.get(&pipe)?.out.front()?;
+        Some((&t.payload, t.dst))
+    }
+
+    /// `n` bytes of the transmit [`Engine::peek_transmit`] gave were written (a datagram is
+    /// written whole or not at all).
+    pub fn advance_transmit(&mut self, now: Instant, pipe: PipeId, n: usize) {
+        self.tick(now);
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        let Some(front) = p.out.front_mut() else {
+            return;
+        };
+        let whole = n >= front.payload.len() || front.proto == crate::addr::Proto::Udp;
+        let n = if whole { front.payload.len() } else { n };
+        if whole {
+            p.out.pop_front();
+        } else {
+            front.payload = front.payload.slice(n..);
+        }
+        p.out_bytes -= n;
+        p.stats.bytes_out += n as u64;
+        p.t.last_activity = now;
+        if n > 0 {
+            p.t.stall_since = Some(now);
+        }
+        self.after_write(pipe);
+    }
+
+    /// The OS refused the datagram [`Engine::peek_transmit`] gave: drop it and count it in
+    /// [`Stats::send_failed`]; the pipe lives on.
+    pub fn drop_transmit(&mut self, now: Instant, pipe: PipeId) {
+        self.tick(now);
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        if let Some(t) = p.out.pop_front() {
+            p.out_bytes -= t.payload.len();
+            p.stats.send_failed += 1;
+        }
+        self.after_write(pipe);
+    }
+
+    fn after_write(&mut self, pipe: PipeId) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         if p.out.is_empty() {
             // An idle pipe keeps no outbound buffer (about 400 bytes per idle connection).
             p.out = VecDeque::new();
+            p.t.stall_since = None;
         }
-        if p.out.is_empty() && p.state != State::Open {
-            if p.state == State::Closing {
-                p.state = State::Closed;
-            }
+        let done = p.out.is_empty() && p.state != State::Open;
+        if done && p.state == State::Closing {
+            p.state = State::Closed;
+        }
+        self.settle(pipe);
+        if done {
             self.maybe_remove(pipe);
         }
-        Some(t)
     }
 
     /// The next event.
@@ -749,21 +866,197 @@ impl Engine {
         } else {
             state
         };
-        for (seq, pending) in std::mem::take(&mut p.outstanding) {
-            self.timers.remove(&(pending.deadline, pipe, seq));
-            p.stats.unconfirmed += 1;
-            self.events.push_back(Event::Reliable {
-                pipe,
-                id: MessageId(seq),
-                outcome: Outcome::Unconfirmed,
-            });
+        p.t.ended = self.now;
+        let outstanding = std::mem::take(&mut p.outstanding);
+        for (seq, pending) in &outstanding {
+            self.timers.remove(&(pending.deadline, pipe, *seq));
+        }
+        for (seq, pending) in outstanding {
+            self.outcome(pipe, seq, pending.forgotten, Outcome::Unconfirmed);
         }
         self.events.push_back(Event::End { pipe, reason });
+        self.rearm(pipe);
         self.maybe_remove(pipe);
+    }
+
+    /// A reliable send finished: count it, keep the outcome for the waiter, emit the event.
+    pub(crate) fn finish_reliable(&mut self, pipe: PipeId, seq: u64, outcome: Outcome) {
+        let forgotten = self
+            .pipes
+            .get(&pipe)
+            .and_then(|p| p.outstanding.get(&seq))
+            .is_some_and(|o| o.forgotten);
+        if let Some(p) = self.pipes.get_mut(&pipe) {
+            p.outstanding.remove(&seq);
+        }
+        self.outcome(pipe, seq, forgotten, outcome);
+    }
+
+    fn outcome(&mut self, pipe: PipeId, seq: u64, forgotten: bool, outcome: Outcome) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        match outcome {
+            Outcome::Acked => p.stats.acked += 1,
+            Outcome::Unconfirmed => p.stats.unconfirmed += 1,
+        }
+        if !forgotten {
+            p.outcomes.push((MessageId(seq), outcome));
+        }
+        self.events.push_back(Event::Reliable {
+            pipe,
+            id: MessageId(seq),
+            outcome,
+        });
+    }
+
+    /// Arm the pipe's deadline entry if its earliest deadline is earlier than the armed one.
+    /// Deadlines that move later (activity) are found when the entry fires and re-armed.
+    fn rearm(&mut self, pipe: PipeId) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        let Some(at) = next_deadline(p) else {
+            return;
+        };
+        if p.t.armed.is_some_and(|a| a <= at) {
+            return;
+        }
+        if let Some(old) = p.t.armed.replace(at) {
+            self.timers.remove(&(old, pipe, DEADLINE));
+        }
+        self.timers.insert((at, pipe, DEADLINE));
+    }
+
+    /// The pipe's deadline entry fired: end it if a deadline passed, else re-arm.
+    fn fire_deadline(&mut self, now: Instant, pipe: PipeId) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        p.t.armed = None;
+        if std::mem::take(&mut p.t.direct_activity) {
+            p.t.last_activity = now;
+        }
+        let c = &p.conf;
+        let passed = |since: Option<Instant>, limit: Option<std::time::Duration>| matches!((since, limit), (Some(s), Some(l)) if s + l <= now);
+        if p.is_open() {
+            let reason = if p.kind.is_conn()
+                && !p.t.got_message
+                && passed(Some(p.t.opened), c.first_message_timeout)
+            {
+                Some(EndReason::FirstMessageTimeout)
+            } else if passed(p.t.stall_since, c.write_stall_timeout) {
+                Some(EndReason::WriteStalled {
+                    unsent: p.out_bytes,
+                })
+            } else if p.kind != Kind::TcpListener && passed(Some(p.t.last_activity), c.idle_timeout)
+            {
+                Some(EndReason::IdleTimeout)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                let stalled = matches!(reason, EndReason::WriteStalled { .. });
+                log::debug!("{pipe}: {reason}");
+                self.end(pipe, State::Closing, reason);
+                if stalled {
+                    self.discard_out(pipe);
+                }
+                return;
+            }
+        } else if !p.out.is_empty() && passed(p.t.ended, Some(c.close_timeout)) {
+            log::debug!("{pipe}: {} bytes unsent at the close deadline", p.out_bytes);
+            self.discard_out(pipe);
+            return;
+        }
+        self.rearm(pipe);
+    }
+
+    /// Drop what is queued for an ended pipe's socket, counted, and release it.
+    fn discard_out(&mut self, pipe: PipeId) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        let unsent = std::mem::take(&mut p.out_bytes);
+        p.out = VecDeque::new();
+        p.stats.unsent_dropped += unsent as u64;
+        p.t.stall_since = None;
+        if p.state == State::Closing {
+            p.state = State::Closed;
+        }
+        self.release(pipe, unsent);
+        self.settle(pipe);
+        self.maybe_remove(pipe);
+    }
+
+    /// Emit `Released` once, when the pipe ended and nothing is left to write.
+    fn release(&mut self, pipe: PipeId, unsent: usize) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        if p.t.released || p.state == State::Open || !p.out.is_empty() {
+            return;
+        }
+        p.t.released = true;
+        if let Some(at) = p.t.armed.take() {
+            self.timers.remove(&(at, pipe, DEADLINE));
+        }
+        self.events.push_back(Event::Released { pipe, unsent });
+    }
+
+    /// Recount the bytes the pipe holds into its server's budget, and pause or resume it.
+    pub(crate) fn settle(&mut self, pipe: PipeId) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        let held = p.held();
+        let old = std::mem::replace(&mut p.t.mem, held);
+        let own = p.over_own_caps();
+        let listener = match p.kind {
+            Kind::TcpConn { listener } => Some(listener),
+            _ => None,
+        };
+        let mut over = false;
+        let mut resume_others = Vec::new();
+        if let Some(l) = listener.and_then(|l| self.pipes.get_mut(&l)) {
+            l.t.budget_used = (l.t.budget_used + held).saturating_sub(old);
+            over = l.t.budget_used >= l.conf.max_server_bytes;
+            if !over && !l.t.paused_children.is_empty() {
+                resume_others = std::mem::take(&mut l.t.paused_children);
+            }
+        }
+        let pause = own || (over && held > 0);
+        self.set_paused(pipe, pause, listener);
+        for c in resume_others {
+            if c != pipe {
+                let own = self.pipes.get(&c).is_some_and(|p| p.over_own_caps());
+                self.set_paused(c, own, listener);
+            }
+        }
+    }
+
+    fn set_paused(&mut self, pipe: PipeId, pause: bool, listener: Option<PipeId>) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        if p.t.paused == pause {
+            return;
+        }
+        p.t.paused = pause;
+        if pause {
+            p.stats.paused += 1;
+            self.events.push_back(Event::Pause { pipe });
+            if let Some(l) = listener.and_then(|l| self.pipes.get_mut(&l)) {
+                l.t.paused_children.push(pipe);
+            }
+        } else {
+            self.events.push_back(Event::Resume { pipe });
+        }
     }
 
     /// Forget a pipe that nobody can read from or send through any more.
     fn maybe_remove(&mut self, pipe: PipeId) {
+        self.release(pipe, 0);
         let Some(p) = self.pipes.get(&pipe) else {
             return;
         };
@@ -778,10 +1071,13 @@ impl Engine {
             // Drained with `poll_transmit_for` only: drop the stale entry.
             self.dirty.retain(|d| *d != pipe);
         }
+        let mem = p.t.mem;
         self.pipes.remove(&pipe);
         if let Some(l) = parent {
             if let Some(lp) = self.pipes.get_mut(&l) {
                 lp.children.retain(|c| *c != pipe);
+                lp.t.budget_used = lp.t.budget_used.saturating_sub(mem);
+                lp.t.paused_children.retain(|c| *c != pipe);
             }
             self.maybe_remove(l);
         }
@@ -825,6 +1121,9 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
+        if p.out.is_empty() {
+            p.t.stall_since = self.now;
+        }
         p.out_bytes += payload.len();
         p.out.push_back(Transmit {
             pipe,
@@ -836,6 +1135,9 @@ impl Engine {
         if !p.in_dirty {
             p.in_dirty = true;
             self.dirty.push_back(pipe);
+        }
+        if p.conf.write_stall_timeout.is_some() && p.t.armed.is_none() {
+            self.rearm(pipe);
         }
     }
 
@@ -877,4 +1179,33 @@ fn check_udp_size(p: &PipeState, dst: SocketAddr, len: usize) -> Result<(), Send
         return Err(SendError::TooLarge { len, max });
     }
     Ok(())
+}
+
+/// The earliest deadline of a pipe: idle, first message, write stall while open; the close
+/// deadline while it flushes after its end.
+fn next_deadline(p: &PipeState) -> Option<Instant> {
+    let c = &p.conf;
+    if p.t.released {
+        return None;
+    }
+    if !p.is_open() {
+        return if p.out.is_empty() {
+            None
+        } else {
+            p.t.ended.map(|e| e + c.close_timeout)
+        };
+    }
+    let first = (p.kind.is_conn() && !p.t.got_message)
+        .then_some(c.first_message_timeout)
+        .flatten()
+        .map(|t| p.t.opened + t);
+    let stall =
+        p.t.stall_since
+            .zip(c.write_stall_timeout)
+            .map(|(s, t)| s + t);
+    let idle = (p.kind != Kind::TcpListener)
+        .then_some(c.idle_timeout)
+        .flatten()
+        .map(|t| p.t.last_activity + t);
+    [first, stall, idle].into_iter().flatten().min()
 }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::addr::Proto;
 use crate::conf::Conf;
@@ -44,6 +45,10 @@ impl Kind {
             Kind::TcpListener => "TCP listener",
             Kind::TcpConn { .. } => "TCP connection",
         }
+    }
+
+    pub(crate) fn is_conn(self) -> bool {
+        matches!(self, Kind::TcpConn { .. })
     }
 
     pub(crate) fn is_stream(self) -> bool {
@@ -103,6 +108,18 @@ pub struct Stats {
     pub accept_dropped: u64,
     /// Datagrams or bytes that arrived for a pipe that cannot take them (closed, listener).
     pub ignored: u64,
+    /// Bytes received from the socket.
+    pub bytes_in: u64,
+    /// Bytes written to the socket.
+    pub bytes_out: u64,
+    /// Messages written to the socket (datagrams, or sends on a stream).
+    pub sent: u64,
+    /// Bytes dropped unsent when the pipe ended (close deadline, or a stalled peer).
+    pub unsent_dropped: u64,
+    /// Datagrams the OS refused to send after they were queued (counted, not retried).
+    pub send_failed: u64,
+    /// Times the pipe stopped reading because of a cap (see [`crate::Event::Pause`]).
+    pub paused: u64,
 }
 
 #[derive(Debug)]
@@ -141,6 +158,56 @@ pub(crate) struct PipeState {
     pub(crate) accept_q: VecDeque<PipeId>,
     pub(crate) in_accept_q: bool,
     pub(crate) stats: Box<Stats>,
+    pub(crate) t: Box<Timing>,
+    /// Reliable outcomes not yet taken by the driver.
+    pub(crate) outcomes: Vec<(crate::event::MessageId, crate::event::Outcome)>,
+}
+
+/// Deadlines, memory accounting and release state of one pipe.
+#[derive(Debug)]
+pub(crate) struct Timing {
+    pub(crate) opened: Instant,
+    pub(crate) last_activity: Instant,
+    /// A direct write happened since the last deadline check (the driver reads no clock).
+    pub(crate) direct_activity: bool,
+    pub(crate) got_message: bool,
+    /// When the outbound queue last made progress (or became non-empty).
+    pub(crate) stall_since: Option<Instant>,
+    pub(crate) ended: Option<Instant>,
+    /// The deadline entry in the engine's timer set.
+    pub(crate) armed: Option<Instant>,
+    pub(crate) released: bool,
+    /// Bytes and count of messages handed to callbacks, not yet finished.
+    pub(crate) held_bytes: usize,
+    pub(crate) held_jobs: usize,
+    /// Bytes this pipe holds as last counted into its server's budget.
+    pub(crate) mem: usize,
+    pub(crate) paused: bool,
+    /// Listener: the bytes all its connections hold.
+    pub(crate) budget_used: usize,
+    /// Listener: connections paused while it was over budget.
+    pub(crate) paused_children: Vec<PipeId>,
+}
+
+impl Timing {
+    fn new(now: Instant) -> Self {
+        Self {
+            opened: now,
+            last_activity: now,
+            direct_activity: false,
+            got_message: false,
+            stall_since: None,
+            ended: None,
+            armed: None,
+            released: false,
+            held_bytes: 0,
+            held_jobs: 0,
+            mem: 0,
+            paused: false,
+            budget_used: 0,
+            paused_children: Vec::new(),
+        }
+    }
 }
 
 impl PipeState {
@@ -150,6 +217,7 @@ impl PipeState {
         dest: Option<SocketAddr>,
         conf: Arc<Conf>,
         seq_seed: u64,
+        now: Instant,
     ) -> Self {
         let dedup = conf
             .enable_msg_ids
@@ -185,6 +253,8 @@ impl PipeState {
             accept_q: VecDeque::new(),
             in_accept_q: false,
             stats: Box::default(),
+            t: Box::new(Timing::new(now)),
+            outcomes: Vec::new(),
         }
     }
 
@@ -204,5 +274,19 @@ impl PipeState {
             && self.children.is_empty()
             && self.accept_q.is_empty()
             && self.subs.iter().all(|s| s.queue.is_empty())
+            && self.outcomes.is_empty()
+    }
+
+    /// Bytes this pipe holds: messages waiting for callbacks, queued messages, outbound.
+    pub(crate) fn held(&self) -> usize {
+        self.t.held_bytes
+            + self.out_bytes
+            + self.subs.iter().map(|s| s.queue.bytes()).sum::<usize>()
+    }
+
+    /// Over its own callback caps.
+    pub(crate) fn over_own_caps(&self) -> bool {
+        self.t.held_bytes >= self.conf.max_callback_bytes
+            || self.t.held_jobs >= self.conf.max_callback_jobs
     }
 }

@@ -463,6 +463,11 @@ impl World {
                 }
                 while let Some(e) = self.hosts[h].engine.poll_event() {
                     busy = true;
+                    if let Event::Reliable { pipe, id, .. } = &e {
+                        // The world keeps the event log; the outcome slot is freed as a
+                        // driver's waiter would free it.
+                        self.hosts[h].engine.take_outcome(*pipe, *id);
+                    }
                     self.on_event(h, e);
                 }
             }
