@@ -14,9 +14,9 @@ use socket2::Socket;
 
 use crate::callbacks::{end_fn, msg_fn, up_fn, CallbackId, Callbacks};
 use crate::error::OpenError;
+use crate::group::{Group, Sock};
 use crate::pipe::Pipe;
 use crate::runtime::{Readiness, Runtime, TcpIo};
-use crate::shared::{Shared, Sock};
 use crate::socket::{bind_socket, listen, new_socket, start_connect};
 use crate::tasks::start;
 
@@ -245,32 +245,33 @@ impl<R: Runtime> PipeBuilder<R> {
         let (conf, cbs) = (self.conf.clone(), self.cbs.clone());
         let opened = self.prepare(false).await?;
         let has_msg = !cbs.msg.is_empty();
-        let shared = Shared::new(rt.clone(), Engine::new(conf.seed ^ entropy()));
-        let mut core = shared.lock();
+        let group = Group::new(rt.clone(), Engine::new(conf.seed ^ entropy()));
+        let mut g = group.lock();
         let now = rt.now();
         let (id, sock) = match opened {
             Opened::Udp(s, dest) => {
                 let local = s.local_addr()?;
-                let id = core.engine.open_udp(now, local, dest, conf, has_msg)?;
+                let id = g.engine.open_udp(now, local, dest, conf, has_msg)?;
                 (id, Sock::Udp(Arc::new(rt.udp(s)?)))
             }
             Opened::Tcp(s) => {
                 let (local, peer) = (s.local_addr()?, s.peer);
-                let id = core.engine.open_tcp(now, local, peer, conf, has_msg)?;
+                let id = g.engine.open_tcp(now, local, peer, conf, has_msg)?;
                 (id, Sock::Tcp(Arc::new(s.stream)))
             }
             Opened::Listener(s) => {
                 let local = s.local_addr()?;
-                let id = core.engine.open_listener(now, local, conf, has_msg)?;
+                let id = g.engine.open_listener(now, local, conf, has_msg)?;
                 (id, Sock::Listener(Arc::new(rt.listener(s)?)))
             }
         };
-        core.cbs.insert(id, cbs);
-        core.next_cb = 1 << 32;
-        let entry = start(&shared, &mut core, id, sock, None);
-        shared.pump(&mut core);
-        drop(core);
-        Ok(Pipe::owned(shared, id, entry))
+        g.first = Some(id);
+        g.cbs = cbs;
+        g.next_cb = 1 << 32;
+        let entry = start(&group, &mut g, id, sock, false);
+        group.pump(&mut g);
+        drop(g);
+        Ok(Pipe::owned(group, id, entry))
     }
 
     /// Return the configured, bound (and for TCP clients connected, for servers listening)

@@ -2,24 +2,25 @@
 //!
 //! Callbacks of one pipe run in order, one at a time, awaited, on a worker task that exists
 //! only while the pipe has jobs queued (no task per message, none for idle pipes). The queue is
-//! bounded: the pipe's reader stops reading while it is full, so a slow callback slows its
-//! own connection (backpressure). A panicking callback is caught and logged; the pipe goes on.
-//! Because the worker is not the pipe's I/O task, a callback may send, recv, link or close on
-//! its own pipe without deadlocking.
+//! bounded by the engine (`max_callback_jobs`, `max_callback_bytes`, a server's
+//! `max_server_bytes`): past a cap the engine pauses the pipe's reading, so a slow callback
+//! slows its own connection (backpressure). A panicking callback is caught and logged; the
+//! pipe goes on. Because the worker is not the pipe's I/O task, a callback may send, recv,
+//! link or close on its own pipe without deadlocking.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 
 use futures_lite::FutureExt;
 use pipe_core::{EndReason, Message, PipeId};
 
+use crate::group::{Entry, Group};
 use crate::pipe::Pipe;
 use crate::runtime::{BoxFuture, Runtime};
-
-/// Jobs queued per pipe before its reader pauses.
-pub(crate) const JOB_CAP: usize = 256;
 
 /// Identifies a registered callback, for removal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -88,23 +89,44 @@ impl<R: Runtime> Clone for Callbacks<R> {
 }
 
 /// A queued callback invocation.
-pub(crate) enum Job {
+pub(crate) enum Job<R: Runtime> {
     Up,
     Msg(Message),
-    End(EndReason),
+    /// The end callbacks; with `Some`, only that one (an end callback added after the end).
+    End(EndReason, Option<EndFn<R>>),
 }
 
-/// The job queue of one pipe; it exists while its worker runs.
-#[derive(Default)]
-pub(crate) struct JobQueue {
-    pub(crate) jobs: VecDeque<Job>,
+impl<R: Runtime> Job<R> {
+    /// Does `c` have a callback this job would run?
+    pub(crate) fn has_callbacks(&self, c: &Callbacks<R>) -> bool {
+        match self {
+            Job::Up => !c.up.is_empty(),
+            Job::Msg(_) => !c.msg.is_empty(),
+            Job::End(_, Some(_)) => true,
+            Job::End(_, None) => !c.end.is_empty(),
+        }
+    }
+}
+
+/// The job queue of one pipe; `running` while a worker (or the I/O task) runs it.
+pub(crate) struct JobQueue<R: Runtime> {
+    pub(crate) jobs: VecDeque<Job<R>>,
     pub(crate) running: bool,
+}
+
+impl<R: Runtime> Default for JobQueue<R> {
+    fn default() -> Self {
+        Self {
+            jobs: VecDeque::new(),
+            running: false,
+        }
+    }
 }
 
 /// Run one job: every callback of its kind, in registration order, the listener's first for
 /// an accepted connection. Panics are caught per callback.
 pub(crate) async fn run_job<R: Runtime>(
-    job: Job,
+    job: Job<R>,
     own: Option<Callbacks<R>>,
     parent: Option<Callbacks<R>>,
     pipe: Pipe<R>,
@@ -126,7 +148,8 @@ pub(crate) async fn run_job<R: Runtime>(
                 }
             }
         }
-        Job::End(reason) => {
+        Job::End(reason, Some(f)) => guarded(id, f(reason, pipe)).await,
+        Job::End(reason, None) => {
             for set in sets {
                 for (_, f) in set.end.iter() {
                     guarded(id, f(reason.clone(), pipe.clone())).await;
@@ -154,5 +177,105 @@ async fn guarded(pipe: PipeId, fut: BoxFuture<()>) {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "non-string panic".into());
         log::error!("{pipe}: a callback panicked: {what}; the pipe goes on");
+    }
+}
+
+thread_local! {
+    /// Set while a pipe's I/O task feeds input to its engine: callback jobs may run inline.
+    static INLINE_JOBS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` with inline callback jobs allowed (the I/O tasks' read path).
+pub(crate) fn with_inline_jobs<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INLINE_JOBS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(INLINE_JOBS.with(|c| c.replace(true)));
+    f()
+}
+
+/// A started job and the length of its message, if it carries one.
+type Started = (BoxFuture<()>, Option<usize>);
+
+impl<R: Runtime> Group<R> {
+    /// Start the job queues that became runnable. On a pipe's I/O task (the read path) the
+    /// jobs run right here, each polled once: a callback that finishes at once (an echo's
+    /// send) costs no task at all. A callback that must wait moves, with the rest of the
+    /// queue, to a worker task, so the I/O task never waits on user code. Anywhere else (a
+    /// user's `close()`, a drop) a worker is spawned: user code never runs inside the caller.
+    pub(crate) fn start_jobs(self: &Arc<Self>, starts: Vec<(PipeId, Arc<Entry>)>) {
+        for (pipe, entry) in starts {
+            if INLINE_JOBS.with(Cell::get) {
+                self.run_jobs_inline(pipe, entry);
+            } else {
+                let group = self.clone();
+                self.rt.spawn(Box::pin(async move {
+                    group.job_worker(pipe, entry, None).await
+                }));
+            }
+        }
+    }
+
+    fn run_jobs_inline(self: &Arc<Self>, pipe: PipeId, entry: Arc<Entry>) {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut done = None;
+        while let Some((mut job, len)) = self.next_job(pipe, &entry, done.take()) {
+            if job.as_mut().poll(&mut cx).is_pending() {
+                let group = self.clone();
+                self.rt.spawn(Box::pin(async move {
+                    group.job_worker(pipe, entry, Some((job, len))).await
+                }));
+                return;
+            }
+            done = Some(len);
+        }
+    }
+
+    /// Run a pipe's queued callback jobs in order (after `first`, a job already started),
+    /// then exit. The entry is captured at start: the pipe's socket may be closed while its
+    /// last jobs (its End among them) still run.
+    async fn job_worker(self: Arc<Self>, pipe: PipeId, entry: Arc<Entry>, first: Option<Started>) {
+        let mut done = None;
+        if let Some((job, len)) = first {
+            job.await;
+            done = Some(len);
+        }
+        while let Some((job, len)) = self.next_job(pipe, &entry, done.take()) {
+            job.await;
+            done = Some(len);
+        }
+    }
+
+    /// Report the job that finished (`done`: the length of its message, if it had one), then
+    /// give the next job of a pipe as a future, or `None` (and the queue is retired).
+    fn next_job(
+        self: &Arc<Self>,
+        pipe: PipeId,
+        entry: &Arc<Entry>,
+        done: Option<Option<usize>>,
+    ) -> Option<Started> {
+        let mut g = self.lock();
+        if let Some(Some(len)) = done {
+            g.engine.handle_callback_done(pipe, len);
+            self.pump(&mut g);
+        }
+        let slot = g.slots.get_mut(&pipe)?;
+        let Some(job) = slot.jobs.jobs.pop_front() else {
+            slot.jobs.running = false;
+            Self::forget_if_done(&mut g, pipe);
+            return None;
+        };
+        let len = match &job {
+            Job::Msg(m) => Some(m.data.len()),
+            _ => None,
+        };
+        let own = g.own_cbs(pipe).cloned();
+        let parent = g.parent_cbs(pipe).cloned();
+        let handle = Pipe::handle(self.clone(), pipe, entry.clone());
+        Some((Box::pin(run_job(job, own, parent, handle)), len))
     }
 }

@@ -33,11 +33,12 @@ mod builder;
 mod callbacks;
 mod error;
 pub mod external;
+mod group;
 pub mod iface;
+mod logs;
 mod pipe;
 pub mod route;
 pub mod runtime;
-mod shared;
 pub mod socket;
 mod tasks;
 

@@ -13,15 +13,15 @@ use pipe_core::{
 };
 
 use crate::callbacks::{end_fn, msg_fn, up_fn, CallbackId, Callbacks};
+use crate::group::{flush, Entry, Forward, Group, Sock};
 use crate::runtime::{Runtime, TcpIo, UdpIo};
-use crate::shared::{Entry, Forward, Shared, Sock, SockEntry};
 
 /// A pipe: one async API over a UDP socket, a TCP connection or a TCP listener.
 ///
 /// Handles are cheap to clone. The pipe closes when [`Pipe::close`] is called or when the last
 /// handle returned by opening it is dropped (handles given to callbacks do not keep it open).
 pub struct Pipe<R: Runtime> {
-    pub(crate) shared: Arc<Shared<R>>,
+    pub(crate) group: Arc<Group<R>>,
     pub(crate) id: PipeId,
     pub(crate) entry: Arc<Entry>,
     pub(crate) owner: Option<Arc<Owner<R>>>,
@@ -29,17 +29,17 @@ pub struct Pipe<R: Runtime> {
 
 /// Closes the pipe when the last owning handle goes.
 pub(crate) struct Owner<R: Runtime> {
-    shared: Arc<Shared<R>>,
+    group: Arc<Group<R>>,
     id: PipeId,
 }
 
 impl<R: Runtime> Drop for Owner<R> {
     fn drop(&mut self) {
         let forwards = {
-            let mut core = self.shared.lock();
-            let now = self.shared.rt.now();
-            core.engine.close(now, self.id);
-            self.shared.pump(&mut core)
+            let mut g = self.group.lock();
+            let now = self.group.rt.now();
+            g.engine.close(now, self.id);
+            self.group.pump(&mut g)
         };
         drop(forwards);
     }
@@ -48,7 +48,7 @@ impl<R: Runtime> Drop for Owner<R> {
 impl<R: Runtime> Clone for Pipe<R> {
     fn clone(&self) -> Self {
         Self {
-            shared: self.shared.clone(),
+            group: self.group.clone(),
             id: self.id,
             entry: self.entry.clone(),
             owner: self.owner.clone(),
@@ -67,9 +67,9 @@ impl<R: Runtime> std::fmt::Debug for Pipe<R> {
 
 impl<R: Runtime> Pipe<R> {
     /// A non-owning handle (for callbacks and link targets).
-    pub(crate) fn handle(shared: Arc<Shared<R>>, id: PipeId, entry: Arc<Entry>) -> Self {
+    pub(crate) fn handle(group: Arc<Group<R>>, id: PipeId, entry: Arc<Entry>) -> Self {
         Self {
-            shared,
+            group,
             id,
             entry,
             owner: None,
@@ -77,13 +77,13 @@ impl<R: Runtime> Pipe<R> {
     }
 
     /// An owning handle: dropping the last one closes the pipe.
-    pub(crate) fn owned(shared: Arc<Shared<R>>, id: PipeId, entry: Arc<Entry>) -> Self {
+    pub(crate) fn owned(group: Arc<Group<R>>, id: PipeId, entry: Arc<Entry>) -> Self {
         let owner = Some(Arc::new(Owner {
-            shared: shared.clone(),
+            group: group.clone(),
             id,
         }));
         Self {
-            shared,
+            group,
             id,
             entry,
             owner,
@@ -97,7 +97,7 @@ impl<R: Runtime> Pipe<R> {
 
     /// What kind of pipe this is (`None` once the pipe is closed and drained).
     pub fn kind(&self) -> Option<Kind> {
-        self.shared.lock().engine.kind(self.id)
+        self.group.lock().engine.kind(self.id)
     }
 
     /// TCP or UDP.
@@ -107,17 +107,17 @@ impl<R: Runtime> Pipe<R> {
 
     /// The local address of the pipe's socket.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.shared.lock().engine.local_addr(self.id)
+        self.group.lock().engine.local_addr(self.id)
     }
 
     /// The default destination: a UDP client's destination, a TCP connection's peer.
     pub fn dest(&self) -> Option<SocketAddr> {
-        self.shared.lock().engine.dest(self.id)
+        self.group.lock().engine.dest(self.id)
     }
 
     /// The pipe's counters.
     pub fn stats(&self) -> Option<Stats> {
-        self.shared.lock().engine.stats(self.id)
+        self.group.lock().engine.stats(self.id)
     }
 
     /// True once the pipe has ended (its socket may still be flushing).
@@ -160,11 +160,11 @@ impl<R: Runtime> Pipe<R> {
     async fn make_room(&self) {
         let listener = self.entry.writable.listen();
         let Some(sock) = self
-            .shared
+            .group
             .lock()
-            .socks
+            .slots
             .get(&self.id)
-            .map(|s| s.sock.clone())
+            .and_then(|s| s.sock.clone())
         else {
             return; // closed: the next try says so
         };
@@ -181,24 +181,18 @@ impl<R: Runtime> Pipe<R> {
         .await;
         drop(sock);
         if writable {
-            self.shared.flush_pipe(self.id);
+            self.group.flush_pipe(self.id);
         }
     }
 
     fn try_send(&self, data: &[u8], dest: Option<SocketAddr>) -> Result<(), SendError> {
-        let mut core = self.shared.lock();
-        if let Some(dst) = core.engine.can_send_direct(self.id, data.len(), dest)? {
+        let mut g = self.group.lock();
+        if let Some(dst) = g.engine.can_send_direct(self.id, data.len(), dest)? {
             // Write straight from the caller's buffer; queue (copy) only what the socket does
             // not take. Under the lock, so writes stay in order.
-            let written = match core.socks.get(&self.id) {
-                Some(SockEntry {
-                    sock: Sock::Tcp(s),
-                    unsent: None,
-                }) => s.try_write(data),
-                Some(SockEntry {
-                    sock: Sock::Udp(s),
-                    unsent: None,
-                }) => s.try_send_to(data, dst),
+            let written = match g.slots.get(&self.id).and_then(|s| s.sock.as_ref()) {
+                Some(Sock::Tcp(s)) => s.try_write(data),
+                Some(Sock::Udp(s)) => s.try_send_to(data, dst),
                 _ => Ok(0),
             };
             let written = match written {
@@ -214,29 +208,48 @@ impl<R: Runtime> Pipe<R> {
                 // A datagram the OS refused: this send fails, the pipe lives on.
                 Err(e) if self.entry.proto == Proto::Udp => return Err(refused(e, data.len())),
                 Err(e) => {
-                    core.engine
-                        .handle_error(self.shared.rt.now(), self.id, e.to_string());
-                    self.shared.pump(&mut core);
+                    g.engine
+                        .handle_error(self.group.rt.now(), self.id, e.to_string());
+                    self.group.pump(&mut g);
                     return Err(SendError::from(e));
                 }
             };
+            if written > 0 {
+                g.engine.note_direct_send(self.id, written);
+            }
             if written == data.len() {
                 return Ok(());
             }
-            let res = core
+            let res = g
                 .engine
-                .send(self.shared.rt.now(), self.id, &data[written..], dest);
-            self.shared.pump(&mut core);
+                .send(self.group.rt.now(), self.id, &data[written..], dest);
+            self.group.pump(&mut g);
             return res;
         }
-        let now = self.shared.rt.now();
-        core.send_error = None;
-        let res = core.engine.send(now, self.id, data, dest);
-        let forwards = self.shared.pump(&mut core);
-        debug_assert!(forwards.is_empty());
-        match (res, core.send_error.take()) {
-            (Ok(()), Some(e)) => Err(refused(e, data.len())),
-            (res, _) => res,
+        self.queue_send(
+            &mut g,
+            |engine, now| engine.send(now, self.id, data, dest),
+            data.len(),
+        )
+    }
+
+    /// Queue a send with the engine and write it now if the socket takes it. When nothing
+    /// was queued before it, the first datagram written is this send's own: if the OS
+    /// refuses it, this send fails (a refusal of anything queued earlier is only counted).
+    fn queue_send<T>(
+        &self,
+        g: &mut crate::group::GroupState<R>,
+        send: impl FnOnce(&mut pipe_core::Engine, std::time::Instant) -> Result<T, SendError>,
+        len: usize,
+    ) -> Result<T, SendError> {
+        let now = self.group.rt.now();
+        let own_first = g.engine.peek_transmit(self.id).is_none();
+        let res = send(&mut g.engine, now)?;
+        let flushed = flush(g, self.id, now, own_first && self.entry.proto == Proto::Udp);
+        self.group.pump(g);
+        match flushed {
+            Err(e) if self.entry.proto == Proto::Udp => Err(refused(e, len)),
+            _ => Ok(res),
         }
     }
 
@@ -247,16 +260,19 @@ impl<R: Runtime> Pipe<R> {
         data: &[u8],
         dest: Option<SocketAddr>,
     ) -> Result<Outcome, SendError> {
-        let id: MessageId = loop {
+        let (id, wait) = loop {
             let res = {
-                let mut core = self.shared.lock();
-                let now = self.shared.rt.now();
-                let res = core.engine.send_reliable(now, self.id, data, dest);
-                self.shared.pump(&mut core);
-                if let Some(root) = core.root.and_then(|r| core.entries.get(&r)) {
-                    root.wake_io.notify(1);
-                }
-                res
+                let mut g = self.group.lock();
+                let wait = g
+                    .engine
+                    .conf(self.id)
+                    .map(|c| c.retry_interval * (c.reliable_tries() + 1) + Duration::from_secs(1));
+                self.queue_send(
+                    &mut g,
+                    |engine, now| engine.send_reliable(now, self.id, data, dest),
+                    data.len(),
+                )
+                .map(|id| (id, wait.unwrap_or(Duration::from_secs(10))))
             };
             match res {
                 Err(SendError::WouldBlock) if self.entry.is_ended() => {
@@ -264,15 +280,37 @@ impl<R: Runtime> Pipe<R> {
                 }
                 Err(SendError::WouldBlock) => self.make_room().await,
                 Err(e) => return Err(e),
-                Ok(id) => break id,
+                Ok(sent) => break sent,
             }
         };
+        // The engine decides every send within its tries; the deadline only guards against
+        // a bug leaving a caller waiting forever. Cancelling the wait forgets the outcome.
+        let mut waiter = OutcomeWaiter {
+            pipe: self,
+            id,
+            done: false,
+        };
+        let deadline = self.group.rt.now() + wait;
         loop {
             let listener = self.entry.reliable.listen();
-            if let Some(o) = Shared::take_outcome(&mut self.shared.lock(), self.id, id) {
-                return Ok(o);
+            {
+                let mut g = self.group.lock();
+                if let Some(o) = g.engine.take_outcome(self.id, id) {
+                    waiter.done = true;
+                    return Ok(o);
+                }
+                if g.engine.state(self.id).is_none() {
+                    waiter.done = true;
+                    return Err(SendError::Closed);
+                }
             }
-            listener.await;
+            if !self.wait_until(listener, deadline).await {
+                log::warn!(
+                    "{}: reliable send {id:?} got no outcome in {wait:?}",
+                    self.id
+                );
+                return Ok(Outcome::Unconfirmed);
+            }
         }
     }
 
@@ -299,20 +337,20 @@ impl<R: Runtime> Pipe<R> {
     ) -> Result<Option<Message>, RecvError> {
         // A queued message costs no timer and no listener.
         let timeout = {
-            let mut core = self.shared.lock();
-            if let Some(m) = core.engine.recv(self.id, sub)? {
+            let mut g = self.group.lock();
+            if let Some(m) = g.engine.recv(self.id, sub)? {
                 return Ok(Some(m));
             }
             timeout.unwrap_or_else(|| {
-                core.engine
+                g.engine
                     .conf(self.id)
                     .map_or(Duration::from_secs(2), |c| c.recv_timeout)
             })
         };
-        let mut sleep = self.shared.rt.sleep_until(self.shared.rt.now() + timeout);
+        let mut sleep = self.group.rt.sleep_until(self.group.rt.now() + timeout);
         loop {
             let listener = self.entry.readable.listen();
-            if let Some(m) = self.shared.lock().engine.recv(self.id, sub)? {
+            if let Some(m) = self.group.lock().engine.recv(self.id, sub)? {
                 return Ok(Some(m));
             }
             let notified = future::or(
@@ -338,7 +376,7 @@ impl<R: Runtime> Pipe<R> {
         listener: impl Future<Output = ()>,
         deadline: std::time::Instant,
     ) -> bool {
-        let sleep = self.shared.rt.sleep_until(deadline);
+        let sleep = self.group.rt.sleep_until(deadline);
         future::or(
             async {
                 listener.await;
@@ -354,12 +392,12 @@ impl<R: Runtime> Pipe<R> {
 
     /// Subscribe to messages matching `filter`; an equal filter returns the same id.
     pub fn subscribe(&self, filter: Filter) -> Result<SubId, SubscribeError> {
-        self.shared.lock().engine.subscribe(self.id, filter)
+        self.group.lock().engine.subscribe(self.id, filter)
     }
 
     /// Remove a subscription.
     pub fn unsubscribe(&self, sub: SubId) -> Result<(), RecvError> {
-        self.shared.lock().engine.unsubscribe(self.id, sub)
+        self.group.lock().engine.unsubscribe(self.id, sub)
     }
 
     // ---- servers ----------------------------------------------------------------------
@@ -378,7 +416,7 @@ impl<R: Runtime> Pipe<R> {
 
     /// Like [`Pipe::accept`], giving up after `timeout` with `Ok(None)`.
     pub async fn accept_timeout(&self, timeout: Duration) -> Result<Option<Pipe<R>>, RecvError> {
-        let deadline = self.shared.rt.now() + timeout;
+        let deadline = self.group.rt.now() + timeout;
         loop {
             let listener = self.entry.accept.listen();
             if let Some(p) = self.try_accept()? {
@@ -391,28 +429,26 @@ impl<R: Runtime> Pipe<R> {
     }
 
     fn try_accept(&self) -> Result<Option<Pipe<R>>, RecvError> {
-        let mut core = self.shared.lock();
-        let Some(conn) = core.engine.pop_accepted(self.id)? else {
+        let mut g = self.group.lock();
+        let Some(conn) = g.engine.pop_accepted(self.id)? else {
             return Ok(None);
         };
-        let entry = core
-            .entries
-            .get(&conn)
+        let entry = g
+            .entry(conn)
             .cloned()
             .unwrap_or_else(|| Entry::gone(Proto::Tcp));
-        Ok(Some(Pipe::handle(self.shared.clone(), conn, entry)))
+        Ok(Some(Pipe::handle(self.group.clone(), conn, entry)))
     }
 
     /// The live connections of a TCP server, in accept order.
     pub fn connections(&self) -> Vec<Pipe<R>> {
-        let core = self.shared.lock();
-        core.engine
+        let g = self.group.lock();
+        g.engine
             .connections(self.id)
             .into_iter()
             .filter_map(|c| {
-                core.entries
-                    .get(&c)
-                    .map(|e| Pipe::handle(self.shared.clone(), c, e.clone()))
+                g.entry(c)
+                    .map(|e| Pipe::handle(self.group.clone(), c, e.clone()))
             })
             .collect()
     }
@@ -433,8 +469,8 @@ impl<R: Runtime> Pipe<R> {
         dest: Option<SocketAddr>,
         from: Option<SocketAddr>,
     ) -> Result<LinkId, LinkError> {
-        if Arc::ptr_eq(&self.shared, &target.shared) {
-            return self.shared.lock().engine.link(
+        if Arc::ptr_eq(&self.group, &target.group) {
+            return self.group.lock().engine.link(
                 self.id,
                 LinkTarget::Local(target.id),
                 dest,
@@ -448,21 +484,21 @@ impl<R: Runtime> Pipe<R> {
         if target.kind() == Some(Kind::TcpListener) {
             return Err(LinkError::WrongKind("TCP listener"));
         }
-        let mut core = self.shared.lock();
-        let token = core.next_token;
-        let id = core
+        let mut g = self.group.lock();
+        let token = g.next_token;
+        let id = g
             .engine
             .link(self.id, LinkTarget::External(token), dest, from)?;
-        core.next_token += 1;
-        let handle = Pipe::handle(target.shared.clone(), target.id, target.entry.clone());
-        core.link_targets.insert(token, handle);
-        core.link_tokens.insert((self.id, id), token);
+        g.next_token += 1;
+        let handle = Pipe::handle(target.group.clone(), target.id, target.entry.clone());
+        g.link_targets.insert(token, handle);
+        g.link_tokens.insert((self.id, id), token);
         Ok(id)
     }
 
     /// Remove a link.
     pub fn unlink(&self, link: LinkId) -> Result<(), LinkError> {
-        Shared::unlink(&mut self.shared.lock(), self.id, link)
+        Group::unlink(&mut self.group.lock(), self.id, link)
     }
 
     // ---- callbacks --------------------------------------------------------------------
@@ -495,10 +531,15 @@ impl<R: Runtime> Pipe<R> {
     {
         let cb = end_fn(f);
         if self.entry.is_ended() {
-            let pipe = self.clone_handle();
-            let reason = EndReason::Local;
-            let fut = cb(reason, pipe);
-            self.shared.rt.spawn(fut);
+            // Ended already: run this one callback, with the pipe's real end reason, after
+            // the jobs already queued (its End among them).
+            let reason = self.entry.reason.get().cloned().unwrap_or(EndReason::Local);
+            let mut g = self.group.lock();
+            let job = crate::callbacks::Job::End(reason.clone(), Some(cb.clone()));
+            if !self.group.queue_job(&mut g, self.id, job) {
+                drop(g);
+                self.group.rt.spawn(cb(reason, self.clone_handle()));
+            }
             return CallbackId(0);
         }
         self.edit_callbacks(|c, id| Arc::make_mut(&mut c.end).push((id, cb)))
@@ -506,8 +547,8 @@ impl<R: Runtime> Pipe<R> {
 
     /// Remove a callback by the id its `add_*` returned. True if it was there.
     pub fn del_cb(&self, id: CallbackId) -> bool {
-        let mut core = self.shared.lock();
-        let Some(c) = core.cbs.get_mut(&self.id) else {
+        let mut g = self.group.lock();
+        let Some(c) = cbs_mut(&mut g, self.id) else {
             return false;
         };
         let before = c.msg.len() + c.up.len() + c.end.len();
@@ -516,23 +557,25 @@ impl<R: Runtime> Pipe<R> {
         Arc::make_mut(&mut c.end).retain(|(i, _)| *i != id);
         let removed = before != c.msg.len() + c.up.len() + c.end.len();
         let has_msg = !c.msg.is_empty();
-        core.engine.set_callbacks(self.id, has_msg);
+        g.engine.set_callbacks(self.id, has_msg);
         removed
     }
 
     fn edit_callbacks(&self, f: impl FnOnce(&mut Callbacks<R>, CallbackId)) -> CallbackId {
-        let mut core = self.shared.lock();
-        let id = CallbackId(core.next_cb);
-        core.next_cb += 1;
-        let c = core.cbs.entry(self.id).or_default();
+        let mut g = self.group.lock();
+        let id = CallbackId(g.next_cb);
+        g.next_cb += 1;
+        let Some(c) = cbs_mut(&mut g, self.id) else {
+            return id;
+        };
         f(c, id);
         let has_msg = !c.msg.is_empty();
-        core.engine.set_callbacks(self.id, has_msg);
+        g.engine.set_callbacks(self.id, has_msg);
         id
     }
 
     fn clone_handle(&self) -> Pipe<R> {
-        Pipe::handle(self.shared.clone(), self.id, self.entry.clone())
+        Pipe::handle(self.group.clone(), self.id, self.entry.clone())
     }
 
     // ---- closing ----------------------------------------------------------------------
@@ -541,10 +584,10 @@ impl<R: Runtime> Pipe<R> {
     /// first. Idempotent. Safe to call from the pipe's own callbacks.
     pub async fn close(&self) {
         {
-            let mut core = self.shared.lock();
-            let now = self.shared.rt.now();
-            core.engine.close(now, self.id);
-            self.shared.pump(&mut core);
+            let mut g = self.group.lock();
+            let now = self.group.rt.now();
+            g.engine.close(now, self.id);
+            self.group.pump(&mut g);
         }
         self.closed().await;
     }
@@ -561,6 +604,20 @@ impl<R: Runtime> Pipe<R> {
     }
 }
 
+/// The callbacks a pipe's `add_*_cb` edits: the group's for its first pipe, a connection's
+/// own otherwise. `None` once the pipe is forgotten.
+fn cbs_mut<R: Runtime>(
+    g: &mut crate::group::GroupState<R>,
+    pipe: PipeId,
+) -> Option<&mut Callbacks<R>> {
+    if g.first == Some(pipe) {
+        return Some(&mut g.cbs);
+    }
+    g.slots
+        .get_mut(&pipe)
+        .map(|s| s.cbs.get_or_insert_with(Callbacks::default))
+}
+
 /// The error for a datagram of `len` bytes the OS refused to send.
 fn refused(e: io::Error, len: usize) -> SendError {
     if crate::socket::is_msgsize(&e) {
@@ -575,14 +632,34 @@ fn refused(e: io::Error, len: usize) -> SendError {
 
 /// Run forwards produced by a pump: each is sent through its target, awaited (backpressure).
 /// A target that is gone is unlinked; local delivery was already done.
-pub(crate) async fn run_forwards<R: Runtime>(shared: &Arc<Shared<R>>, forwards: Vec<Forward<R>>) {
+pub(crate) async fn run_forwards<R: Runtime>(group: &Arc<Group<R>>, forwards: Vec<Forward<R>>) {
     for f in forwards {
         match f.target.send_inner(&f.data, f.dest).await {
             Ok(()) => {}
             Err(SendError::Closed) => {
-                let _ = Shared::unlink(&mut shared.lock(), f.from, f.link);
+                let _ = Group::unlink(&mut group.lock(), f.from, f.link);
             }
-            Err(e) => log::debug!("{}: forward through link failed: {e}", f.from),
+            Err(e) => crate::logs::limited(
+                crate::logs::Kind::Forward,
+                format_args!("{}: forward through link failed: {e}", f.from),
+            ),
+        }
+    }
+}
+
+/// Forgets a reliable send's outcome if its waiter goes away before taking it.
+struct OutcomeWaiter<'a, R: Runtime> {
+    pipe: &'a Pipe<R>,
+    id: MessageId,
+    done: bool,
+}
+
+impl<R: Runtime> Drop for OutcomeWaiter<'_, R> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut g = self.pipe.group.lock();
+            g.engine.forget_outcome(self.pipe.id, self.id);
+            self.pipe.group.pump(&mut g);
         }
     }
 }

@@ -1,28 +1,28 @@
 //! The I/O tasks: one per socket. A task is a loop, not logic: read what is ready and feed
-//! it to the engine, write what the engine queued, run the engine's timer (the group's root
-//! task only), and sleep until one of those can make progress. Protocol decisions all live in
-//! pipe-core.
+//! it to the engine, write what the engine queued, run the engine's timer (one task per group
+//! at a time), and sleep until one of those can make progress. When the engine releases the
+//! pipe's socket (`Event::Released`: everything written, or the close deadline passed), the
+//! task drops it. Protocol decisions, deadlines and caps all live in pipe-core.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_lite::future;
 use pipe_core::{PipeId, Proto};
 
 use crate::buffers::{read_pooled, with_scratch, Input};
-use crate::callbacks::run_accept_hooks;
+use crate::callbacks::{run_accept_hooks, with_inline_jobs};
+use crate::group::{Entry, Forward, Group, GroupState, Slot, Sock};
 use crate::pipe::run_forwards;
 use crate::pipe::Pipe;
 use crate::runtime::{ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
-use crate::shared::{flush, with_inline_jobs, Entry, Forward, Shared, Sock, SockEntry};
 use crate::socket::is_fd_exhaustion;
 
 /// Datagrams or reads handled before the task yields to others.
 const READ_BUDGET: usize = 64;
-/// How long a closing pipe may take to write what was queued before it closed.
-const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
 /// What woke a waiting task.
 enum Wake {
@@ -32,13 +32,14 @@ enum Wake {
     Signal,
 }
 
-/// Register a new pipe's socket and entry, and start its task.
+/// Register a new pipe's socket and entry, and start its task. `conn`: an accepted
+/// connection (it runs the listener's accept hooks before it reads).
 pub(crate) fn start<R: Runtime>(
-    shared: &Arc<Shared<R>>,
-    core: &mut crate::shared::Core<R>,
+    group: &Arc<Group<R>>,
+    g: &mut GroupState<R>,
     id: PipeId,
     sock: Sock<R>,
-    parent: Option<PipeId>,
+    conn: bool,
 ) -> Arc<Entry> {
     let proto = if matches!(sock, Sock::Udp(_)) {
         Proto::Udp
@@ -46,38 +47,53 @@ pub(crate) fn start<R: Runtime>(
         Proto::Tcp
     };
     let entry = Entry::new(proto);
-    core.entries.insert(id, entry.clone());
-    if let Some(p) = parent {
-        core.parent.insert(id, p);
-    }
-    if core.root.is_none() {
-        core.root = Some(id);
-    }
-    core.socks.insert(
+    g.slots.insert(
         id,
-        SockEntry {
-            sock: sock.clone(),
-            unsent: None,
+        Slot {
+            sock: Some(sock.clone()),
+            entry: entry.clone(),
+            cbs: None,
+            jobs: Default::default(),
         },
     );
-    let reader_limit = core.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
-    let (s, e) = (shared.clone(), entry.clone());
-    let hooks = parent
-        .and_then(|p| core.cbs.get(&p))
-        .map(|c| c.accept.clone())
-        .filter(|h| !h.is_empty());
+    if g.timer_task.is_none() {
+        g.timer_task = Some(id);
+    }
+    let reader_limit = g.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
+    let (s, e) = (group.clone(), entry.clone());
+    let hooks = Some(g.cbs.accept.clone()).filter(|h| conn && !h.is_empty());
     let task: crate::runtime::BoxFuture<()> = match sock {
         Sock::Udp(u) => Box::pin(run_udp(s, id, u, e)),
         Sock::Tcp(t) => match hooks {
             Some(hooks) => Box::pin(async move {
-                run_accept_hooks(hooks, Pipe::handle(s.clone(), id, e.clone())).await;
-                run_tcp(s, id, t, e, reader_limit).await;
+                let hooks = run_accept_hooks(hooks, Pipe::handle(s.clone(), id, e.clone()));
+                let mut hooks = pin!(hooks);
+                // The connection reads only after its hooks ran (a relay links it first). If
+                // a hook ends the pipe (a failing upstream closes it), the socket is closed
+                // while the hook still runs, so the hook's `close().await` returns.
+                let ended = async {
+                    wait_ended(&e).await;
+                    false
+                };
+                let done = future::or(
+                    async {
+                        (&mut hooks).await;
+                        true
+                    },
+                    ended,
+                )
+                .await;
+                if done {
+                    run_tcp(s, id, t, e, reader_limit).await;
+                } else {
+                    future::zip(hooks, run_tcp(s, id, t, e, reader_limit)).await;
+                }
             }),
             None => Box::pin(run_tcp(s, id, t, e, reader_limit)),
         },
         Sock::Listener(l) => Box::pin(run_listener(s, id, l, e)),
     };
-    shared.rt.spawn(task);
+    group.rt.spawn(task);
     entry
 }
 
@@ -95,59 +111,84 @@ enum Read<R: Runtime> {
 
 /// The read loop shared by UDP and TCP pipes: read up to a budget, then yield; when nothing
 /// is readable, sleep until the socket, the engine's timer or the pipe's signal wakes us.
+/// Returns when the pipe ended; then writes what is left until the engine releases it.
 async fn read_loop<R: Runtime, S: Readiness>(
-    shared: &Arc<Shared<R>>,
+    group: &Arc<Group<R>>,
     id: PipeId,
     entry: &Entry,
     sock: &S,
     mut read_one: impl FnMut() -> Read<R>,
 ) {
-    loop {
+    'read: loop {
         let mut n = 0;
         while n < READ_BUDGET {
             if entry.is_ended() {
-                return;
+                break 'read;
             }
-            wait_job_space(entry).await;
+            if entry.is_paused() {
+                break;
+            }
             match with_inline_jobs(&mut read_one) {
                 Read::Fed(forwards) => {
                     n += 1;
                     if !forwards.is_empty() {
                         // On the heap: only relays forward, and idle tasks stay small.
-                        Box::pin(run_forwards(shared, forwards)).await;
+                        Box::pin(run_forwards(group, forwards)).await;
                     }
                 }
                 Read::Empty => break,
                 Read::Retry => {}
-                Read::Ended => return,
+                Read::Ended => break 'read,
             }
         }
         if n == READ_BUDGET {
             future::yield_now().await;
             continue;
         }
-        match wait(shared, id, entry, sock).await {
+        let read = !entry.is_paused();
+        match wait(group, id, entry, sock, read).await {
             Wake::Readable | Wake::Signal => {}
-            Wake::Writable => shared.flush_pipe(id),
-            Wake::Timer => timer(shared),
+            Wake::Writable => group.flush_pipe(id),
+            Wake::Timer => timer(group),
+        }
+    }
+    drain(group, id, entry, sock).await;
+}
+
+/// The pipe ended: write what is queued until the engine releases the socket (all written,
+/// or its close deadline passed), running the group's timer if this task holds it.
+async fn drain<R: Runtime, S: Readiness>(
+    group: &Arc<Group<R>>,
+    id: PipeId,
+    entry: &Entry,
+    sock: &S,
+) {
+    loop {
+        group.flush_pipe(id);
+        if entry.is_released() || group.lock().engine.state(id).is_none() {
+            return;
+        }
+        match wait(group, id, entry, sock, false).await {
+            Wake::Timer => timer(group),
+            Wake::Writable | Wake::Readable | Wake::Signal => {}
         }
     }
 }
 
 async fn run_udp<R: Runtime>(
-    shared: Arc<Shared<R>>,
+    group: Arc<Group<R>>,
     id: PipeId,
     sock: Arc<R::Udp>,
     entry: Arc<Entry>,
 ) {
-    read_loop(&shared, id, &entry, &*sock, || {
+    read_loop(&group, id, &entry, &*sock, || {
         // One byte more than the largest UDP payload, so nothing is truncated silently.
         let read = with_scratch(65_536, |buf| {
             let (len, from) = sock.try_recv_from(buf)?;
-            let mut core = shared.lock();
-            core.engine
-                .handle_datagram(shared.rt.now(), id, from, &buf[..len]);
-            Ok(shared.pump(&mut core))
+            let mut g = group.lock();
+            g.engine
+                .handle_datagram(group.rt.now(), id, from, &buf[..len]);
+            Ok(group.pump(&mut g))
         });
         match read {
             Ok(forwards) => Read::Fed(forwards),
@@ -155,46 +196,46 @@ async fn run_udp<R: Runtime>(
             // ICMP errors reported on the socket: the pipe lives on.
             Err(e) if crate::socket::is_transient_udp_error(&e) => Read::Retry,
             Err(e) => {
-                fail(&shared, id, e);
+                fail(&group, id, e);
                 Read::Ended
             }
         }
     })
     .await;
     drop(sock);
-    finish(&shared, id).await;
+    finish(&group, id);
 }
 
 async fn run_tcp<R: Runtime>(
-    shared: Arc<Shared<R>>,
+    group: Arc<Group<R>>,
     id: PipeId,
     sock: Arc<R::Tcp>,
     entry: Arc<Entry>,
     reader_limit: usize,
 ) {
-    read_loop(&shared, id, &entry, &*sock, || {
+    read_loop(&group, id, &entry, &*sock, || {
         let read = read_pooled(
             reader_limit,
             |buf| sock.try_read(buf),
             |input| {
-                let mut core = shared.lock();
-                let now = shared.rt.now();
+                let mut g = group.lock();
+                let now = group.rt.now();
                 let len = match input {
                     Input::Slice([]) => {
-                        core.engine.handle_peer_closed(now, id, false);
+                        g.engine.handle_peer_closed(now, id, false);
                         0
                     }
                     Input::Slice(bytes) => {
-                        core.engine.handle_stream(now, id, bytes);
+                        g.engine.handle_stream(now, id, bytes);
                         bytes.len()
                     }
                     Input::Owned(bytes) => {
                         let len = bytes.len();
-                        core.engine.handle_stream_bytes(now, id, bytes);
+                        g.engine.handle_stream_bytes(now, id, bytes);
                         len
                     }
                 };
-                (len, shared.pump(&mut core))
+                (len, group.pump(&mut g))
             },
         );
         match read {
@@ -210,27 +251,26 @@ async fn run_tcp<R: Runtime>(
                         | ErrorKind::BrokenPipe
                 ) =>
             {
-                let mut core = shared.lock();
-                core.engine.handle_peer_closed(shared.rt.now(), id, true);
-                shared.pump(&mut core);
+                let mut g = group.lock();
+                g.engine.handle_peer_closed(group.rt.now(), id, true);
+                group.pump(&mut g);
                 Read::Ended
             }
             Err(e) => {
-                fail(&shared, id, e);
+                fail(&group, id, e);
                 Read::Ended
             }
         }
     })
     .await;
-    flush_before_close(&shared, id, &*sock).await;
     // Closing the last descriptor sends the FIN (or, with SO_LINGER 0, the RST): no
     // shutdown call, which would also turn an abortive close into a graceful one.
     drop(sock);
-    finish(&shared, id).await;
+    finish(&group, id);
 }
 
 async fn run_listener<R: Runtime>(
-    shared: Arc<Shared<R>>,
+    group: Arc<Group<R>>,
     id: PipeId,
     sock: Arc<R::Listener>,
     entry: Arc<Entry>,
@@ -238,103 +278,159 @@ async fn run_listener<R: Runtime>(
     let mut backoff = Duration::ZERO;
     while !entry.is_ended() {
         let signal = entry.wake_io.listen();
+        let deadline = timer_deadline(&group, id);
         if entry.is_ended() {
             break;
         }
-        let accepted = future::or(async { Some(sock.accept().await) }, async {
-            signal.await;
-            None
-        })
+        let due = async {
+            match deadline {
+                Some(d) => group.rt.sleep_until(d).await,
+                None => future::pending::<()>().await,
+            }
+            Some(None)
+        };
+        let accepted = future::or(
+            async { Some(Some(sock.accept().await)) },
+            future::or(due, async {
+                signal.await;
+                None
+            }),
+        )
         .await;
         match accepted {
             None => {}
-            Some(Ok((stream, peer))) => {
+            Some(None) => timer(&group),
+            Some(Some(Ok((stream, peer)))) => {
                 backoff = Duration::ZERO;
-                accept_one(&shared, id, stream, peer);
+                accept_one(&group, id, stream, peer);
             }
-            Some(Err(e)) if is_fd_exhaustion(&e) => {
+            Some(Some(Err(e))) if is_fd_exhaustion(&e) => {
                 // Out of descriptors: back off instead of spinning on EMFILE.
                 backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
-                log::warn!("{id}: accept: {e}; pausing {backoff:?}");
-                let deadline = shared.rt.now() + backoff;
+                crate::logs::limited(
+                    crate::logs::Kind::Exhausted,
+                    format_args!("{id}: accept: {e}; pausing {backoff:?}"),
+                );
+                let deadline = group.rt.now() + backoff;
                 let signal = entry.wake_io.listen();
-                future::or(shared.rt.sleep_until(deadline), signal).await;
+                future::or(group.rt.sleep_until(deadline), signal).await;
             }
-            Some(Err(e)) => log::debug!("{id}: accept: {e}"),
+            Some(Some(Err(e))) => {
+                crate::logs::limited(crate::logs::Kind::Accept, format_args!("{id}: accept: {e}"))
+            }
         }
     }
     drop(sock);
-    finish(&shared, id).await;
+    // The listener has nothing to write, but it may hold the group's timer while its
+    // connections flush after it closed them.
+    group.flush_pipe(id);
+    finish(&group, id);
 }
 
 fn accept_one<R: Runtime>(
-    shared: &Arc<Shared<R>>,
+    group: &Arc<Group<R>>,
     listener: PipeId,
     stream: R::Tcp,
     peer: SocketAddr,
 ) {
-    let mut core = shared.lock();
-    let Some(listen_addr) = core.engine.local_addr(listener) else {
+    let mut g = group.lock();
+    let Some(listen_addr) = g.engine.local_addr(listener) else {
         return;
     };
     let local = stream.local_addr().unwrap_or(listen_addr);
-    match core
+    match g
         .engine
-        .handle_accepted(shared.rt.now(), listener, local, peer)
+        .handle_accepted(group.rt.now(), listener, local, peer)
     {
         Ok(conn) => {
-            start(
-                shared,
-                &mut core,
-                conn,
-                Sock::Tcp(Arc::new(stream)),
-                Some(listener),
-            );
-            shared.pump(&mut core);
+            start(group, &mut g, conn, Sock::Tcp(Arc::new(stream)), true);
+            group.pump(&mut g);
         }
-        Err(e) => log::debug!("{listener}: refusing {peer}: {e}"),
+        Err(e) => crate::logs::limited(
+            crate::logs::Kind::Accept,
+            format_args!("{listener}: refusing {peer}: {e}"),
+        ),
     }
 }
 
-/// Sleep until the socket is readable, writable (only if a write is pending), the engine's
-/// timer is due (root task only), or the entry's `wake_io` is signalled.
+/// The engine's next deadline if this pipe's task holds the group's timer (it then sleeps
+/// to it, and `pump` wakes it when the deadline moves earlier).
+fn timer_deadline<R: Runtime>(group: &Arc<Group<R>>, id: PipeId) -> Option<std::time::Instant> {
+    let mut g = group.lock();
+    if g.timer_task != Some(id) {
+        return None;
+    }
+    let d = g.engine.poll_timeout();
+    g.armed = d;
+    d
+}
+
+/// Sleep until the socket is readable (if `read`), writable (only if bytes are queued), the
+/// engine's timer is due (the timer task only), or the entry's `wake_io` is signalled.
 async fn wait<R: Runtime, S: Readiness>(
-    shared: &Arc<Shared<R>>,
+    group: &Arc<Group<R>>,
     id: PipeId,
     entry: &Entry,
     sock: &S,
+    read: bool,
 ) -> Wake {
     let signal = entry.wake_io.listen();
+    let resume = entry.resume.listen();
     let (deadline, want_write) = {
-        let core = shared.lock();
-        let deadline = if core.root == Some(id) {
-            core.engine.poll_timeout()
+        let mut g = group.lock();
+        let deadline = if g.timer_task == Some(id) {
+            g.armed = g.engine.poll_timeout();
+            g.armed
         } else {
             None
         };
-        (
-            deadline,
-            core.socks.get(&id).is_some_and(|s| s.unsent.is_some()),
-        )
+        (deadline, g.engine.peek_transmit(id).is_some())
     };
-    if entry.is_ended() {
+    if (read && entry.is_ended()) || entry.is_released() {
         return Wake::Signal;
     }
-    let read = async {
-        let _ = sock.readable().await;
-        Wake::Readable
-    };
+    if read && entry.is_paused() {
+        // Paused: wait for the engine's resume instead of the socket.
+        let sig = async {
+            future::or(signal, resume).await;
+            Wake::Signal
+        };
+        return Box::pin(future::or(sig, timed(group, deadline, want_write, sock))).await;
+    }
     let sig = async {
         signal.await;
         Wake::Signal
     };
+    let readable = async {
+        if read {
+            let _ = sock.readable().await;
+            Wake::Readable
+        } else {
+            future::pending().await
+        }
+    };
     if deadline.is_none() && !want_write {
         // The idle case, kept small: 10,000 idle connections each hold this future.
-        return future::or(read, sig).await;
+        return future::or(readable, sig).await;
     }
+    // Busier waits live on the heap, so they do not size every idle task.
+    Box::pin(future::or(
+        readable,
+        future::or(sig, timed(group, deadline, want_write, sock)),
+    ))
+    .await
+}
+
+/// The timer and writability half of a wait.
+async fn timed<R: Runtime, S: Readiness>(
+    group: &Arc<Group<R>>,
+    deadline: Option<std::time::Instant>,
+    want_write: bool,
+    sock: &S,
+) -> Wake {
     let timer = async {
         match deadline {
-            Some(d) => shared.rt.sleep_until(d).await,
+            Some(d) => group.rt.sleep_until(d).await,
             None => future::pending::<()>().await,
         }
         Wake::Timer
@@ -347,74 +443,38 @@ async fn wait<R: Runtime, S: Readiness>(
             future::pending().await
         }
     };
-    // Busier waits live on the heap, so they do not size every idle task.
-    Box::pin(future::or(read, future::or(write, future::or(timer, sig)))).await
+    future::or(write, timer).await
 }
 
-fn timer<R: Runtime>(shared: &Arc<Shared<R>>) {
-    let mut core = shared.lock();
-    let now = shared.rt.now();
-    core.engine.handle_timeout(now);
-    shared.pump(&mut core);
+fn timer<R: Runtime>(group: &Arc<Group<R>>) {
+    let mut g = group.lock();
+    let now = group.rt.now();
+    g.armed = None;
+    g.engine.handle_timeout(now);
+    group.pump(&mut g);
 }
 
-fn fail<R: Runtime>(shared: &Arc<Shared<R>>, id: PipeId, e: std::io::Error) {
+fn fail<R: Runtime>(group: &Arc<Group<R>>, id: PipeId, e: std::io::Error) {
     log::debug!("{id}: socket error: {e}");
-    let mut core = shared.lock();
-    core.engine.handle_error(shared.rt.now(), id, e.to_string());
-    shared.pump(&mut core);
+    let mut g = group.lock();
+    g.engine.handle_error(group.rt.now(), id, e.to_string());
+    group.pump(&mut g);
 }
 
-/// Pause reading while the pipe's callback queue is full: a slow callback slows its pipe.
-async fn wait_job_space(entry: &Entry) {
-    let full = || entry.jobs_full.load(std::sync::atomic::Ordering::Acquire);
-    // The common case (room) costs no lock and no listener.
-    while full() && !entry.is_ended() {
-        let listener = entry.job_space.listen();
-        if !full() || entry.is_ended() {
+/// Wait until the pipe has ended.
+async fn wait_ended(entry: &Entry) {
+    while !entry.is_ended() {
+        let listener = entry.wake_io.listen();
+        if entry.is_ended() {
             return;
         }
         listener.await;
     }
 }
 
-/// Write what was queued before the pipe ended, for at most [`CLOSE_FLUSH`].
-async fn flush_before_close<R: Runtime, S: Readiness>(
-    shared: &Arc<Shared<R>>,
-    id: PipeId,
-    sock: &S,
-) {
-    let deadline: Instant = shared.rt.now() + CLOSE_FLUSH;
-    loop {
-        let done = {
-            let mut core = shared.lock();
-            let now = shared.rt.now();
-            flush(&mut core, id, now) && core.socks.get(&id).is_none_or(|s| s.unsent.is_none())
-        };
-        if done {
-            return;
-        }
-        let timed_out = future::or(
-            async {
-                let _ = sock.writable().await;
-                false
-            },
-            async {
-                shared.rt.sleep_until(deadline).await;
-                true
-            },
-        )
-        .await;
-        if timed_out {
-            log::debug!("{id}: closing with unsent data after {CLOSE_FLUSH:?}");
-            return;
-        }
-    }
-}
-
-/// The socket is closed: forget the pipe on the driver side and wake `closed()` waiters.
-async fn finish<R: Runtime>(shared: &Arc<Shared<R>>, id: PipeId) {
-    let mut core = shared.lock();
-    Shared::forget(&mut core, id);
-    shared.pump(&mut core);
+/// The socket is closed: the driver forgets the pipe (once its callbacks ran) and wakes
+/// `closed()` waiters.
+fn finish<R: Runtime>(group: &Arc<Group<R>>, id: PipeId) {
+    let mut g = group.lock();
+    group.socket_closed(&mut g, id);
 }

@@ -243,9 +243,11 @@ impl Engine {
     }
 
     /// The pipe's socket failed with an error the driver cannot recover from.
+    /// Nothing queued for its socket can be written any more: it is dropped and counted.
     pub fn handle_error(&mut self, now: Instant, pipe: PipeId, error: String) {
         self.tick(now);
         self.end(pipe, State::PeerClosed, EndReason::Error(error));
+        self.discard_out(pipe);
     }
 
     /// Time passed: retransmit reliable sends that are due, and end those out of tries.

@@ -1,0 +1,556 @@
+//! One pipe group's driver state: the engine, and per pipe only what is I/O — its socket, its
+//! wake-up signals, its callbacks and their job queue. Everything else about a pipe (deadlines,
+//! caps, reliable outcomes, the listener–connection relation, when its socket may close) is
+//! the engine's. One mutex guards the group; it is never held across an `.await`.
+//!
+//! Every input and command goes through [`Group::pump`]: write what the engine queued, act on
+//! its events, and re-arm the group's timer when `poll_timeout` moved earlier. A pipe is
+//! forgotten in one place, [`Group::forget_if_done`], once its socket is closed (after the
+//! engine's `Released`) and its callback jobs have run.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use event_listener::Event as Signal;
+use pipe_core::{EndReason, Engine, Event, Kind, LinkId, PipeId, Proto};
+
+use crate::callbacks::{Callbacks, Job, JobQueue};
+use crate::pipe::Pipe;
+use crate::runtime::{Runtime, TcpIo, UdpIo};
+
+/// A hasher for the driver's small integer keys (pipe ids, link tokens): one multiply per
+/// word. SipHash's flood resistance buys nothing here, since peers never choose these keys.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub(crate) type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// A pipe's wake-up signals and the flags tasks check without the lock. Waiters `listen()`
+/// before checking state, so no wake-up is lost. Handles hold it, so it outlives the slot.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) proto: Proto,
+    /// Subscription queues gained messages, or the pipe ended.
+    pub(crate) readable: Signal,
+    /// The outbound buffer drained, or the pipe ended.
+    pub(crate) writable: Signal,
+    /// The pipe's I/O task has something to do (flush, timer change, end, release).
+    pub(crate) wake_io: Signal,
+    /// An accepted connection is waiting, or the listener ended.
+    pub(crate) accept: Signal,
+    /// A reliable send finished.
+    pub(crate) reliable: Signal,
+    /// The engine lets the pipe read again.
+    pub(crate) resume: Signal,
+    /// The pipe ended and its socket is closed.
+    pub(crate) closed: Signal,
+    pub(crate) ended: AtomicBool,
+    /// The engine released the socket: nothing more to write.
+    pub(crate) released: AtomicBool,
+    pub(crate) io_done: AtomicBool,
+    /// The engine paused reading (callback caps, server budget); checked without the lock.
+    pub(crate) paused: AtomicBool,
+    /// Why the pipe ended, kept for end callbacks added later.
+    pub(crate) reason: OnceLock<EndReason>,
+}
+
+impl Entry {
+    pub(crate) fn new(proto: Proto) -> Arc<Self> {
+        Arc::new(Self {
+            proto,
+            readable: Signal::new(),
+            writable: Signal::new(),
+            wake_io: Signal::new(),
+            accept: Signal::new(),
+            reliable: Signal::new(),
+            resume: Signal::new(),
+            closed: Signal::new(),
+            ended: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+            io_done: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            reason: OnceLock::new(),
+        })
+    }
+
+    /// The entry of a pipe that is already closed and forgotten.
+    pub(crate) fn gone(proto: Proto) -> Arc<Self> {
+        let e = Self::new(proto);
+        e.ended.store(true, Ordering::Release);
+        e.released.store(true, Ordering::Release);
+        e.io_done.store(true, Ordering::Release);
+        e
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.io_done.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn wake_all(&self) {
+        for s in [
+            &self.readable,
+            &self.writable,
+            &self.wake_io,
+            &self.accept,
+            &self.reliable,
+            &self.resume,
+        ] {
+            s.notify(usize::MAX);
+        }
+    }
+}
+
+/// A pipe's socket.
+pub(crate) enum Sock<R: Runtime> {
+    Udp(Arc<R::Udp>),
+    Tcp(Arc<R::Tcp>),
+    Listener(Arc<R::Listener>),
+}
+
+impl<R: Runtime> Clone for Sock<R> {
+    fn clone(&self) -> Self {
+        match self {
+            Sock::Udp(s) => Sock::Udp(s.clone()),
+            Sock::Tcp(s) => Sock::Tcp(s.clone()),
+            Sock::Listener(s) => Sock::Listener(s.clone()),
+        }
+    }
+}
+
+impl<R: Runtime> Sock<R> {
+    /// Wait until the socket may take more bytes (never, for a listener).
+    pub(crate) async fn writable(&self) -> io::Result<()> {
+        use crate::runtime::Readiness;
+        match self {
+            Sock::Udp(s) => s.writable().await,
+            Sock::Tcp(s) => s.writable().await,
+            Sock::Listener(_) => futures_lite::future::pending().await,
+        }
+    }
+}
+
+/// What the driver keeps per pipe: I/O only.
+pub(crate) struct Slot<R: Runtime> {
+    /// `None` once the engine released it (the I/O task drops the last reference).
+    pub(crate) sock: Option<Sock<R>>,
+    pub(crate) entry: Arc<Entry>,
+    /// An accepted connection's own callbacks (the group's are in [`GroupState::cbs`]).
+    pub(crate) cbs: Option<Callbacks<R>>,
+    pub(crate) jobs: JobQueue<R>,
+}
+
+/// A forward to a pipe of another group, performed after the lock is released.
+pub(crate) struct Forward<R: Runtime> {
+    pub(crate) from: PipeId,
+    pub(crate) link: LinkId,
+    pub(crate) target: Pipe<R>,
+    pub(crate) dest: Option<SocketAddr>,
+    pub(crate) data: Bytes,
+}
+
+pub(crate) struct GroupState<R: Runtime> {
+    pub(crate) engine: Engine,
+    pub(crate) slots: IdMap<PipeId, Slot<R>>,
+    /// The pipe the group was opened for, and its callbacks (its connections run them too).
+    pub(crate) first: Option<PipeId>,
+    pub(crate) cbs: Callbacks<R>,
+    /// Links to pipes of other groups: the driver's handle on each target, by token.
+    pub(crate) link_targets: IdMap<u64, Pipe<R>>,
+    pub(crate) link_tokens: IdMap<(PipeId, LinkId), u64>,
+    pub(crate) next_token: u64,
+    pub(crate) next_cb: u64,
+    /// The pipe whose I/O task sleeps on the engine's timer, and the deadline it sleeps to.
+    pub(crate) timer_task: Option<PipeId>,
+    pub(crate) armed: Option<Instant>,
+    /// Job queues that became runnable under the lock, started when it is released.
+    pub(crate) starts: Vec<(PipeId, Arc<Entry>)>,
+}
+
+impl<R: Runtime> GroupState<R> {
+    /// A pipe's own callbacks: the group's for its first pipe, a connection's own otherwise.
+    pub(crate) fn own_cbs(&self, pipe: PipeId) -> Option<&Callbacks<R>> {
+        if self.first == Some(pipe) {
+            Some(&self.cbs)
+        } else {
+            self.slots.get(&pipe).and_then(|s| s.cbs.as_ref())
+        }
+    }
+
+    /// The listener's callbacks an accepted connection runs before its own. A group is a
+    /// client alone or a listener with its connections, so every pipe but the first is a
+    /// connection of the first (known even after the engine forgot it).
+    pub(crate) fn parent_cbs(&self, pipe: PipeId) -> Option<&Callbacks<R>> {
+        (self.first.is_some() && self.first != Some(pipe)).then_some(&self.cbs)
+    }
+
+    pub(crate) fn entry(&self, pipe: PipeId) -> Option<&Arc<Entry>> {
+        self.slots.get(&pipe).map(|s| &s.entry)
+    }
+}
+
+/// The group lock. Dropping it releases the lock, then starts the callback jobs queued while
+/// it was held.
+pub(crate) struct GroupGuard<'a, R: Runtime> {
+    guard: Option<MutexGuard<'a, GroupState<R>>>,
+    group: &'a Arc<Group<R>>,
+}
+
+impl<R: Runtime> std::ops::Deref for GroupGuard<'_, R> {
+    type Target = GroupState<R>;
+    fn deref(&self) -> &GroupState<R> {
+        self.guard.as_deref().expect("guard is held until drop")
+    }
+}
+
+impl<R: Runtime> std::ops::DerefMut for GroupGuard<'_, R> {
+    fn deref_mut(&mut self) -> &mut GroupState<R> {
+        self.guard.as_deref_mut().expect("guard is held until drop")
+    }
+}
+
+impl<R: Runtime> Drop for GroupGuard<'_, R> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
+        let starts = std::mem::take(&mut guard.starts);
+        drop(guard);
+        if !starts.is_empty() {
+            self.group.start_jobs(starts);
+        }
+    }
+}
+
+/// A pipe group: the engine and its pipes' I/O, shared by the group's handles and tasks.
+pub(crate) struct Group<R: Runtime> {
+    pub(crate) rt: R,
+    state: Mutex<GroupState<R>>,
+}
+
+impl<R: Runtime> std::fmt::Debug for Group<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("rt", &self.rt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Group<R> {
+    pub(crate) fn new(rt: R, engine: Engine) -> Arc<Self> {
+        Arc::new(Self {
+            rt,
+            state: Mutex::new(GroupState {
+                engine,
+                slots: IdMap::default(),
+                first: None,
+                cbs: Callbacks::default(),
+                link_targets: IdMap::default(),
+                link_tokens: IdMap::default(),
+                next_token: 1,
+                next_cb: 1,
+                timer_task: None,
+                armed: None,
+                starts: Vec::new(),
+            }),
+        })
+    }
+
+    /// Lock the group. Callback jobs that became runnable while it was held are started when
+    /// the guard is dropped, after the lock is released.
+    pub(crate) fn lock(self: &Arc<Self>) -> GroupGuard<'_, R> {
+        // A panic while holding the lock cannot leave the engine half-updated in a way that
+        // matters more than losing the whole pipe group, so recover the guard.
+        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        GroupGuard {
+            guard: Some(guard),
+            group: self,
+        }
+    }
+
+    /// After any input or command: write what can be written, act on events, re-arm the
+    /// timer. Returns the forwards to other groups, which need `.await` and so run after the
+    /// lock is released.
+    pub(crate) fn pump(self: &Arc<Self>, g: &mut GroupState<R>) -> Vec<Forward<R>> {
+        let mut now = None;
+        while let Some(pipe) = g.engine.poll_dirty() {
+            let now = *now.get_or_insert_with(|| self.rt.now());
+            let _ = flush(g, pipe, now, false);
+        }
+        let mut forwards = Vec::new();
+        while let Some(ev) = g.engine.poll_event() {
+            match ev {
+                // A listener is not a peer: `up` greets connections (P2PD fires it per
+                // connection), and UDP and TCP clients.
+                Event::Up { pipe } if g.engine.kind(pipe) == Some(Kind::TcpListener) => {}
+                Event::Up { pipe } => {
+                    self.queue_job(g, pipe, Job::Up);
+                }
+                Event::Message { pipe, msg } => {
+                    let len = msg.data.len();
+                    if !self.queue_job(g, pipe, Job::Msg(msg)) {
+                        g.engine.handle_callback_done(pipe, len);
+                    }
+                }
+                Event::Readable { pipe } => notify(g, pipe, |e| &e.readable),
+                Event::Accepted { listener, .. } => notify(g, listener, |e| &e.accept),
+                Event::Forward {
+                    from,
+                    link,
+                    target,
+                    dest,
+                    data,
+                } => {
+                    if let Some(t) = g.link_targets.get(&target) {
+                        forwards.push(Forward {
+                            from,
+                            link,
+                            target: t.clone(),
+                            dest,
+                            data,
+                        });
+                    }
+                }
+                Event::Reliable { pipe, .. } => notify(g, pipe, |e| &e.reliable),
+                Event::End { pipe, reason } => {
+                    if let Some(e) = g.entry(pipe) {
+                        let _ = e.reason.set(reason.clone());
+                        e.ended.store(true, Ordering::Release);
+                        e.wake_all();
+                    }
+                    self.queue_job(g, pipe, Job::End(reason, None));
+                }
+                Event::Released { pipe, unsent } => {
+                    if unsent > 0 {
+                        crate::logs::limited(
+                            crate::logs::Kind::Unsent,
+                            format_args!("{pipe}: closed with {unsent} bytes unsent"),
+                        );
+                    }
+                    if let Some(slot) = g.slots.get_mut(&pipe) {
+                        slot.sock = None;
+                        slot.entry.released.store(true, Ordering::Release);
+                        slot.entry.wake_io.notify(usize::MAX);
+                        slot.entry.writable.notify(usize::MAX);
+                    }
+                }
+                Event::Pause { pipe } => {
+                    if let Some(e) = g.entry(pipe) {
+                        e.paused.store(true, Ordering::Release);
+                    }
+                }
+                Event::Resume { pipe } => {
+                    if let Some(e) = g.entry(pipe) {
+                        e.paused.store(false, Ordering::Release);
+                        e.resume.notify(usize::MAX);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.rearm_timer(g);
+        forwards
+    }
+
+    /// Wake the timer task when the engine's next deadline moved earlier than the one it
+    /// sleeps to.
+    fn rearm_timer(&self, g: &mut GroupState<R>) {
+        let next = g.engine.poll_timeout();
+        if next.is_some_and(|n| g.armed.is_none_or(|a| n < a)) {
+            g.armed = next;
+            if let Some(e) = g.timer_task.and_then(|t| g.entry(t)) {
+                e.wake_io.notify(1);
+            }
+        }
+    }
+
+    /// The pipe's socket turned writable: write what is queued, act on what that caused.
+    pub(crate) fn flush_pipe(self: &Arc<Self>, pipe: PipeId) {
+        let mut g = self.lock();
+        let now = self.rt.now();
+        let _ = flush(&mut g, pipe, now, false);
+        self.pump(&mut g);
+    }
+
+    /// Queue a callback job if the pipe (or its listener) has callbacks of that kind. False
+    /// when nothing was queued.
+    pub(crate) fn queue_job(
+        self: &Arc<Self>,
+        g: &mut GroupState<R>,
+        pipe: PipeId,
+        job: Job<R>,
+    ) -> bool {
+        let has = |c: Option<&Callbacks<R>>| c.is_some_and(|c| job.has_callbacks(c));
+        if !matches!(job, Job::End(_, Some(_))) && !has(g.own_cbs(pipe)) && !has(g.parent_cbs(pipe))
+        {
+            return false;
+        }
+        let Some(slot) = g.slots.get_mut(&pipe) else {
+            return false;
+        };
+        slot.jobs.jobs.push_back(job);
+        if !slot.jobs.running {
+            slot.jobs.running = true;
+            let entry = slot.entry.clone();
+            g.starts.push((pipe, entry));
+        }
+        true
+    }
+
+    /// Remove a link and the driver's handle on its target.
+    pub(crate) fn unlink(
+        g: &mut GroupState<R>,
+        pipe: PipeId,
+        link: LinkId,
+    ) -> Result<(), pipe_core::LinkError> {
+        if let Some(token) = g.link_tokens.remove(&(pipe, link)) {
+            g.link_targets.remove(&token);
+        }
+        g.engine.unlink(pipe, link)
+    }
+
+    /// The pipe's socket is closed: wake `closed()` waiters, and forget the pipe once its
+    /// callback jobs have run. If its task ran the group's timer, another pipe's task takes
+    /// the timer over.
+    pub(crate) fn socket_closed(self: &Arc<Self>, g: &mut GroupState<R>, pipe: PipeId) {
+        if let Some(slot) = g.slots.get_mut(&pipe) {
+            slot.sock = None;
+            slot.entry.io_done.store(true, Ordering::Release);
+            slot.entry.wake_all();
+            slot.entry.closed.notify(usize::MAX);
+        }
+        if g.timer_task == Some(pipe) {
+            g.timer_task = g
+                .slots
+                .iter()
+                .find(|(id, s)| **id != pipe && s.sock.is_some())
+                .map(|(id, _)| *id);
+            g.armed = None;
+            if let Some(e) = g.timer_task.and_then(|t| g.entry(t)) {
+                e.wake_io.notify(1);
+            }
+        }
+        Self::forget_if_done(g, pipe);
+        self.pump(g);
+    }
+
+    /// The one place a pipe is forgotten by the driver: its socket is closed and its callback
+    /// jobs have run.
+    pub(crate) fn forget_if_done(g: &mut GroupState<R>, pipe: PipeId) {
+        let done = g
+            .slots
+            .get(&pipe)
+            .is_some_and(|s| s.entry.is_closed() && !s.jobs.running);
+        if !done {
+            return;
+        }
+        g.slots.remove(&pipe);
+        let targets = &mut g.link_targets;
+        g.link_tokens.retain(|(from, _), token| {
+            let keep = *from != pipe;
+            if !keep {
+                targets.remove(token);
+            }
+            keep
+        });
+    }
+}
+
+fn notify<R: Runtime>(g: &GroupState<R>, pipe: PipeId, which: impl Fn(&Entry) -> &Signal) {
+    if let Some(e) = g.entry(pipe) {
+        which(e).notify(usize::MAX);
+    }
+}
+
+/// Write a pipe's queued bytes until done or the socket is full. The engine keeps every
+/// unwritten byte (so it sees write progress); the driver keeps none. With `report_first`,
+/// a refusal of the first datagram written is returned (it was the caller's own send);
+/// other refused datagrams are counted by the engine. A stream error ends the pipe.
+pub(crate) fn flush<R: Runtime>(
+    g: &mut GroupState<R>,
+    pipe: PipeId,
+    now: Instant,
+    report_first: bool,
+) -> io::Result<()> {
+    let GroupState { engine, slots, .. } = g;
+    let Some(slot) = slots.get(&pipe) else {
+        // No socket (already closed): discard.
+        while engine.poll_transmit_for(pipe).is_some() {}
+        return Ok(());
+    };
+    let Some(sock) = &slot.sock else {
+        return Ok(());
+    };
+    let mut drained = false;
+    let mut first = true;
+    while let Some((buf, dst)) = engine.peek_transmit(pipe) {
+        let len = buf.len();
+        let res = match sock {
+            Sock::Udp(s) => s.try_send_to(buf, dst).map(|_| len),
+            Sock::Tcp(s) => s.try_write(buf),
+            Sock::Listener(_) => Ok(len),
+        };
+        match res {
+            Ok(n) => {
+                engine.advance_transmit(now, pipe, n);
+                drained = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The I/O task waits for writability while bytes are queued.
+                slot.entry.wake_io.notify(1);
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(sock, Sock::Udp(_)) => {
+                // A datagram the OS refused (EMSGSIZE, no route, EACCES): the pipe lives on.
+                engine.drop_transmit(now, pipe);
+                if report_first && first {
+                    return Err(e);
+                }
+                crate::logs::limited(
+                    crate::logs::Kind::Refused,
+                    format_args!("{pipe}: datagram of {len} bytes to {dst} refused: {e}"),
+                );
+            }
+            Err(e) => {
+                engine.handle_error(now, pipe, e.to_string());
+                return Err(e);
+            }
+        }
+        first = false;
+    }
+    if drained {
+        slot.entry.writable.notify(usize::MAX);
+    }
+    Ok(())
+}
