@@ -164,7 +164,7 @@ impl Engine {
         let Some(l) = self.pipes.get_mut(&listener) else {
             return Err(AcceptError::Closed);
         };
-        l.children.push(id);
+        l.children.insert(id);
         l.accept_q.push_back(id);
         let mut evicted = None;
         if l.accept_q.len() > l.conf.accept_backlog {
@@ -444,6 +444,7 @@ impl Engine {
         p.t.held_bytes = p.t.held_bytes.saturating_sub(len);
         p.t.held_jobs = p.t.held_jobs.saturating_sub(1);
         self.settle(pipe);
+        self.maybe_remove(pipe);
     }
 
     /// Subscribe to messages matching `filter`. Subscribing a filter equal to an existing one
@@ -522,7 +523,7 @@ impl Engine {
         };
         p.callbacks = on;
         let children = if p.kind == Kind::TcpListener {
-            p.children.clone()
+            p.children.iter().copied().collect()
         } else {
             Vec::new()
         };
@@ -625,7 +626,7 @@ impl Engine {
     pub fn close(&mut self, now: Instant, pipe: PipeId) {
         self.tick(now);
         let children = match self.pipes.get(&pipe) {
-            Some(p) if p.kind == Kind::TcpListener => p.children.clone(),
+            Some(p) if p.kind == Kind::TcpListener => p.children.iter().copied().collect(),
             _ => Vec::new(),
         };
         for c in children {
@@ -709,8 +710,8 @@ impl Engine {
         }
         p.out_bytes -= n;
         p.stats.bytes_out += n as u64;
-        p.t.last_activity = now;
         if n > 0 {
+            p.t.last_activity = now;
             p.t.stall_since = Some(now);
         }
         self.after_write(pipe);
@@ -1013,27 +1014,54 @@ impl Engine {
         };
         let held = p.held();
         let old = std::mem::replace(&mut p.t.mem, held);
-        let own = p.over_own_caps();
         let listener = match p.kind {
-            Kind::TcpConn { listener } => Some(listener),
-            _ => None,
+            Kind::TcpConn { listener } => listener,
+            _ => {
+                let own = p.over_own_caps();
+                self.set_paused(pipe, own, None);
+                return;
+            }
         };
-        let mut over = false;
-        let mut resume_others = Vec::new();
-        if let Some(l) = listener.and_then(|l| self.pipes.get_mut(&l)) {
-            l.t.budget_used = (l.t.budget_used + held).saturating_sub(old);
-            over = l.t.budget_used >= l.conf.max_server_bytes;
-            if !over && !l.t.paused_children.is_empty() {
-                resume_others = std::mem::take(&mut l.t.paused_children);
+        if held != old {
+            if let Some(l) = self.pipes.get_mut(&listener) {
+                l.t.budget_used = (l.t.budget_used + held).saturating_sub(old);
             }
+            self.budget_changed(listener);
         }
-        let pause = own || (over && held > 0);
-        self.set_paused(pipe, pause, listener);
-        for c in resume_others {
-            if c != pipe {
-                let own = self.pipes.get(&c).is_some_and(|p| p.over_own_caps());
-                self.set_paused(c, own, listener);
-            }
+        let over = self
+            .pipes
+            .get(&listener)
+            .is_some_and(|l| l.t.budget_used >= l.conf.max_server_bytes);
+        let own = self.pipes.get(&pipe).is_some_and(|p| p.over_own_caps());
+        self.set_paused(pipe, own || (over && held > 0), Some(listener));
+    }
+
+    /// A server's budget use changed. Crossing the budget pauses every connection that
+    /// holds bytes (one that holds none may still read, so a well-behaved client is served);
+    /// falling back under it resumes those not over their own caps. Each crossing costs one
+    /// pass over the connections; between crossings nothing is scanned.
+    fn budget_changed(&mut self, listener: PipeId) {
+        let Some(l) = self.pipes.get_mut(&listener) else {
+            return;
+        };
+        let over = l.t.budget_used >= l.conf.max_server_bytes;
+        if over == l.t.over_budget {
+            return;
+        }
+        l.t.over_budget = over;
+        let affected: Vec<PipeId> = if over {
+            l.children.iter().copied().collect()
+        } else {
+            std::mem::take(&mut l.t.paused_children)
+                .into_iter()
+                .collect()
+        };
+        for c in affected {
+            let Some(cp) = self.pipes.get(&c) else {
+                continue;
+            };
+            let pause = cp.over_own_caps() || (over && cp.t.mem > 0);
+            self.set_paused(c, pause, Some(listener));
         }
     }
 
@@ -1049,10 +1077,13 @@ impl Engine {
             p.stats.paused += 1;
             self.events.push_back(Event::Pause { pipe });
             if let Some(l) = listener.and_then(|l| self.pipes.get_mut(&l)) {
-                l.t.paused_children.push(pipe);
+                l.t.paused_children.insert(pipe);
             }
         } else {
             self.events.push_back(Event::Resume { pipe });
+            if let Some(l) = listener.and_then(|l| self.pipes.get_mut(&l)) {
+                l.t.paused_children.remove(&pipe);
+            }
         }
     }
 
@@ -1077,10 +1108,11 @@ impl Engine {
         self.pipes.remove(&pipe);
         if let Some(l) = parent {
             if let Some(lp) = self.pipes.get_mut(&l) {
-                lp.children.retain(|c| *c != pipe);
+                lp.children.remove(&pipe);
                 lp.t.budget_used = lp.t.budget_used.saturating_sub(mem);
-                lp.t.paused_children.retain(|c| *c != pipe);
+                lp.t.paused_children.remove(&pipe);
             }
+            self.budget_changed(l);
             self.maybe_remove(l);
         }
     }
@@ -1123,6 +1155,7 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
+        let stall_starts = p.out.is_empty() && p.conf.write_stall_timeout.is_some();
         if p.out.is_empty() {
             p.t.stall_since = self.now;
         }
@@ -1138,7 +1171,7 @@ impl Engine {
             p.in_dirty = true;
             self.dirty.push_back(pipe);
         }
-        if p.conf.write_stall_timeout.is_some() && p.t.armed.is_none() {
+        if stall_starts {
             self.rearm(pipe);
         }
     }

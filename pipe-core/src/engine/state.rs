@@ -154,7 +154,8 @@ pub(crate) struct PipeState {
     pub(crate) next_seq: u64,
     pub(crate) outstanding: BTreeMap<u64, Pending>,
     pub(crate) seen: Option<Box<SeenSet<(SocketAddr, u64)>>>,
-    pub(crate) children: Vec<PipeId>,
+    /// A listener's live connections, in accept order (ids grow).
+    pub(crate) children: std::collections::BTreeSet<PipeId>,
     pub(crate) accept_q: VecDeque<PipeId>,
     pub(crate) in_accept_q: bool,
     pub(crate) stats: Box<Stats>,
@@ -183,10 +184,11 @@ pub(crate) struct Timing {
     /// Bytes this pipe holds as last counted into its server's budget.
     pub(crate) mem: usize,
     pub(crate) paused: bool,
-    /// Listener: the bytes all its connections hold.
+    /// Listener: the bytes all its connections hold, and whether that is over its budget.
     pub(crate) budget_used: usize,
+    pub(crate) over_budget: bool,
     /// Listener: connections paused while it was over budget.
-    pub(crate) paused_children: Vec<PipeId>,
+    pub(crate) paused_children: std::collections::BTreeSet<PipeId>,
 }
 
 impl Timing {
@@ -205,7 +207,8 @@ impl Timing {
             mem: 0,
             paused: false,
             budget_used: 0,
-            paused_children: Vec::new(),
+            over_budget: false,
+            paused_children: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -249,7 +252,7 @@ impl PipeState {
             next_seq: seq_seed.max(1),
             outstanding: BTreeMap::new(),
             seen,
-            children: Vec::new(),
+            children: std::collections::BTreeSet::new(),
             accept_q: VecDeque::new(),
             in_accept_q: false,
             stats: Box::default(),
@@ -275,6 +278,7 @@ impl PipeState {
             && self.accept_q.is_empty()
             && self.subs.iter().all(|s| s.queue.is_empty())
             && self.outcomes.is_empty()
+            && self.t.held_jobs == 0
     }
 
     /// Bytes this pipe holds: messages waiting for callbacks, queued messages, outbound.
