@@ -119,6 +119,85 @@ impl Args {
     }
 }
 
+/// The deadlines a server program applies: `--idle-timeout SECS` (default: the library's
+/// server default, [`pipe_io::pipe_core::conf::SERVER_IDLE_TIMEOUT`]) and `--write-stall
+/// SECS` (default: the library's server default, or the idle timeout if that is shorter).
+/// `0` turns a deadline off.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// No bytes either way for this long ends a connection.
+    pub idle: Option<std::time::Duration>,
+    /// Queued bytes with no write progress for this long end a connection.
+    pub write_stall: Option<std::time::Duration>,
+}
+
+impl Deadlines {
+    /// A conf for pipes facing untrusted peers with these deadlines (and the library's
+    /// server defaults otherwise).
+    pub fn conf(&self) -> pipe_io::Conf {
+        pipe_io::Conf {
+            idle_timeout: self.idle,
+            write_stall_timeout: self.write_stall,
+            ..pipe_io::Conf::server()
+        }
+    }
+}
+
+impl Args {
+    /// `--idle-timeout SECS` and `--write-stall SECS`.
+    pub fn deadlines(&self) -> Res<Deadlines> {
+        use pipe_io::pipe_core::conf::{SERVER_IDLE_TIMEOUT, SERVER_WRITE_STALL_TIMEOUT};
+        let secs = |name: &str| -> Res<Option<Option<std::time::Duration>>> {
+            let Some(v) = self.get(name) else {
+                return Ok(None);
+            };
+            let s: f64 = v
+                .parse()
+                .map_err(|_| format!("--{name}: {v:?} is not a number of seconds"))?;
+            if !(0.0..=86_400.0).contains(&s) {
+                return Err(format!("--{name}: {v} is not between 0 and 86400 seconds").into());
+            }
+            Ok(Some(
+                (s > 0.0).then(|| std::time::Duration::from_secs_f64(s)),
+            ))
+        };
+        let idle = secs("idle-timeout")?.unwrap_or(Some(SERVER_IDLE_TIMEOUT));
+        let write_stall = secs("write-stall")?.unwrap_or_else(|| {
+            Some(idle.map_or(SERVER_WRITE_STALL_TIMEOUT, |i| {
+                i.min(SERVER_WRITE_STALL_TIMEOUT)
+            }))
+        });
+        Ok(Deadlines { idle, write_stall })
+    }
+}
+
+/// At most one line a second to stderr, with a count of the lines held back: a peer that
+/// makes every message fail must not make every message log.
+#[derive(Debug, Default)]
+pub struct RateLimited {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl RateLimited {
+    /// Print `line` unless a line was printed less than a second ago.
+    pub fn eprint(&self, line: std::fmt::Arguments<'_>) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if st
+            .0
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1))
+        {
+            st.1 += 1;
+            return;
+        }
+        match std::mem::take(&mut st.1) {
+            0 => eprintln!("{line}"),
+            n => eprintln!("{line} ({n} more in the last second)"),
+        }
+        st.0 = Some(now);
+    }
+}
+
 /// Print `listening on <addr>` as the first line on stdout, flushed, as the programs promise.
 pub fn announce(addr: Option<std::net::SocketAddr>) -> Res {
     use std::io::Write;

@@ -10,14 +10,19 @@
 //! listener with the client as the link's destination, so replies go to the right client.
 //! The client-to-upstream direction goes through the listener's message callback, which picks
 //! the client's upstream: a link cannot be added before a client's first datagram is read.
+//!
+//! Deadlines (`--idle-timeout`, `--write-stall`): a TCP connection or upstream that is idle,
+//! or whose peer stops reading, ends, and so does its other side. A UDP client's upstream
+//! socket is given back once idle for the idle timeout. The relay has no first-message
+//! deadline: many protocols let the server speak first.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use pipe_io::{Pipe, PipeBuilder, Proto, Runtime, SubId};
+use pipe_io::{Conf, Pipe, PipeBuilder, Proto, Runtime, SubId};
 
-use crate::{Program, Res};
+use crate::{Deadlines, Program, RateLimited, Res};
 
 /// Most UDP clients with a live upstream; the oldest is closed past it.
 const MAX_UDP_CLIENTS: usize = 4096;
@@ -31,6 +36,8 @@ pub struct Relay {
     pub listen: SocketAddr,
     /// Where to forward.
     pub to: SocketAddr,
+    /// Idle and write-stall deadlines for both sides.
+    pub deadlines: Deadlines,
 }
 
 impl Program for Relay {
@@ -38,8 +45,8 @@ impl Program for Relay {
 
     async fn run<R: Runtime>(self, rt: R) -> Res {
         let server = match self.proto {
-            Proto::Tcp => tcp_relay(rt, self.listen, self.to).await?,
-            Proto::Udp => udp_relay(rt, self.listen, self.to).await?,
+            Proto::Tcp => tcp_relay_with(rt, self.listen, self.to, self.deadlines).await?,
+            Proto::Udp => udp_relay(rt, self.listen, self.to, self.deadlines).await?,
         };
         crate::announce(server.local_addr())?;
         server.closed().await;
@@ -47,18 +54,50 @@ impl Program for Relay {
     }
 }
 
-/// A TCP relay from `listen` to `to`.
+/// The conf of both sides of a relayed connection.
+fn relay_conf(d: Deadlines) -> Conf {
+    Conf {
+        first_message_timeout: None,
+        ..d.conf()
+    }
+}
+
+/// A TCP relay from `listen` to `to`, with no deadlines (for benchmarks and embedding).
 pub async fn tcp_relay<R: Runtime>(rt: R, listen: SocketAddr, to: SocketAddr) -> Res<Pipe<R>> {
+    let none = Deadlines {
+        idle: None,
+        write_stall: None,
+    };
+    tcp_relay_with(rt, listen, to, none).await
+}
+
+/// A TCP relay from `listen` to `to`. An upstream that refuses or fails ends its client at
+/// once.
+pub async fn tcp_relay_with<R: Runtime>(
+    rt: R,
+    listen: SocketAddr,
+    to: SocketAddr,
+    deadlines: Deadlines,
+) -> Res<Pipe<R>> {
     let up_rt = rt.clone();
+    let conf = relay_conf(deadlines);
+    let up_conf = conf.clone();
+    let log = Arc::new(RateLimited::default());
     let server = PipeBuilder::new(rt, Proto::Tcp)
         .bind(listen)
+        .conf(conf)
         .on_accept(move |conn| {
-            let rt = up_rt.clone();
+            let (rt, conf, log) = (up_rt.clone(), up_conf.clone(), log.clone());
             async move {
-                let upstream = match PipeBuilder::new(rt, Proto::Tcp).dest(to).open().await {
+                let opened = PipeBuilder::new(rt, Proto::Tcp)
+                    .dest(to)
+                    .conf(conf)
+                    .open()
+                    .await;
+                let upstream = match opened {
                     Ok(u) => u,
                     Err(e) => {
-                        eprintln!("relay: upstream {to}: {e}");
+                        log.eprint(format_args!("relay: upstream {to}: {e}"));
                         conn.close().await;
                         return;
                     }
@@ -97,17 +136,29 @@ struct Clients<R: Runtime> {
     order: VecDeque<SocketAddr>,
 }
 
-/// A UDP relay from `listen` to `to`.
-pub async fn udp_relay<R: Runtime>(rt: R, listen: SocketAddr, to: SocketAddr) -> Res<Pipe<R>> {
+/// A UDP relay from `listen` to `to`. Each client's upstream socket is closed once idle for
+/// the idle timeout (or when more than 4,096 clients are live, the oldest first).
+pub async fn udp_relay<R: Runtime>(
+    rt: R,
+    listen: SocketAddr,
+    to: SocketAddr,
+    deadlines: Deadlines,
+) -> Res<Pipe<R>> {
     let clients = Arc::new(Mutex::new(Clients {
         by_addr: HashMap::new(),
         order: VecDeque::new(),
     }));
     let up_rt = rt.clone();
+    let up_conf = Conf {
+        idle_timeout: deadlines.idle,
+        ..Conf::default()
+    };
+    let log = Arc::new(RateLimited::default());
     let server = PipeBuilder::new(rt, Proto::Udp)
         .bind(listen)
         .on_message(move |msg, listener| {
-            let (clients, rt) = (clients.clone(), up_rt.clone());
+            let (clients, rt, conf, log) =
+                (clients.clone(), up_rt.clone(), up_conf.clone(), log.clone());
             async move {
                 let known = clients
                     .lock()
@@ -117,14 +168,29 @@ pub async fn udp_relay<R: Runtime>(rt: R, listen: SocketAddr, to: SocketAddr) ->
                     .cloned();
                 let upstream = match known {
                     Some(u) => u,
-                    None => match PipeBuilder::new(rt, Proto::Udp).dest(to).open().await {
+                    None => match PipeBuilder::new(rt, Proto::Udp)
+                        .dest(to)
+                        .conf(conf)
+                        .open()
+                        .await
+                    {
                         Ok(u) => {
                             let _ = u.unsubscribe(SubId::ALL);
                             // Replies from upstream go back out of the listener to this client.
                             if let Err(e) = u.link_with(&listener, Some(msg.from), None) {
-                                eprintln!("relay: link for {}: {e}", msg.from);
+                                log.eprint(format_args!("relay: link for {}: {e}", msg.from));
                                 return;
                             }
+                            // Idle (or closed): forget the client, so its socket is given back.
+                            let (table, client) = (Arc::downgrade(&clients), msg.from);
+                            u.add_end_cb(move |_, _| {
+                                if let Some(t) = table.upgrade() {
+                                    let mut c = t.lock().unwrap_or_else(|p| p.into_inner());
+                                    c.by_addr.remove(&client);
+                                    c.order.retain(|a| *a != client);
+                                }
+                                async {}
+                            });
                             let mut c = clients.lock().unwrap_or_else(|p| p.into_inner());
                             c.by_addr.insert(msg.from, u.clone());
                             c.order.push_back(msg.from);
@@ -136,13 +202,14 @@ pub async fn udp_relay<R: Runtime>(rt: R, listen: SocketAddr, to: SocketAddr) ->
                             u
                         }
                         Err(e) => {
-                            eprintln!("relay: upstream {to}: {e}");
+                            log.eprint(format_args!("relay: upstream {to}: {e}"));
                             return;
                         }
                     },
                 };
-                if let Err(e) = upstream.send(&msg.data).await {
-                    eprintln!("relay: to {to}: {e}");
+                match upstream.send(&msg.data).await {
+                    Ok(()) | Err(pipe_io::SendError::Closed) => {}
+                    Err(e) => log.eprint(format_args!("relay: to {to}: {e}")),
                 }
             }
         })

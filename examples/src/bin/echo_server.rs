@@ -1,4 +1,5 @@
-//! `echo-server --proto tcp|udp --bind ADDR [--runtime tokio|smol]`
+//! `echo-server --proto tcp|udp --bind ADDR [--runtime tokio|smol] [--idle-timeout SECS]
+//! [--write-stall SECS]`
 use examples::{echo::EchoServer, run_on, Args, Res};
 
 fn main() -> Res {
@@ -9,6 +10,7 @@ fn main() -> Res {
         EchoServer {
             proto: args.proto()?,
             bind,
+            deadlines: args.deadlines()?,
         },
     )
 }

@@ -1,4 +1,5 @@
-//! `relay --proto tcp|udp --listen ADDR --to ADDR [--runtime tokio|smol]`
+//! `relay --proto tcp|udp --listen ADDR --to ADDR [--runtime tokio|smol]
+//! [--idle-timeout SECS] [--write-stall SECS]`
 use examples::{relay::Relay, run_on, Args, Res};
 
 fn main() -> Res {
@@ -11,6 +12,7 @@ fn main() -> Res {
             proto: args.proto()?,
             listen,
             to,
+            deadlines: args.deadlines()?,
         },
     )
 }
