@@ -53,6 +53,28 @@ macro_rules! suite {
             go(|rt| echo::tcp_twenty_clients(rt.clone(), rt, V6))
         }
 
+        // deadlines
+        #[test]
+        fn deadline_idle() {
+            go(|rt| deadlines::idle_timeout(rt.clone(), rt))
+        }
+        #[test]
+        fn deadline_first_message() {
+            go(deadlines::first_message_timeout)
+        }
+        #[test]
+        fn deadline_write_stall() {
+            go(|rt| deadlines::write_stall_timeout(rt.clone(), rt))
+        }
+        #[test]
+        fn deadline_close_flush() {
+            go(deadlines::close_flush_deadline)
+        }
+        #[test]
+        fn close_from_accept_hook() {
+            go(|rt| deadlines::close_from_accept_hook(rt.clone(), rt))
+        }
+
         // receiving
         #[test]
         fn recv_timeout_is_none() {
@@ -445,6 +467,20 @@ macro_rules! mixed {
             $run(|t, s| {
                 let (srv, cli) = $pick(t, s);
                 callbacks::per_connection_callbacks(srv, cli)
+            })
+        }
+        #[test]
+        fn deadline_idle() {
+            $run(|t, s| {
+                let (srv, cli) = $pick(t, s);
+                deadlines::idle_timeout(srv, cli)
+            })
+        }
+        #[test]
+        fn close_from_accept_hook() {
+            $run(|t, s| {
+                let (srv, cli) = $pick(t, s);
+                deadlines::close_from_accept_hook(srv, cli)
             })
         }
         #[test]

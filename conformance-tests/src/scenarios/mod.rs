@@ -6,6 +6,7 @@
 pub mod accept;
 pub mod callbacks;
 pub mod conf;
+pub mod deadlines;
 pub mod echo;
 pub mod errors;
 pub mod framing;
@@ -27,6 +28,6 @@ mod prelude {
     pub use crate::{
         assert_at_least, assert_silent, client, echo_builder, echo_server, lo, lo0, raw_recv,
         raw_tcp, raw_udp, recv_bytes, recv_msg, refusing_port, round_trip, set_rst_on_close, sleep,
-        text, timed, within, BuilderExt, Log, QUIET, WAIT,
+        text, timed, timeout, within, BuilderExt, Log, QUIET, WAIT,
     };
 }
