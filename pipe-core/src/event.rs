@@ -152,13 +152,27 @@ pub enum Outcome {
 }
 
 /// Where a link sends what its pipe receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkTarget {
     /// Another pipe of the same engine: the engine sends through it itself.
     Local(PipeId),
-    /// A pipe the driver knows by this token: the engine emits [`Event::Forward`].
-    External(u64),
+    /// A pipe of another engine (another group). The driver says what it is and whether it
+    /// is open, so the engine applies the same checks as to a local target; the engine
+    /// allocates a [`TargetToken`] for it ([`crate::Engine::link_token`]) and emits
+    /// [`Event::Forward`] for each message, whose result the driver reports with
+    /// [`crate::Engine::handle_forward_result`].
+    External {
+        /// What the target is.
+        kind: crate::Kind,
+        /// Whether the target is open.
+        open: bool,
+    },
 }
+
+/// The engine's name for the target of a link to another engine. Unique per engine, never
+/// reused; the driver maps it to its handle on the target until [`Event::Unlinked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetToken(pub u64);
 
 /// Something the driver must act on or report. Drain with [`crate::Engine::poll_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,12 +209,22 @@ pub enum Event {
         from: PipeId,
         /// The link.
         link: LinkId,
-        /// The driver's token for the target pipe.
-        target: u64,
+        /// The target.
+        target: TargetToken,
         /// Destination override, or `None` for the target's default destination.
         dest: Option<SocketAddr>,
         /// The payload.
         data: Bytes,
+    },
+    /// A link to another engine's pipe is gone (unlinked, its pipe ended, or its target was
+    /// closed): the driver drops its handle on the target.
+    Unlinked {
+        /// The pipe the link was on.
+        pipe: PipeId,
+        /// The link.
+        link: LinkId,
+        /// Its target.
+        target: TargetToken,
     },
     /// A reliable send finished. The outcome is also kept for
     /// [`crate::Engine::take_outcome`] until taken or forgotten.

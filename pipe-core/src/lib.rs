@@ -105,6 +105,7 @@ pub use error::{
     AcceptError, ConfError, DestError, LinkError, RecvError, SendError, SubscribeError,
 };
 pub use event::{
-    EndReason, Event, LinkId, LinkTarget, Message, MessageId, Outcome, PipeId, SubId, Transmit,
+    EndReason, Event, LinkId, LinkTarget, Message, MessageId, Outcome, PipeId, SubId, TargetToken,
+    Transmit,
 };
 pub use sub::Filter;

@@ -450,12 +450,14 @@ impl Sim {
                 external,
             } => {
                 let (a, b) = (self.pick(h, from), self.pick(h, to));
-                let target = if external {
-                    LinkTarget::External(self.w.token(h, b))
+                let linked = if external {
+                    self.w.link_external(h, a, b)
                 } else {
-                    LinkTarget::Local(b)
+                    self.w
+                        .engine_mut(h)
+                        .link(a, LinkTarget::Local(b), None, None)
                 };
-                if let Ok(l) = self.w.engine_mut(h).link(a, target, None, None) {
+                if let Ok(l) = linked {
                     self.links.entry((h, a)).or_default().push(l);
                 }
             }

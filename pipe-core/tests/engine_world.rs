@@ -440,12 +440,13 @@ fn ring(n: usize, dedup: bool, external: bool) -> Ring {
             conf.clone(),
             true,
         );
-        let target = if external {
-            LinkTarget::External(w.token(h, pout))
+        if external {
+            w.link_external(h, pin, pout).unwrap();
         } else {
-            LinkTarget::Local(pout)
-        };
-        w.engine_mut(h).link(pin, target, None, None).unwrap();
+            w.engine_mut(h)
+                .link(pin, LinkTarget::Local(pout), None, None)
+                .unwrap();
+        }
         w.set_app(h, collector(&inbox, h));
         ins.push(pin);
         outs.push(pout);

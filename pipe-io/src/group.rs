@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use event_listener::Event as Signal;
-use pipe_core::{EndReason, Engine, Event, Kind, LinkId, PipeId, Proto};
+use pipe_core::{EndReason, Engine, Event, Kind, LinkId, PipeId, Proto, TargetToken};
 
 use crate::callbacks::{Callbacks, Job, JobQueue};
 use crate::pipe::Pipe;
@@ -186,9 +186,9 @@ pub(crate) struct GroupState<R: Runtime> {
     pub(crate) first: Option<PipeId>,
     pub(crate) cbs: Callbacks<R>,
     /// Links to pipes of other groups: the driver's handle on each target, by token.
-    pub(crate) link_targets: IdMap<u64, Pipe<R>>,
-    pub(crate) link_tokens: IdMap<(PipeId, LinkId), u64>,
-    pub(crate) next_token: u64,
+    /// Links to pipes of other groups: the driver's handle on each target, by the engine's
+    /// token, until the engine says `Unlinked`.
+    pub(crate) link_targets: IdMap<TargetToken, Pipe<R>>,
     pub(crate) next_cb: u64,
     /// The pipe whose I/O task sleeps on the engine's timer, and the deadline it sleeps to.
     pub(crate) timer_task: Option<PipeId>,
@@ -276,8 +276,6 @@ impl<R: Runtime> Group<R> {
                 first: None,
                 cbs: Callbacks::default(),
                 link_targets: IdMap::default(),
-                link_tokens: IdMap::default(),
-                next_token: 1,
                 next_cb: 1,
                 timer_task: None,
                 armed: None,
@@ -340,6 +338,9 @@ impl<R: Runtime> Group<R> {
                             data,
                         });
                     }
+                }
+                Event::Unlinked { target, .. } => {
+                    g.link_targets.remove(&target);
                 }
                 Event::Reliable { pipe, .. } => notify(g, pipe, |e| &e.reliable),
                 Event::End { pipe, reason } => {
@@ -427,18 +428,6 @@ impl<R: Runtime> Group<R> {
         true
     }
 
-    /// Remove a link and the driver's handle on its target.
-    pub(crate) fn unlink(
-        g: &mut GroupState<R>,
-        pipe: PipeId,
-        link: LinkId,
-    ) -> Result<(), pipe_core::LinkError> {
-        if let Some(token) = g.link_tokens.remove(&(pipe, link)) {
-            g.link_targets.remove(&token);
-        }
-        g.engine.unlink(pipe, link)
-    }
-
     /// The pipe's socket is closed: wake `closed()` waiters, and forget the pipe once its
     /// callback jobs have run. If its task ran the group's timer, another pipe's task takes
     /// the timer over.
@@ -475,14 +464,6 @@ impl<R: Runtime> Group<R> {
             return;
         }
         g.slots.remove(&pipe);
-        let targets = &mut g.link_targets;
-        g.link_tokens.retain(|(from, _), token| {
-            let keep = *from != pipe;
-            if !keep {
-                targets.remove(token);
-            }
-            keep
-        });
     }
 }
 

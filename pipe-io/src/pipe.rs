@@ -477,28 +477,30 @@ impl<R: Runtime> Pipe<R> {
                 from,
             );
         }
-        // Look at the target before taking our own lock: never hold two groups' locks.
-        if target.entry.is_ended() {
-            return Err(LinkError::Closed);
-        }
-        if target.kind() == Some(Kind::TcpListener) {
-            return Err(LinkError::WrongKind("TCP listener"));
-        }
+        // What the target is, read before taking our own lock (never hold two groups' locks);
+        // the engine applies its checks to it as to a local target.
+        let ext = {
+            let tg = target.group.lock();
+            LinkTarget::External {
+                kind: tg.engine.kind(target.id).unwrap_or(Kind::TcpClient),
+                open: tg.engine.state(target.id) == Some(pipe_core::State::Open),
+            }
+        };
         let mut g = self.group.lock();
-        let token = g.next_token;
-        let id = g
-            .engine
-            .link(self.id, LinkTarget::External(token), dest, from)?;
-        g.next_token += 1;
-        let handle = Pipe::handle(target.group.clone(), target.id, target.entry.clone());
-        g.link_targets.insert(token, handle);
-        g.link_tokens.insert((self.id, id), token);
+        let id = g.engine.link(self.id, ext, dest, from)?;
+        if let Some(token) = g.engine.link_token(self.id, id) {
+            let handle = Pipe::handle(target.group.clone(), target.id, target.entry.clone());
+            g.link_targets.insert(token, handle);
+        }
         Ok(id)
     }
 
     /// Remove a link.
     pub fn unlink(&self, link: LinkId) -> Result<(), LinkError> {
-        Group::unlink(&mut self.group.lock(), self.id, link)
+        let mut g = self.group.lock();
+        let res = g.engine.unlink(self.id, link);
+        self.group.pump(&mut g);
+        res
     }
 
     // ---- callbacks --------------------------------------------------------------------
@@ -630,21 +632,28 @@ fn refused(e: io::Error, len: usize) -> SendError {
     }
 }
 
-/// Run forwards produced by a pump: each is sent through its target, awaited (backpressure).
-/// A target that is gone is unlinked; local delivery was already done.
+/// Run forwards produced by a pump: each is sent through its target, awaited (backpressure),
+/// and its result reported to the engine (which counts it, and unlinks a closed target).
+/// Local delivery was already done.
 pub(crate) async fn run_forwards<R: Runtime>(group: &Arc<Group<R>>, forwards: Vec<Forward<R>>) {
+    let mut results = Vec::with_capacity(forwards.len());
     for f in forwards {
-        match f.target.send_inner(&f.data, f.dest).await {
-            Ok(()) => {}
-            Err(SendError::Closed) => {
-                let _ = Group::unlink(&mut group.lock(), f.from, f.link);
+        let res = f.target.send_inner(&f.data, f.dest).await;
+        if let Err(e) = &res {
+            if *e != SendError::Closed {
+                crate::logs::limited(
+                    crate::logs::Kind::Forward,
+                    format_args!("{}: forward through link failed: {e}", f.from),
+                );
             }
-            Err(e) => crate::logs::limited(
-                crate::logs::Kind::Forward,
-                format_args!("{}: forward through link failed: {e}", f.from),
-            ),
         }
+        results.push((f.from, f.link, res));
     }
+    let mut g = group.lock();
+    for (from, link, res) in results {
+        g.engine.handle_forward_result(from, link, res);
+    }
+    group.pump(&mut g);
 }
 
 /// Forgets a reliable send's outcome if its waiter goes away before taking it.

@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::Target;
 use super::{Engine, Kind, State, MAX_EVENTS};
 use crate::addr::same_ip;
-use crate::event::{EndReason, Event, LinkTarget, Message, Outcome, PipeId};
+use crate::event::{EndReason, Event, Message, Outcome, PipeId};
 use crate::rudp::{self, Frame};
 
 impl Engine {
@@ -196,8 +197,8 @@ impl Engine {
             for (link, target, dest) in hops {
                 claimed = true;
                 let ok = match target {
-                    LinkTarget::Local(t) => self.forward_local(t, &data, dest),
-                    LinkTarget::External(target) if self.events.len() < MAX_EVENTS => {
+                    Target::Local(t) => self.forward_local(t, &data, dest),
+                    Target::External(target) if self.events.len() < MAX_EVENTS => {
                         self.events.push_back(Event::Forward {
                             from: pipe,
                             link,
@@ -207,7 +208,7 @@ impl Engine {
                         });
                         true
                     }
-                    LinkTarget::External(_) => {
+                    Target::External(_) => {
                         if let Some(p) = self.pipes.get_mut(&pipe) {
                             p.stats.events_dropped += 1;
                         }
@@ -218,10 +219,13 @@ impl Engine {
                     return;
                 };
                 if ok {
-                    p.stats.forwarded += 1;
+                    // An external forward counts when the driver reports its result.
+                    if matches!(target, Target::Local(_)) {
+                        p.stats.forwarded += 1;
+                    }
                 } else {
                     p.stats.forward_failed += 1;
-                    if matches!(target, LinkTarget::Local(t) if self_state_closed(t, &self.pipes)) {
+                    if matches!(target, Target::Local(t) if self_state_closed(t, &self.pipes)) {
                         if let Some(p) = self.pipes.get_mut(&pipe) {
                             p.links.retain(|l| l.id != link);
                         }

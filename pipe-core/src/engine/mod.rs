@@ -22,13 +22,14 @@ use std::time::Instant;
 use bytes::Bytes;
 
 pub use state::{Kind, State, Stats};
-use state::{Link, PipeState};
+use state::{Link, PipeState, Target};
 
 use crate::addr::{same_endpoint, Family};
 use crate::conf::Conf;
 use crate::error::{AcceptError, ConfError, LinkError, RecvError, SendError, SubscribeError};
 use crate::event::{
-    EndReason, Event, LinkId, LinkTarget, Message, MessageId, Outcome, PipeId, SubId, Transmit,
+    EndReason, Event, LinkId, LinkTarget, Message, MessageId, Outcome, PipeId, SubId, TargetToken,
+    Transmit,
 };
 use crate::rng::Rng;
 use crate::rudp;
@@ -64,6 +65,7 @@ pub struct Engine {
     now: Option<Instant>,
     rng: Rng,
     scratch: Vec<Bytes>,
+    next_token: u64,
 }
 
 impl Engine {
@@ -79,6 +81,7 @@ impl Engine {
             now: None,
             rng: Rng::new(seed),
             scratch: Vec::new(),
+            next_token: 1,
         }
     }
 
@@ -546,16 +549,19 @@ impl Engine {
         dest: Option<SocketAddr>,
         from: Option<SocketAddr>,
     ) -> Result<LinkId, LinkError> {
-        if target == LinkTarget::Local(pipe) {
-            return Err(LinkError::SelfLink);
+        let (kind, open) = match target {
+            LinkTarget::Local(t) if t == pipe => return Err(LinkError::SelfLink),
+            LinkTarget::Local(t) => match self.pipes.get(&t) {
+                Some(tp) => (tp.kind, tp.is_open()),
+                None => return Err(LinkError::Closed),
+            },
+            LinkTarget::External { kind, open } => (kind, open),
+        };
+        if !open {
+            return Err(LinkError::Closed);
         }
-        if let LinkTarget::Local(t) = target {
-            let Some(tp) = self.pipes.get(&t).filter(|p| p.is_open()) else {
-                return Err(LinkError::Closed);
-            };
-            if tp.kind == Kind::TcpListener {
-                return Err(LinkError::WrongKind(tp.kind.name()));
-            }
+        if kind == Kind::TcpListener {
+            return Err(LinkError::WrongKind(kind.name()));
         }
         let p = self.pipes.get_mut(&pipe).ok_or(LinkError::Closed)?;
         if !p.is_open() {
@@ -564,6 +570,13 @@ impl Engine {
         if p.links.len() >= MAX_LINKS {
             return Err(LinkError::TooMany(MAX_LINKS));
         }
+        let target = match target {
+            LinkTarget::Local(t) => Target::Local(t),
+            LinkTarget::External { .. } => {
+                self.next_token += 1;
+                Target::External(TargetToken(self.next_token - 1))
+            }
+        };
         let id = LinkId(p.next_link);
         p.next_link += 1;
         p.links.push(Link {
@@ -575,15 +588,52 @@ impl Engine {
         Ok(id)
     }
 
-    /// Remove a link.
+    /// The token of a link to another engine's pipe (`None` for a local link or no link).
+    pub fn link_token(&self, pipe: PipeId, link: LinkId) -> Option<TargetToken> {
+        let p = self.pipes.get(&pipe)?;
+        match p.links.iter().find(|l| l.id == link)?.target {
+            Target::External(t) => Some(t),
+            Target::Local(_) => None,
+        }
+    }
+
+    /// Remove a link. A link to another engine's pipe emits [`Event::Unlinked`].
     pub fn unlink(&mut self, pipe: PipeId, link: LinkId) -> Result<(), LinkError> {
         let p = self.pipes.get_mut(&pipe).ok_or(LinkError::NotLinked)?;
-        let before = p.links.len();
-        p.links.retain(|l| l.id != link);
-        if p.links.len() == before {
-            return Err(LinkError::NotLinked);
+        let i = p
+            .links
+            .iter()
+            .position(|l| l.id == link)
+            .ok_or(LinkError::NotLinked)?;
+        let l = p.links.remove(i);
+        if let Target::External(target) = l.target {
+            self.events
+                .push_back(Event::Unlinked { pipe, link, target });
         }
         Ok(())
+    }
+
+    /// The driver's result of an [`Event::Forward`]: a delivered forward counts in
+    /// [`Stats::forwarded`], a failed one in [`Stats::forward_failed`]; a target that is
+    /// closed is unlinked. Counted when the driver says, not when the forward was emitted.
+    pub fn handle_forward_result(
+        &mut self,
+        pipe: PipeId,
+        link: LinkId,
+        result: Result<(), SendError>,
+    ) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        match result {
+            Ok(()) => p.stats.forwarded += 1,
+            Err(e) => {
+                p.stats.forward_failed += 1;
+                if e == SendError::Closed {
+                    let _ = self.unlink(pipe, link);
+                }
+            }
+        }
     }
 
     /// The next accepted connection not yet handed out, in accept order: `Ok(None)` when
@@ -878,6 +928,19 @@ impl Engine {
             self.outcome(pipe, seq, pending.forgotten, Outcome::Unconfirmed);
         }
         self.events.push_back(Event::End { pipe, reason });
+        // Nothing more arrives to forward: the driver's handles on external targets go.
+        if let Some(p) = self.pipes.get_mut(&pipe) {
+            let links = std::mem::take(&mut p.links);
+            for l in links {
+                if let Target::External(target) = l.target {
+                    self.events.push_back(Event::Unlinked {
+                        pipe,
+                        link: l.id,
+                        target,
+                    });
+                }
+            }
+        }
         self.rearm(pipe);
         self.maybe_remove(pipe);
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::addr::Proto;
 use crate::conf::Conf;
 use crate::dedup::{Dedup, SeenSet};
-use crate::event::{LinkId, LinkTarget, PipeId, SubId, Transmit};
+use crate::event::{LinkId, PipeId, SubId, TargetToken, Transmit};
 use crate::framing::{Deframer, Session};
 use crate::rudp::Pending;
 use crate::sub::Subscription;
@@ -125,9 +125,16 @@ pub struct Stats {
 #[derive(Debug)]
 pub(crate) struct Link {
     pub(crate) id: LinkId,
-    pub(crate) target: LinkTarget,
+    pub(crate) target: Target,
     pub(crate) dest: Option<SocketAddr>,
     pub(crate) from: Option<SocketAddr>,
+}
+
+/// Where a link goes, as the engine knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    Local(PipeId),
+    External(TargetToken),
 }
 
 #[derive(Debug)]

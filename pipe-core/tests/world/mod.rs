@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pipe_core::rng::Rng;
-use pipe_core::{AcceptError, Conf, Engine, Event, MessageId, PipeId, Proto, SendError, Transmit};
+use pipe_core::{
+    AcceptError, Conf, Engine, Event, Kind, LinkError, LinkId, LinkTarget, MessageId, PipeId,
+    Proto, SendError, State, TargetToken, Transmit,
+};
 
 /// Network knobs (UDP: all of them; TCP: `delay` and `max_chunk`, TCP itself never loses).
 #[derive(Debug, Clone)]
@@ -165,7 +168,8 @@ pub struct World {
     tcp: HashMap<(usize, PipeId), (usize, usize)>,
     listeners: HashMap<(usize, PipeId), SocketAddr>,
     conns: Vec<Conn>,
-    tokens: Vec<(usize, PipeId)>,
+    /// Per host: the world's handle on each external link target.
+    tokens: HashMap<(usize, TargetToken), PipeId>,
 }
 
 /// A fresh base instant for a world or a test (tests may read the clock; the core may not).
@@ -196,7 +200,7 @@ impl World {
             tcp: HashMap::new(),
             listeners: HashMap::new(),
             conns: Vec::new(),
-            tokens: Vec::new(),
+            tokens: HashMap::new(),
         }
     }
 
@@ -331,11 +335,26 @@ impl World {
         }
     }
 
-    /// A token for `LinkTarget::External`: the world sends `Event::Forward`s for it through
-    /// `pipe` of host `h`.
-    pub fn token(&mut self, h: usize, pipe: PipeId) -> u64 {
-        self.tokens.push((h, pipe));
-        (self.tokens.len() - 1) as u64
+    /// Link `from` to `to` (both of host `h`) as pipes of two engines would be linked: through
+    /// `LinkTarget::External`, the world playing the driver that sends each `Event::Forward`
+    /// through the target and reports the result.
+    pub fn link_external(
+        &mut self,
+        h: usize,
+        from: PipeId,
+        to: PipeId,
+    ) -> Result<LinkId, LinkError> {
+        let e = &mut self.hosts[h].engine;
+        let target = LinkTarget::External {
+            kind: e.kind(to).unwrap_or(Kind::Udp),
+            open: e.state(to) == Some(State::Open),
+        };
+        let link = e.link(from, target, None, None)?;
+        let token = e
+            .link_token(from, link)
+            .expect("an external link has a token");
+        self.tokens.insert((h, token), to);
+        Ok(link)
     }
 
     // ---- commands at the world's time ----------------------------------------------
@@ -681,14 +700,27 @@ impl World {
         let now = self.now;
         match &e {
             Event::Forward {
-                target, dest, data, ..
-            } => match self.tokens.get(*target as usize).copied() {
-                Some((th, tp)) => match self.hosts[th].engine.send(now, tp, data, *dest) {
+                from,
+                link,
+                target,
+                dest,
+                data,
+            } => {
+                let res = match self.tokens.get(&(h, *target)).copied() {
+                    Some(tp) => self.hosts[h].engine.send(now, tp, data, *dest),
+                    None => Err(SendError::Closed),
+                };
+                match res {
                     Ok(()) => self.counters.forwards += 1,
                     Err(_) => self.counters.forward_errors += 1,
-                },
-                None => self.counters.forward_errors += 1,
-            },
+                }
+                self.hosts[h]
+                    .engine
+                    .handle_forward_result(*from, *link, res);
+            }
+            Event::Unlinked { target, .. } => {
+                self.tokens.remove(&(h, *target));
+            }
             Event::End { pipe, .. } => {
                 if let Some(&(c, side)) = self.tcp.get(&(h, *pipe)) {
                     let d = &mut self.conns[c].dirs[side];
