@@ -1,11 +1,15 @@
 //! A route's external address, by STUN.
 //!
 //! P2PD asked 215 servers per source IP on every default pipe. Here the lookup is explicit,
-//! bounded (at most `parallel` servers asked at a time, from a short list), the first answer
-//! that a second server agrees with wins (or the only answer, with a single server),
-//! results are cached per route for `ttl`, the whole lookup is bounded by `timeout`, and it
-//! is cancelled by dropping its future. Offline (no route to any server) it fails at once with
+//! bounded (at most `parallel` servers asked at a time, from a short list; a server that
+//! fails or stays silent for its share of `timeout` is replaced by the next one), the first IP
+//! that a second server agrees with wins (or the only answer, with a single server), results
+//! are cached per route for `ttl`, the whole lookup is bounded by `timeout`, and it is
+//! cancelled by dropping its future. Offline (no route to any server) it fails at once with
 //! [`ExternalError::Unreachable`], and the route stays usable for local pipes.
+//!
+//! The policy is pipe-core's sans-IO [`ExternalLookup`]; this module is its async loop, the
+//! socket and the cache.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -14,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use pipe_core::stun::{StunClient, StunClientConfig, StunEvent, Transport};
+use pipe_core::stun::{ExternalLookup, LookupConfig, LookupError};
 use pipe_core::{Conf, Family, Proto};
 
 use crate::builder::entropy;
@@ -65,10 +69,11 @@ pub enum ExternalError {
         /// The last error.
         last: std::io::Error,
     },
-    /// No agreeing answer before the deadline.
-    #[error("no agreeing STUN answer within {0:?}")]
+    /// No answer before the deadline.
+    #[error("no STUN answer within {0:?}")]
     Timeout(Duration),
-    /// Every server answered with an error or an unusable response.
+    /// Every server failed before the deadline (an error or unusable response, no answer
+    /// within its share of the timeout, or unreachable while others were not).
     #[error("every STUN server failed")]
     AllFailed,
     /// The local socket could not be made.
@@ -128,6 +133,9 @@ impl ExternalCache {
 }
 
 /// Ask STUN servers how the world sees `route` (uncached). Returns the mapped address.
+///
+/// The policy is pipe-core's [`ExternalLookup`]; this is its loop over one UDP socket on the
+/// route: send what it queues, feed it what arrives, sleep until its next deadline.
 pub async fn external_address<R: Runtime>(
     rt: &R,
     route: &Route,
@@ -145,80 +153,51 @@ pub async fn external_address<R: Runtime>(
     let socket = bind_socket(Proto::Udp, route.bind_addr(0), &Conf::default())?;
     let socket = rt.udp(socket.into())?;
     let local = socket.local_addr()?;
-    let mut stun_conf = StunClientConfig::default();
-    stun_conf.rto = conf.rto;
-    let mut client = StunClient::new(stun_conf, entropy());
-    let deadline = rt.now() + conf.timeout;
+    let mut lookup_conf = LookupConfig::new(servers);
+    lookup_conf.parallel = conf.parallel;
+    lookup_conf.timeout = conf.timeout;
+    lookup_conf.stun.rto = conf.rto;
+    let mut lookup = ExternalLookup::new(lookup_conf, entropy());
+    lookup.start(rt.now());
 
-    let mut next = 0; // next server to ask
-    let mut active = HashMap::new(); // server -> its transaction
-    let mut unreachable = 0;
-    let mut last_err = None;
-    let mut answers: Vec<SocketAddr> = Vec::new();
+    let mut last_err = None; // the last send error, for `Unreachable`
     let mut buf = [0u8; 1500];
     loop {
-        while active.len() < conf.parallel.max(1) && next < servers.len() {
-            if let Ok(id) = client.start_binding(rt.now(), servers[next], Transport::Udp) {
-                active.insert(servers[next], id);
-            }
-            next += 1;
-        }
         // Send what the agent queued; a server we cannot even send to is out.
-        while let Some(t) = client.poll_transmit() {
+        while let Some(t) = lookup.poll_transmit() {
             match socket.try_send_to(&t.payload, t.dest) {
                 Err(e) if e.kind() != ErrorKind::WouldBlock => {
-                    if let Some(id) = active.remove(&t.dest) {
-                        client.cancel(id);
-                    }
-                    unreachable += 1;
+                    lookup.handle_unreachable(rt.now(), t.dest, e.kind());
                     last_err = Some(e);
                 }
+                // WouldBlock: the agent's retransmission schedule sends it again.
                 _ => {}
             }
         }
-        while let Some(ev) = client.poll_event() {
-            let id = match &ev {
-                StunEvent::Success { id, .. }
-                | StunEvent::ErrorResponse { id, .. }
-                | StunEvent::InvalidResponse { id }
-                | StunEvent::Timeout { id } => *id,
-                _ => continue,
-            };
-            active.retain(|_, t| *t != id);
-            if let StunEvent::Success { mapped, .. } = ev {
-                if servers.len() == 1 || answers.contains(&mapped) {
-                    return Ok(mapped);
-                }
-                answers.push(mapped);
-            }
-        }
-        if unreachable >= servers.len() {
-            return Err(ExternalError::Unreachable {
-                from: local,
-                last: last_err.unwrap_or_else(|| ErrorKind::NetworkUnreachable.into()),
+        if let Some(result) = lookup.poll_result() {
+            return result.map_err(|e| match e {
+                LookupError::Unreachable { .. } => ExternalError::Unreachable {
+                    from: local,
+                    last: last_err.unwrap_or_else(|| ErrorKind::NetworkUnreachable.into()),
+                },
+                LookupError::Timeout { .. } => ExternalError::Timeout(conf.timeout),
+                LookupError::NoServers => ExternalError::NoServers,
+                _ => ExternalError::AllFailed,
             });
-        }
-        if active.is_empty() && next >= servers.len() {
-            // Everything answered or failed: a single answer is the best there is.
-            return answers.first().copied().ok_or(ExternalError::AllFailed);
-        }
-        let now = rt.now();
-        if now >= deadline {
-            return answers
-                .first()
-                .copied()
-                .ok_or(ExternalError::Timeout(conf.timeout));
         }
         match socket.try_recv_from(&mut buf) {
             Ok((n, from)) => {
-                client.handle_input(rt.now(), from, &buf[..n]);
+                lookup.handle_datagram(rt.now(), from, &buf[..n]);
                 continue;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) if crate::socket::is_transient_udp_error(&e) => continue,
             Err(e) => return Err(ExternalError::Io(e)),
         }
-        let wake = client.poll_timeout().map_or(deadline, |t| t.min(deadline));
+        // Running and unfinished, the agent always has a deadline.
+        let wake = lookup
+            .poll_timeout()
+            .unwrap_or_else(|| rt.now() + conf.timeout);
         let timer = rt.sleep_until(wake);
         let timed_out = future::or(
             async {
@@ -232,7 +211,7 @@ pub async fn external_address<R: Runtime>(
         )
         .await;
         if timed_out {
-            client.handle_timeout(rt.now());
+            lookup.handle_timeout(rt.now());
         }
     }
 }

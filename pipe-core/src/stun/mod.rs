@@ -5,6 +5,9 @@
 //! - [`StunClient`]: Binding transactions with RFC 8489 retransmission (UDP) or one send (TCP),
 //!   driven by `handle_*` inputs and drained with `poll_*`.
 //! - [`StunServer`]: a minimal, amplification-safe Binding responder.
+//! - [`ExternalLookup`]: the external-address lookup over a [`StunClient`]: a few servers at a
+//!   time, the next one when one fails or goes silent, the first IP that enough servers agree
+//!   on, an overall deadline, and a [`LookupError`] that says how each server failed.
 //!
 //! Credentials: only short-term keys ([`short_term_key`], without SASLprep) and caller-supplied
 //! raw keys; long-term key derivation needs MD5, which pipe-core does not carry.
@@ -54,6 +57,7 @@
 mod attr;
 mod client;
 mod codec;
+mod lookup;
 mod server;
 
 pub use attr::{attr_type, Attribute};
@@ -64,5 +68,8 @@ pub use codec::{
     decode, is_stun, message_len, peek_transaction_id, short_term_key, Class, DecodeError,
     EncodeOptions, IntegrityError, Message, Method, TransactionId, HEADER_LEN, MAGIC_COOKIE,
     MAX_ATTRIBUTES,
+};
+pub use lookup::{
+    ExternalLookup, LookupConfig, LookupError, ServerError, ServerFailure, MAX_PARALLEL,
 };
 pub use server::{ServerStats, StunServer, StunServerConfig};
