@@ -93,7 +93,9 @@ pub struct Conf {
     pub reliable_udp: bool,
     /// Reliable sends waiting for an ACK, per pipe. P2PD: 1000.
     pub max_reliable_outstanding: usize,
-    /// Retransmitted sequence numbers remembered per pipe, to drop repeats.
+    /// Width of the per-sender sliding window of reliable-UDP sequence numbers (repeats inside
+    /// it are dropped, older ones are too old), and size of the FIFO set that holds random
+    /// (P2PD) sequence numbers. Default 1024.
     pub reliable_window: usize,
     /// Live connections per TCP server; more are closed at once.
     pub max_connections: usize,
@@ -129,6 +131,15 @@ pub struct Conf {
     /// callbacks, subscription queues, outbound buffers). Over it, every connection that holds
     /// bytes stops reading until the total falls back under it. Default 32 MiB.
     pub max_server_bytes: usize,
+    /// Stamp what this pipe's links forward with an origin, a message id and a hop limit
+    /// ([`crate::relay`]), and drop stamped messages seen before (a window of `max_msg_ids`
+    /// stamps, whatever `enable_msg_ids` says). This changes the bytes on the wire: only for
+    /// relays of this project (P2PD peers would get the 21-byte header in their payload).
+    /// TCP pipes need non-Raw framing. Default false.
+    pub relay_stamp: bool,
+    /// With `relay_stamp`: how many relays an unstamped message entering this pipe may pass
+    /// through, this one included (1..=64). Default 8.
+    pub relay_hops: u8,
 }
 
 impl Default for Conf {
@@ -168,6 +179,8 @@ impl Default for Conf {
             max_callback_bytes: 1 << 20,
             max_callback_jobs: 256,
             max_server_bytes: 32 << 20,
+            relay_stamp: false,
+            relay_hops: 8,
         }
     }
 }
@@ -251,6 +264,7 @@ impl Conf {
         range("max_callback_bytes", n(self.max_callback_bytes), 1, 1 << 30)?;
         range("max_callback_jobs", n(self.max_callback_jobs), 1, 1 << 20)?;
         range("max_server_bytes", n(self.max_server_bytes), 1, 1 << 40)?;
+        range("relay_hops", i64::from(self.relay_hops), 1, 64)?;
         match &self.framing {
             Framing::Raw => {}
             Framing::LengthPrefixed { max } => range("framing.max", n(*max), 1, n(MAX_FRAME))?,
@@ -266,6 +280,19 @@ impl Conf {
             return Err(ConfError::Unsupported {
                 key: "use_ssl",
                 why: "TLS (rustls in the core) is not built yet",
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Conf::validate`], plus the checks that depend on the protocol of the pipe: a TCP pipe
+    /// with `relay_stamp` needs message boundaries (non-Raw framing).
+    pub fn validate_for(&self, proto: crate::addr::Proto) -> Result<(), ConfError> {
+        self.validate()?;
+        if proto == crate::addr::Proto::Tcp && self.relay_stamp && self.framing == Framing::Raw {
+            return Err(ConfError::Incompatible {
+                key: "relay_stamp",
+                why: "a raw TCP stream has no message boundaries to stamp: use LengthPrefixed or Delimited framing",
             });
         }
         Ok(())

@@ -73,6 +73,14 @@ pub enum ConfError {
         /// Why, and what to use instead.
         why: &'static str,
     },
+    /// The key cannot be used with the rest of the conf or with this kind of pipe.
+    #[error("{key} cannot be used here: {why}")]
+    Incompatible {
+        /// The conf key.
+        key: &'static str,
+        /// Why, and what to use instead.
+        why: &'static str,
+    },
 }
 
 /// A send was refused. Nothing was queued.

@@ -77,8 +77,9 @@
 //! - [`addr`]: protocols, families, destinations (`SocketAddr` everywhere, scope ids kept).
 //! - [`conf`]: P2PD's `NET_CONF`, typed and validated per pipe.
 //! - [`Engine`]: the pipes of one group; the inbound pipeline is reliable-UDP control →
-//!   dedup → links → callback event → subscriptions.
+//!   relay stamp → dedup → links → callback event → subscriptions.
 //! - [`rudp`]: P2PD's reliable-UDP wire format.
+//! - [`relay`]: the origin stamp and hop limit of relayed messages (`Conf::relay_stamp`).
 //! - [`stun`]: RFC 8489 Binding codec, client and server agents.
 //! - [`rng`]: the seeded generator.
 #![forbid(unsafe_code)]
@@ -91,6 +92,7 @@ mod engine;
 pub mod error;
 mod event;
 mod framing;
+pub mod relay;
 pub mod rng;
 pub mod rudp;
 pub mod stun;
@@ -98,6 +100,7 @@ mod sub;
 
 pub use addr::{Dest, Family, Host, Proto};
 pub use conf::{Conf, DedupKey, Framing};
+pub use dedup::{sender_cap, MAX_RELIABLE_SENDERS};
 pub use engine::{
     Engine, Kind, State, Stats, MAX_EVENTS, MAX_LINKS, MAX_SUBSCRIPTIONS, MAX_UDP_V4, MAX_UDP_V6,
 };

@@ -8,6 +8,10 @@
 //!
 //! Anything else (shorter than 9 bytes, an ACK with a payload, another flag) is dropped and
 //! counted: unlike P2PD, no user payload is ever swallowed as an ACK or cut short.
+//!
+//! The receiver keeps a sliding window per sender (`Conf::reliable_window` wide): a data frame
+//! inside it is delivered once and acked every time; one below it (our senders count up) is
+//! dropped without an ACK; P2PD's random sequence numbers go to a bounded FIFO set instead.
 
 use std::net::SocketAddr;
 use std::time::Instant;

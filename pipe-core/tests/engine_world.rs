@@ -414,6 +414,17 @@ struct Ring {
 /// and relays through `out_i` (10.0.0.i:2000) to the next host's `in`. `external` links through
 /// the driver (`Event::Forward`) instead of inside the engine.
 fn ring(n: usize, dedup: bool, external: bool) -> Ring {
+    ring_with(
+        n,
+        external,
+        Conf {
+            enable_msg_ids: dedup,
+            ..Conf::default()
+        },
+    )
+}
+
+fn ring_with(n: usize, external: bool, conf: Conf) -> Ring {
     let mut w = World::new(
         n as u64,
         Net {
@@ -422,10 +433,6 @@ fn ring(n: usize, dedup: bool, external: bool) -> Ring {
             ..Net::default()
         },
     );
-    let conf = Conf {
-        enable_msg_ids: dedup,
-        ..Conf::default()
-    };
     let inbox: Inbox = Rc::default();
     let (mut ins, mut outs) = (Vec::new(), Vec::new());
     let addr = |i: usize, port: u16| SocketAddr::from(([10, 0, 0, i as u8 + 1], port));
@@ -550,23 +557,65 @@ fn relay_cycle_with_ip_port_dedup_and_many_messages() {
     }
 }
 
-#[test]
-#[ignore = "design gap: no hop limit. With dedup off a relay cycle loops forever (hardening §3 row 10 asks for a hop limit of 8 bounding copies to 8 × edges); needs a wire-format change"]
-fn relay_cycle_without_dedup_is_bounded_by_a_hop_limit() {
-    let mut r = ring(2, false, false);
-    r.w.send(0, r.outs[0], b"loop", None).unwrap();
-    assert!(r.w.run_until_idle(10_000), "the loop never stopped");
-    assert!(forwards(&r.w, 2, &r.ins) <= 8 * 2);
+/// Relay pipes that stamp what they forward (origin, message id, hops left 8), with
+/// `enable_msg_ids` off.
+fn stamped() -> Conf {
+    Conf {
+        relay_stamp: true,
+        ..Conf::default()
+    }
 }
 
 #[test]
-#[ignore = "design gap: dedup keys on the last hop's IP (P2PD parity), not an origin stamp, so in a 10-node mesh each pipe delivers one copy per upstream relay; exactly-once needs origin + message-id stamping (hardening §3 row 10)"]
+fn relay_cycle_without_dedup_is_bounded_by_a_hop_limit() {
+    for external in [false, true] {
+        let mut r = ring_with(2, external, stamped());
+        r.w.send(0, r.outs[0], b"loop", None).unwrap();
+        assert!(r.w.run_until_idle(10_000), "the loop never stopped");
+        assert!(forwards(&r.w, 2, &r.ins) <= 8 * 2);
+        for h in 0..2 {
+            assert_eq!(payloads(&r.inbox, h, r.ins[h]), ["loop"], "host {h}");
+        }
+    }
+}
+
+#[test]
+fn relay_cycle_whose_stamp_window_overflows_is_stopped_by_the_hop_limit() {
+    // A stamp window of 1 and several messages in the cycle at once: each relay forgets a
+    // stamp before its copy comes back, so only the hop limit stops the copies.
+    for external in [false, true] {
+        let (n, msgs) = (3, 4u64);
+        let mut r = ring_with(
+            n,
+            external,
+            Conf {
+                max_msg_ids: 1,
+                ..stamped()
+            },
+        );
+        for i in 0..msgs as usize {
+            r.w.send(i % n, r.outs[i % n], format!("m{i}").as_bytes(), None)
+                .unwrap();
+        }
+        assert!(r.w.run_until_idle(10_000), "the loop never stopped");
+        let relayed = forwards(&r.w, n, &r.ins);
+        // Each message is received by at most 8 relays, 7 of which forward it.
+        assert!(relayed <= 7 * msgs, "{relayed} forwards");
+        let limited: u64 = (0..n)
+            .map(|h| r.w.engine(h).stats(r.ins[h]).unwrap().hop_limited)
+            .sum();
+        assert_eq!(limited, msgs, "every message ran out of hops once");
+        assert!(relayed > n as u64 * msgs, "the window did not stop them");
+    }
+}
+
+#[test]
 fn relay_full_mesh_of_ten_delivers_once() {
     let n = 10;
     let mut w = World::new(10, Net::default());
     let conf = Conf {
         enable_msg_ids: true,
-        ..Conf::default()
+        ..stamped()
     };
     let inbox: Inbox = Rc::default();
     let addr = |i: usize, port: u16| SocketAddr::from(([10, 0, 0, i as u8 + 1], port));
@@ -597,6 +646,65 @@ fn relay_full_mesh_of_ten_delivers_once() {
     for (h, pin) in ins.iter().enumerate().skip(1) {
         assert_eq!(payloads(&inbox, h, *pin).len(), 1, "host {h}");
     }
+}
+
+#[test]
+fn relay_full_mesh_of_ten_delivers_many_messages_once() {
+    // Hardening §3 row 10 at scale: 1,000 messages published from every host into a stamped
+    // 10-mesh (external links), each delivered exactly once everywhere, dedup off.
+    let n = 10;
+    let mut w = World::new(
+        12,
+        Net {
+            delay: 2 * MS,
+            jitter: 3 * MS,
+            ..Net::default()
+        },
+    );
+    let inbox: Inbox = Rc::default();
+    let addr = |i: usize, port: u16| SocketAddr::from(([10, 0, 0, i as u8 + 1], port));
+    let mut ins = Vec::new();
+    let mut outs = Vec::new();
+    for i in 0..n {
+        let h = w.add_host();
+        let pin = w.open_udp(h, addr(i, 1000), None, stamped(), false);
+        w.engine_mut(h).subscribe(pin, Filter::all()).unwrap();
+        let mut mine = Vec::new();
+        for j in (0..n).filter(|j| *j != i) {
+            let out = w.open_udp(
+                h,
+                addr(i, 2000 + j as u16),
+                Some(addr(j, 1000)),
+                stamped(),
+                true,
+            );
+            w.link_external(h, pin, out).unwrap();
+            mine.push(out);
+        }
+        w.set_app(h, collector(&inbox, h));
+        ins.push(pin);
+        outs.push(mine);
+    }
+    let total = 1000;
+    for batch in 0..total / 100 {
+        for k in batch * 100..(batch + 1) * 100 {
+            let h = k % n;
+            let out = outs[h][k / n % (n - 1)];
+            w.send(h, out, format!("m{k}").as_bytes(), None).unwrap();
+        }
+        w.advance(10 * MS, 1_000_000);
+    }
+    assert!(w.run_until_idle(10_000_000));
+    for (h, pin) in ins.iter().enumerate() {
+        let got = payloads(&inbox, h, *pin);
+        let distinct: BTreeSet<_> = got.iter().collect();
+        assert_eq!((got.len(), distinct.len()), (total, total), "host {h}");
+    }
+    // Each message: one original, then each of the 10 relays forwards it once to 9 others.
+    let forwarded: u64 = (0..n)
+        .map(|h| w.engine(h).stats(ins[h]).unwrap().forwarded)
+        .sum();
+    assert_eq!(forwarded, (total * n * (n - 1)) as u64);
 }
 
 #[test]
@@ -642,7 +750,6 @@ fn tcp_relay_through_linked_connections() {
 // ---- reliable window ----------------------------------------------------------------------
 
 #[test]
-#[ignore = "design gap: the receiver remembers the last `reliable_window` (1024) (sender, seq) pairs FIFO, so a retransmission arriving after more than 1024 newer sequence numbers is delivered again; at the defaults (3 tries × 3 s) that is from ~114 msg/s per sender. A per-sender sliding window over seq (hardening §3 row 5) fixes it"]
 fn reliable_repeat_after_many_newer_sequence_numbers_is_not_redelivered() {
     let mut w = World::new(31, Net::default());
     let (ha, hb) = (w.add_host(), w.add_host());
@@ -674,4 +781,7 @@ fn reliable_repeat_after_many_newer_sequence_numbers_is_not_redelivered() {
         .filter(|m| &m[..] == b"first")
         .count();
     assert_eq!(first, 1, "\"first\" delivered {first} times");
+    let st = w.engine(hb).stats(b).unwrap();
+    assert!(st.reliable_too_old > 0, "the late copies were too old");
+    assert_eq!(payloads(&inbox, hb, b).len(), 1101, "every message once");
 }

@@ -1,5 +1,10 @@
 //! The inbound pipeline, in P2PD's order with its bugs fixed:
-//! reliable-UDP control → dedup → links → callback event → subscriptions.
+//! reliable-UDP control → relay stamp → dedup → links → callback event → subscriptions.
+//!
+//! On a pipe with `Conf::relay_stamp`, the stamp step splits off a message's stamp header (or
+//! stamps an unstamped one as an original of this engine) and drops a stamp seen before; local
+//! sinks get the payload without the header, links forward it with one hop less, or not at all
+//! when no hops are left ([`crate::relay`]).
 //!
 //! Each sink is isolated: a failing forward never stops local delivery (P2PD skipped the
 //! callbacks and queues of a message whose forward raised), and every message that reaches no
@@ -13,7 +18,9 @@ use bytes::Bytes;
 use super::Target;
 use super::{Engine, Kind, State, MAX_EVENTS};
 use crate::addr::same_ip;
+use crate::dedup::Seq;
 use crate::event::{EndReason, Event, Message, Outcome, PipeId};
+use crate::relay::{self, Stamp};
 use crate::rudp::{self, Frame};
 
 impl Engine {
@@ -61,14 +68,25 @@ impl Engine {
                 self.finish_reliable(pipe, seq, Outcome::Acked);
             }
             Ok(Frame::Data { seq, payload }) => {
-                let fresh = p
+                let verdict = p
                     .seen
                     .as_mut()
-                    .is_none_or(|s| s.insert((canonical(from), seq)));
-                if !fresh {
-                    p.stats.reliable_repeats += 1;
-                }
-                // Ack every copy: the first ACK may have been lost.
+                    .map_or(Seq::Fresh, |s| s.check(canonical(from), seq));
+                let fresh = match verdict {
+                    Seq::Fresh => true,
+                    Seq::Repeat => {
+                        p.stats.reliable_repeats += 1;
+                        false
+                    }
+                    Seq::TooOld => {
+                        // Not acknowledged: the sender ends it `Unconfirmed` (it may have been
+                        // delivered), so that `Acked` keeps meaning delivered.
+                        log::trace!("{pipe}: seq {seq} from {from} is older than the window");
+                        p.stats.reliable_too_old += 1;
+                        return;
+                    }
+                };
+                // Ack every copy in the window: the first ACK may have been lost.
                 self.push_internal(pipe, from, rudp::encode(seq, rudp::FLAG_ACK, &[]));
                 if fresh {
                     self.deliver_slice(pipe, from, payload);
@@ -153,13 +171,25 @@ impl Engine {
         };
         p.stats.received += 1;
         p.t.got_message = true;
+        let (stamp, skip) = if p.stamps.is_some() {
+            match self.unstamp(pipe, data) {
+                Some((stamp, skip)) => (Some(stamp), skip),
+                None => return,
+            }
+        } else {
+            (None, 0)
+        };
+        let body = &data[skip..];
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         if let Some(d) = p.dedup.as_mut() {
-            if !d.check(&from, data) {
+            if !d.check(&from, body) {
                 p.stats.duplicates += 1;
                 return;
             }
         }
-        self.sinks(pipe, from, Bytes::copy_from_slice(data));
+        self.sinks(pipe, from, Bytes::copy_from_slice(body), stamp);
     }
 
     fn deliver(&mut self, pipe: PipeId, from: SocketAddr, data: Bytes) {
@@ -168,23 +198,66 @@ impl Engine {
         };
         p.stats.received += 1;
         p.t.got_message = true;
+        let (stamp, data) = if p.stamps.is_some() {
+            match self.unstamp(pipe, &data) {
+                Some((stamp, skip)) => (Some(stamp), data.slice(skip..)),
+                None => return,
+            }
+        } else {
+            (None, data)
+        };
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         if let Some(d) = p.dedup.as_mut() {
             if !d.check(&from, &data) {
                 p.stats.duplicates += 1;
                 return;
             }
         }
-        self.sinks(pipe, from, data);
+        self.sinks(pipe, from, data, stamp);
     }
 
-    /// Links, then the callback event, then subscriptions.
-    fn sinks(&mut self, pipe: PipeId, from: SocketAddr, data: Bytes) {
+    /// The relay-stamp step of a stamping pipe: the message's stamp and header length, or a
+    /// new stamp of this engine for an unstamped message (an original, recorded so that its
+    /// copy coming back around a cycle is dropped). `None`: dropped and counted (a header cut
+    /// short, or a stamp already seen).
+    fn unstamp(&mut self, pipe: PipeId, data: &[u8]) -> Option<(Stamp, usize)> {
+        let decoded = relay::decode(data);
+        let (stamp, skip) = match decoded {
+            Ok(Some((stamp, _))) => (stamp, relay::HEADER),
+            Ok(None) => {
+                let origin = *self.relay_origin.get_or_insert_with(|| self.rng.next_u64());
+                let id = self.relay_next_id;
+                self.relay_next_id = id.wrapping_add(1);
+                let hops = self.pipes.get(&pipe)?.conf.relay_hops;
+                (Stamp { origin, id, hops }, 0)
+            }
+            Err(e) => {
+                let p = self.pipes.get_mut(&pipe)?;
+                log::trace!("{pipe}: dropped message: {e}");
+                p.stats.malformed += 1;
+                return None;
+            }
+        };
+        let p = self.pipes.get_mut(&pipe)?;
+        let stamps = p.stamps.as_mut()?;
+        if !stamps.check(stamp.origin, stamp.id) {
+            p.stats.duplicates += 1;
+            return None;
+        }
+        Some((stamp, skip))
+    }
+
+    /// Links, then the callback event, then subscriptions. `stamp`: the message's relay stamp
+    /// as received (stamping pipes only); links forward it with one hop less.
+    fn sinks(&mut self, pipe: PipeId, from: SocketAddr, data: Bytes, stamp: Option<Stamp>) {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
         let mut claimed = false;
         if !p.links.is_empty() {
-            let hops: Vec<_> = p
+            let mut hops: Vec<_> = p
                 .links
                 .iter()
                 .filter(|l| {
@@ -194,17 +267,34 @@ impl Engine {
                 })
                 .map(|l| (l.id, l.target, l.dest))
                 .collect();
+            claimed = !hops.is_empty();
+            let fwd = match stamp {
+                None => data.clone(),
+                Some(s) if s.hops > 1 => relay::encode(
+                    Stamp {
+                        hops: s.hops - 1,
+                        ..s
+                    },
+                    &data,
+                ),
+                Some(_) => {
+                    if claimed {
+                        p.stats.hop_limited += 1;
+                    }
+                    hops.clear();
+                    Bytes::new()
+                }
+            };
             for (link, target, dest) in hops {
-                claimed = true;
                 let ok = match target {
-                    Target::Local(t) => self.forward_local(t, &data, dest),
+                    Target::Local(t) => self.forward_local(t, &fwd, dest),
                     Target::External(target) if self.events.len() < MAX_EVENTS => {
                         self.events.push_back(Event::Forward {
                             from: pipe,
                             link,
                             target,
                             dest,
-                            data: data.clone(),
+                            data: fwd.clone(),
                         });
                         true
                     }

@@ -66,6 +66,10 @@ pub struct Engine {
     rng: Rng,
     scratch: Vec<Bytes>,
     next_token: u64,
+    /// Relay stamps (`Conf::relay_stamp`): this engine's origin (drawn when first needed)
+    /// and the id of the next message it stamps.
+    relay_origin: Option<u64>,
+    relay_next_id: u64,
 }
 
 impl Engine {
@@ -82,6 +86,8 @@ impl Engine {
             rng: Rng::new(seed),
             scratch: Vec::new(),
             next_token: 1,
+            relay_origin: None,
+            relay_next_id: 0,
         }
     }
 
@@ -197,7 +203,7 @@ impl Engine {
         callbacks: bool,
         sub_all: bool,
     ) -> Result<PipeId, ConfError> {
-        conf.validate()?;
+        conf.validate_for(kind.proto())?;
         Ok(self.insert(now, kind, local, dest, Arc::new(conf), callbacks, sub_all))
     }
 
@@ -887,9 +893,8 @@ impl Engine {
                     && p.out_bytes <= internal_cap + p.conf.max_out_bytes
                     && p.out.len() <= MAX_OUT_TRANSMITS
                     && p.outstanding.len() <= p.conf.max_reliable_outstanding
-                    && p.seen
-                        .as_ref()
-                        .is_none_or(|s| s.len() <= p.conf.reliable_window)
+                    && p.seen.as_ref().is_none_or(|s| s.within_caps())
+                    && p.stamps.as_ref().is_none_or(|s| s.within_caps())
                     && p.accept_q.len() <= p.conf.accept_backlog
                     && p.children.len() <= p.conf.max_connections
                     && p.deframer

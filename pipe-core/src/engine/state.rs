@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::addr::Proto;
 use crate::conf::Conf;
-use crate::dedup::{Dedup, SeenSet};
+use crate::dedup::{Dedup, RecvWindow, StampWindow};
 use crate::event::{LinkId, PipeId, SubId, TargetToken, Transmit};
 use crate::framing::{Deframer, Session};
 use crate::rudp::Pending;
@@ -75,7 +75,7 @@ pub enum State {
 pub struct Stats {
     /// Messages that entered the pipeline (after reliable-UDP control, before dedup).
     pub received: u64,
-    /// Dropped by dedup.
+    /// Dropped by dedup: `enable_msg_ids`, or a relay stamp (origin, id) already seen.
     pub duplicates: u64,
     /// Messages queued, counting each subscription they were queued on.
     pub queued: u64,
@@ -90,9 +90,10 @@ pub struct Stats {
     pub forwarded: u64,
     /// Forwards that failed (target closed, full or wrong family).
     pub forward_failed: u64,
-    /// Reliable-UDP datagrams that were not valid frames.
+    /// Reliable-UDP datagrams that were not valid frames, and messages with a relay stamp
+    /// header cut short.
     pub malformed: u64,
-    /// Reliable-UDP retransmissions received again and dropped.
+    /// Reliable-UDP retransmissions received again (inside the window) and dropped.
     pub reliable_repeats: u64,
     /// ACKs for nothing outstanding, or from the wrong address.
     pub stray_acks: u64,
@@ -120,6 +121,12 @@ pub struct Stats {
     pub send_failed: u64,
     /// Times the pipe stopped reading because of a cap (see [`crate::Event::Pause`]).
     pub paused: u64,
+    /// Stamped messages (`Conf::relay_stamp`) delivered locally but not forwarded through the
+    /// pipe's links because they had no hops left.
+    pub hop_limited: u64,
+    /// Reliable-UDP data frames more than `reliable_window` below their sender's highest
+    /// sequence number: dropped and not acknowledged (the sender ends them `Unconfirmed`).
+    pub reliable_too_old: u64,
 }
 
 #[derive(Debug)]
@@ -160,7 +167,10 @@ pub(crate) struct PipeState {
     pub(crate) in_dirty: bool,
     pub(crate) next_seq: u64,
     pub(crate) outstanding: BTreeMap<u64, Pending>,
-    pub(crate) seen: Option<Box<SeenSet<(SocketAddr, u64)>>>,
+    /// Reliable-UDP receive window (reliable UDP pipes).
+    pub(crate) seen: Option<Box<RecvWindow>>,
+    /// The (origin, message id) window of a stamping pipe (`Conf::relay_stamp`).
+    pub(crate) stamps: Option<Box<StampWindow>>,
     /// A listener's live connections, in accept order (ids grow).
     pub(crate) children: std::collections::BTreeSet<PipeId>,
     pub(crate) accept_q: VecDeque<PipeId>,
@@ -236,7 +246,10 @@ impl PipeState {
         let deframer = (kind.is_stream() && conf.framing != crate::conf::Framing::Raw)
             .then(|| Box::new(Deframer::new(conf.framing.clone())));
         let seen = (kind == Kind::Udp && conf.reliable_udp)
-            .then(|| Box::new(SeenSet::new(conf.reliable_window)));
+            .then(|| Box::new(RecvWindow::new(conf.reliable_window)));
+        let stamps = conf
+            .relay_stamp
+            .then(|| Box::new(StampWindow::new(conf.max_msg_ids)));
         Self {
             kind,
             local,
@@ -259,6 +272,7 @@ impl PipeState {
             next_seq: seq_seed.max(1),
             outstanding: BTreeMap::new(),
             seen,
+            stamps,
             children: std::collections::BTreeSet::new(),
             accept_q: VecDeque::new(),
             in_accept_q: false,
