@@ -69,6 +69,8 @@ pub(crate) struct Entry {
     pub(crate) io_done: AtomicBool,
     /// The engine paused reading (callback caps, server budget); checked without the lock.
     pub(crate) paused: AtomicBool,
+    /// A listener backing off after running out of descriptors.
+    pub(crate) starved: AtomicBool,
     /// Why the pipe ended, kept for end callbacks added later.
     pub(crate) reason: OnceLock<EndReason>,
 }
@@ -88,6 +90,7 @@ impl Entry {
             released: AtomicBool::new(false),
             io_done: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            starved: AtomicBool::new(false),
             reason: OnceLock::new(),
         })
     }
@@ -437,6 +440,12 @@ impl<R: Runtime> Group<R> {
             slot.entry.io_done.store(true, Ordering::Release);
             slot.entry.wake_all();
             slot.entry.closed.notify(usize::MAX);
+        }
+        // A descriptor was freed: a listener backing off after EMFILE may accept again now.
+        if let Some(e) = g.first.filter(|f| *f != pipe).and_then(|f| g.entry(f)) {
+            if e.starved.load(Ordering::Acquire) {
+                e.wake_io.notify(1);
+            }
         }
         if g.timer_task == Some(pipe) {
             g.timer_task = g

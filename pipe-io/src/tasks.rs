@@ -311,9 +311,16 @@ async fn run_listener<R: Runtime>(
                     crate::logs::Kind::Exhausted,
                     format_args!("{id}: accept: {e}; pausing {backoff:?}"),
                 );
+                // Until the back-off ends, or a connection of this server frees a descriptor.
                 let deadline = group.rt.now() + backoff;
                 let signal = entry.wake_io.listen();
+                entry
+                    .starved
+                    .store(true, std::sync::atomic::Ordering::Release);
                 future::or(group.rt.sleep_until(deadline), signal).await;
+                entry
+                    .starved
+                    .store(false, std::sync::atomic::Ordering::Release);
             }
             Some(Some(Err(e))) => {
                 crate::logs::limited(crate::logs::Kind::Accept, format_args!("{id}: accept: {e}"))
