@@ -292,7 +292,7 @@ impl<R: Runtime> PipeBuilder<R> {
     /// Validate, resolve, create, bind, connect or listen.
     /// `want_fd`: keep a descriptor of a TCP client's socket to hand back (`open_socket`).
     async fn prepare(self, want_fd: bool) -> Result<Opened<R>, OpenError> {
-        self.conf.validate()?;
+        self.conf.validate_for(self.proto)?;
         let dest = self.dest?;
         if let Some(existing) = self.existing {
             let dest_addr = match &dest {
