@@ -191,14 +191,18 @@ pub async fn udp_relay<R: Runtime>(
                                 }
                                 async {}
                             });
-                            let mut c = clients.lock().unwrap_or_else(|p| p.into_inner());
-                            c.by_addr.insert(msg.from, u.clone());
-                            c.order.push_back(msg.from);
-                            if c.order.len() > MAX_UDP_CLIENTS {
-                                if let Some(old) = c.order.pop_front() {
-                                    c.by_addr.remove(&old);
+                            let evicted = {
+                                let mut c = clients.lock().unwrap_or_else(|p| p.into_inner());
+                                c.by_addr.insert(msg.from, u.clone());
+                                c.order.push_back(msg.from);
+                                if c.order.len() > MAX_UDP_CLIENTS {
+                                    c.order.pop_front().and_then(|old| c.by_addr.remove(&old))
+                                } else {
+                                    None
                                 }
-                            }
+                            };
+                            // Closed outside the lock: its end callback takes the lock too.
+                            drop(evicted);
                             u
                         }
                         Err(e) => {

@@ -431,7 +431,7 @@ fn write_progress_is_activity_queued_bytes_are_not() {
 }
 
 #[test]
-fn direct_sends_count_as_activity_at_the_next_deadline_check() {
+fn direct_sends_count_as_activity_when_they_happen() {
     let mut s = Sim::new();
     let conf = Conf {
         idle_timeout: Some(5 * SEC),
@@ -440,20 +440,30 @@ fn direct_sends_count_as_activity_at_the_next_deadline_check() {
     let u = s.udp(conf, Some(PEER));
     s.ev();
     assert_eq!(s.e.can_send_direct(u, 10, None), Ok(Some(sa(PEER))));
-    // The driver wrote 10 bytes itself (at about +2 s: the engine reads no clock).
-    s.e.note_direct_send(u, 10);
+    // The driver wrote 10 bytes itself at +2 s, and gives the engine the time of it.
+    let at = s.at(2 * SEC);
+    s.e.note_direct_send(u, 10, || at);
     let st = s.stats(u);
     assert_eq!((st.bytes_out, st.sent), (10, 1));
     assert_eq!(s.e.poll_timeout(), Some(s.at(5 * SEC)));
     assert_eq!(s.fire(5 * SEC), NONE);
     assert_eq!(s.e.state(u), Some(State::Open));
-    // Counted as activity at the check, +5 s: the next deadline is +10 s.
-    assert_eq!(s.e.poll_timeout(), Some(s.at(10 * SEC)));
-    assert_eq!(s.fire(10 * SEC - MS), NONE);
+    // Activity at +2 s: the deadline is +7 s, not +10 s.
+    assert_eq!(s.e.poll_timeout(), Some(s.at(7 * SEC)));
+    assert_eq!(s.fire(7 * SEC - MS), NONE);
     assert_eq!(
-        s.fire(10 * SEC),
+        s.fire(7 * SEC),
         [end(u, EndReason::IdleTimeout), released(u, 0)]
     );
+}
+
+#[test]
+fn direct_sends_read_no_clock_without_an_idle_deadline() {
+    let mut s = Sim::new();
+    let u = s.udp(Conf::default(), Some(PEER));
+    s.ev();
+    s.e.note_direct_send(u, 10, || panic!("no clock read without an idle deadline"));
+    assert_eq!(s.stats(u).bytes_out, 10);
 }
 
 #[test]

@@ -197,6 +197,18 @@ pub(crate) fn with_inline_jobs<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Run `f` with inline callback jobs forbidden (user code inside an inline job).
+fn without_inline_jobs<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INLINE_JOBS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(INLINE_JOBS.with(|c| c.replace(false)));
+    f()
+}
+
 /// A started job and the length of its message, if it carries one.
 type Started = (BoxFuture<()>, Option<usize>);
 
@@ -224,7 +236,10 @@ impl<R: Runtime> Group<R> {
         let mut cx = Context::from_waker(waker);
         let mut done = None;
         while let Some((mut job, len)) = self.next_job(pipe, &entry, done.take()) {
-            if job.as_mut().poll(&mut cx).is_pending() {
+            // User code runs here: anything it starts (a drop that closes another pipe, whose
+            // end callbacks take a lock this callback holds) goes to a worker, never inline.
+            let pending = without_inline_jobs(|| job.as_mut().poll(&mut cx).is_pending());
+            if pending {
                 let group = self.clone();
                 self.rt.spawn(Box::pin(async move {
                     group.job_worker(pipe, entry, Some((job, len))).await

@@ -215,7 +215,8 @@ impl<R: Runtime> Pipe<R> {
                 }
             };
             if written > 0 {
-                g.engine.note_direct_send(self.id, written);
+                let rt = &self.group.rt;
+                g.engine.note_direct_send(self.id, written, || rt.now());
             }
             if written == data.len() {
                 return Ok(());

@@ -319,12 +319,15 @@ impl Engine {
     }
 
     /// The driver wrote `len` bytes for `pipe` straight from the caller's buffer (after
-    /// [`Engine::can_send_direct`]): count them as activity and output.
-    pub fn note_direct_send(&mut self, pipe: PipeId, len: usize) {
+    /// [`Engine::can_send_direct`]): count them as output and as activity. `now` is called
+    /// only when the pipe has an idle deadline, so a driver reads no clock for pipes without.
+    pub fn note_direct_send(&mut self, pipe: PipeId, len: usize, now: impl FnOnce() -> Instant) {
         if let Some(p) = self.pipes.get_mut(&pipe) {
             p.stats.bytes_out += len as u64;
             p.stats.sent += 1;
-            p.t.direct_activity = true;
+            if p.conf.idle_timeout.is_some() {
+                p.t.last_activity = p.t.last_activity.max(now());
+            }
         }
     }
 
@@ -1005,9 +1008,6 @@ impl Engine {
             return;
         };
         p.t.armed = None;
-        if std::mem::take(&mut p.t.direct_activity) {
-            p.t.last_activity = now;
-        }
         let c = &p.conf;
         let passed = |since: Option<Instant>, limit: Option<std::time::Duration>| matches!((since, limit), (Some(s), Some(l)) if s + l <= now);
         if p.is_open() {

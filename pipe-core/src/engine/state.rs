@@ -186,8 +186,6 @@ pub(crate) struct PipeState {
 pub(crate) struct Timing {
     pub(crate) opened: Instant,
     pub(crate) last_activity: Instant,
-    /// A direct write happened since the last deadline check (the driver reads no clock).
-    pub(crate) direct_activity: bool,
     pub(crate) got_message: bool,
     /// When the outbound queue last made progress (or became non-empty).
     pub(crate) stall_since: Option<Instant>,
@@ -213,7 +211,6 @@ impl Timing {
         Self {
             opened: now,
             last_activity: now,
-            direct_activity: false,
             got_message: false,
             stall_since: None,
             ended: None,
