@@ -49,10 +49,17 @@ pub enum DedupKey {
 pub struct Conf {
     /// Bound on one DNS resolution. P2PD: 2 s.
     pub dns_timeout: Duration,
-    /// Wrap TCP in TLS. TLS lands in a later issue; `true` is refused by [`Conf::validate`].
+    /// Wrap TCP in TLS. With `tls` unset, pipe-io fills in a client config verified against
+    /// the OS's roots (a server needs `tls` with its certificate). See [`crate::tls`].
     pub use_ssl: bool,
-    /// Bound on the TLS handshake. P2PD: 4 s (and unused there).
+    /// Bound on the TLS handshake: past it the pipe ends with
+    /// [`crate::TlsError::HandshakeTimeout`]. P2PD: 4 s (and unused there).
     pub ssl_handshake: Duration,
+    /// The TLS configuration of a TCP pipe ([`crate::Tls::Client`] to connect,
+    /// [`crate::Tls::Server`] for a listener); `Some` turns TLS on.
+    pub tls: Option<crate::tls::Tls>,
+    /// A TLS server's handshakes in progress; connections past it are refused. Default 1,024.
+    pub max_handshakes: usize,
     /// The `protocol` argument of `socket(2)`. P2PD: 0.
     pub sock_proto: i32,
     /// Default wait of `recv` when no timeout is passed. P2PD: 2 s.
@@ -148,6 +155,8 @@ impl Default for Conf {
             dns_timeout: Duration::from_secs(2),
             use_ssl: false,
             ssl_handshake: Duration::from_secs(4),
+            tls: None,
+            max_handshakes: 1024,
             sock_proto: 0,
             recv_timeout: Duration::from_secs(2),
             con_timeout: Duration::from_secs(2),
@@ -276,10 +285,12 @@ impl Conf {
                 range("framing.max", n(*max), 1, n(MAX_FRAME))?;
             }
         }
-        if self.use_ssl {
-            return Err(ConfError::Unsupported {
+        range("max_handshakes", n(self.max_handshakes), 1, 1 << 20)?;
+        if self.use_ssl && self.tls.is_none() {
+            return Err(ConfError::Incompatible {
                 key: "use_ssl",
-                why: "TLS (rustls in the core) is not built yet",
+                why: "no TLS configuration: set `tls` (pipe-io fills in a client verified \
+                      against the OS's roots; a server needs its certificate)",
             });
         }
         Ok(())

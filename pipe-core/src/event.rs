@@ -120,6 +120,9 @@ pub enum EndReason {
         /// Bytes dropped unsent.
         unsent: usize,
     },
+    /// TLS failed (a certificate refused, a handshake too slow, an alert) or the peer
+    /// truncated the connection without `close_notify`.
+    Tls(crate::tls::TlsError),
 }
 
 impl fmt::Display for EndReason {
@@ -138,6 +141,7 @@ impl fmt::Display for EndReason {
             EndReason::WriteStalled { unsent } => {
                 write!(f, "the peer stopped reading ({unsent} bytes unsent)")
             }
+            EndReason::Tls(e) => write!(f, "{e}"),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The TCP byte path: stream bytes → session layer → framing → messages.
 //!
-//! The session layer is the seam where TLS (rustls driven in memory) slots in: today it is
-//! [`Session::Plain`], which passes bytes through. Framing then cuts the plaintext into
-//! messages, checking limits before buffering anything for a frame.
+//! The session layer sits between socket bytes and framing: [`Session::Plain`] passes bytes
+//! through; [`Session::Tls`] is rustls driven in memory by the engine (`crate::tls`). Framing
+//! then cuts the plaintext into messages, checking limits before buffering anything for a
+//! frame.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -15,14 +16,22 @@ pub(crate) enum Session {
     /// No transformation.
     #[default]
     Plain,
+    /// TLS (the engine drives it: see `crate::tls`).
+    Tls(Box<crate::tls::TlsSession>),
 }
 
 impl Session {
-    /// Turn socket bytes into plaintext, handing it to `out` (without copying for `Plain`).
-    pub(crate) fn inbound<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+    /// The TLS session, if any.
+    pub(crate) fn tls(&mut self) -> Option<&mut crate::tls::TlsSession> {
         match self {
-            Session::Plain => bytes,
+            Session::Tls(t) => Some(t),
+            Session::Plain => None,
         }
+    }
+
+    /// A TLS session still in its handshake.
+    pub(crate) fn handshaking(&self) -> bool {
+        matches!(self, Session::Tls(t) if t.is_handshaking())
     }
 
     /// True when bytes pass through unchanged.
@@ -30,10 +39,17 @@ impl Session {
         matches!(self, Session::Plain)
     }
 
-    /// Turn framed plaintext into socket bytes.
-    pub(crate) fn outbound(&mut self, bytes: Bytes) -> Bytes {
+    /// Turn framed plaintext into socket bytes (empty while TLS buffers it for the end of
+    /// its handshake).
+    pub(crate) fn outbound(&mut self, bytes: Bytes) -> Result<Bytes, crate::error::SendError> {
         match self {
-            Session::Plain => bytes,
+            Session::Plain => Ok(bytes),
+            Session::Tls(t) => {
+                if !t.write_plain(&bytes) {
+                    return Err(crate::error::SendError::WouldBlock);
+                }
+                Ok(t.take_outgoing().unwrap_or_default())
+            }
         }
     }
 }

@@ -97,6 +97,7 @@ pub mod rng;
 pub mod rudp;
 pub mod stun;
 mod sub;
+pub mod tls;
 
 pub use addr::{Dest, Family, Host, Proto};
 pub use conf::{Conf, DedupKey, Framing};
@@ -112,3 +113,10 @@ pub use event::{
     Transmit,
 };
 pub use sub::Filter;
+pub use tls::{Tls, TlsClient, TlsError, TlsServer};
+
+/// The certificate, key and name types TLS configs take (rustls's `pki_types`).
+pub mod rustls_types {
+    pub use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+}
+pub use tls::rustls;

@@ -111,7 +111,48 @@ impl Engine {
         let Some(from) = p.dest else { return };
         p.stats.bytes_in += data.len() as u64;
         p.t.last_activity = now;
-        let plain = p.session.inbound(data);
+        if p.session.tls().is_some() {
+            self.tls_stream(pipe, from, data);
+            return;
+        }
+        self.stream_plain(pipe, from, data);
+    }
+
+    /// Socket bytes of a TLS pipe: decrypt, answer the handshake, deliver the plaintext.
+    fn tls_stream(&mut self, pipe: PipeId, from: SocketAddr, data: &[u8]) {
+        let Some(t) = self.pipes.get_mut(&pipe).and_then(|p| p.session.tls()) else {
+            return;
+        };
+        let res = t.inbound(data);
+        self.flush_tls(pipe);
+        match res {
+            Err(e) => {
+                log::debug!("{pipe}: TLS: {e}");
+                self.end(pipe, State::PeerClosed, EndReason::Tls(e));
+            }
+            Ok(tin) => {
+                if tin.handshake_done {
+                    self.handshake_done(pipe);
+                }
+                if !tin.plain.is_empty() {
+                    self.stream_plain(pipe, from, &tin.plain);
+                }
+                if tin.peer_closed {
+                    self.end(pipe, State::PeerClosed, EndReason::PeerClosed);
+                }
+            }
+        }
+        self.settle(pipe);
+    }
+
+    /// Plaintext of a stream: a message per read (raw), or frames.
+    fn stream_plain(&mut self, pipe: PipeId, from: SocketAddr, plain: &[u8]) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        if !p.is_open() {
+            return;
+        }
         let Some(deframer) = p.deframer.as_mut() else {
             if !plain.is_empty() {
                 self.deliver(pipe, from, Bytes::copy_from_slice(plain));

@@ -24,6 +24,10 @@ use bytes::Bytes;
 pub use state::{Kind, State, Stats};
 use state::{Link, PipeState, Target};
 
+use crate::framing::Session;
+use crate::tls::{Tls, TlsSession};
+use rustls::pki_types::ServerName;
+
 use crate::addr::{same_endpoint, Family};
 use crate::conf::Conf;
 use crate::error::{AcceptError, ConfError, LinkError, RecvError, SendError, SubscribeError};
@@ -156,6 +160,18 @@ impl Engine {
         if l.children.len() >= l.conf.max_connections {
             return Err(AcceptError::TooManyConnections(l.conf.max_connections));
         }
+        let session = match &l.conf.tls {
+            Some(Tls::Server { config }) => {
+                if l.t.handshakes >= l.conf.max_handshakes {
+                    return Err(AcceptError::TooManyHandshakes(l.conf.max_handshakes));
+                }
+                let s = TlsSession::server(config.clone(), l.conf.max_out_bytes)
+                    .map_err(|_| AcceptError::Closed)?;
+                Session::Tls(Box::new(s))
+            }
+            _ => Session::Plain,
+        };
+        let tls = !session.is_plain();
         let (conf, parent_callbacks) = (Arc::clone(&l.conf), l.callbacks);
         let id = self.insert(
             now,
@@ -163,16 +179,20 @@ impl Engine {
             local,
             Some(peer),
             conf,
-            false,
-            false,
+            (false, false),
+            session,
         );
         if let Some(c) = self.pipes.get_mut(&id) {
             c.parent_callbacks = parent_callbacks;
             c.in_accept_q = true;
+            c.t.counted_handshake = tls;
         }
         let Some(l) = self.pipes.get_mut(&listener) else {
             return Err(AcceptError::Closed);
         };
+        if tls {
+            l.t.handshakes += 1;
+        }
         l.children.insert(id);
         l.accept_q.push_back(id);
         let mut evicted = None;
@@ -204,7 +224,79 @@ impl Engine {
         sub_all: bool,
     ) -> Result<PipeId, ConfError> {
         conf.validate_for(kind.proto())?;
-        Ok(self.insert(now, kind, local, dest, Arc::new(conf), callbacks, sub_all))
+        let incompatible = |why| ConfError::Incompatible { key: "tls", why };
+        let session = match (&conf.tls, kind) {
+            (None, _) => Session::Plain,
+            (Some(Tls::Client { config, name }), Kind::TcpClient) => {
+                let name = match (name, dest) {
+                    (Some(n), _) => n.clone(),
+                    (None, Some(d)) => ServerName::IpAddress(d.ip().into()),
+                    (None, None) => return Err(incompatible("a TLS client needs a destination")),
+                };
+                let s = TlsSession::client(config.clone(), name, conf.max_out_bytes)
+                    .map_err(|_| incompatible("the TLS client config was refused by rustls"))?;
+                Session::Tls(Box::new(s))
+            }
+            (Some(Tls::Server { .. }), Kind::TcpListener) => Session::Plain,
+            (Some(Tls::Client { .. }), _) => {
+                return Err(incompatible(
+                    "a TLS client config is for pipes that connect",
+                ))
+            }
+            (Some(Tls::Server { .. }), _) => {
+                return Err(incompatible("a TLS server config is for TCP listeners"))
+            }
+        };
+        Ok(self.insert(
+            now,
+            kind,
+            local,
+            dest,
+            Arc::new(conf),
+            (callbacks, sub_all),
+            session,
+        ))
+    }
+
+    /// Send what the pipe's TLS session has for the socket (handshake records, alerts,
+    /// `close_notify`, application data it buffered during the handshake).
+    fn flush_tls(&mut self, pipe: PipeId) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        let (Some(t), Some(dst)) = (p.session.tls(), p.dest) else {
+            return;
+        };
+        if let Some(bytes) = t.take_outgoing() {
+            self.push_out(pipe, dst, bytes);
+        }
+    }
+
+    /// The ALPN protocol a TLS pipe agreed on (after its handshake).
+    pub fn alpn(&mut self, pipe: PipeId) -> Option<Vec<u8>> {
+        let p = self.pipes.get_mut(&pipe)?;
+        p.session.tls()?.alpn().map(<[u8]>::to_vec)
+    }
+
+    /// A TLS pipe finished its handshake: it is up, and no longer counts against its
+    /// server's handshakes in progress.
+    pub(crate) fn handshake_done(&mut self, pipe: PipeId) {
+        self.uncount_handshake(pipe);
+        self.events.push_back(Event::Up { pipe });
+    }
+
+    fn uncount_handshake(&mut self, pipe: PipeId) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        if !std::mem::take(&mut p.t.counted_handshake) {
+            return;
+        }
+        if let Kind::TcpConn { listener } = p.kind {
+            if let Some(l) = self.pipes.get_mut(&listener) {
+                l.t.handshakes = l.t.handshakes.saturating_sub(1);
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -215,8 +307,8 @@ impl Engine {
         local: SocketAddr,
         dest: Option<SocketAddr>,
         conf: Arc<Conf>,
-        callbacks: bool,
-        sub_all: bool,
+        (callbacks, sub_all): (bool, bool),
+        session: Session,
     ) -> PipeId {
         self.tick(now);
         let id = PipeId(self.next_id);
@@ -232,8 +324,15 @@ impl Engine {
                 queue,
             });
         }
+        let tls = !session.is_plain();
+        p.session = session;
         self.pipes.insert(id, Box::new(p));
-        self.events.push_back(Event::Up { pipe: id });
+        if tls {
+            // Up once the handshake is done; a client speaks first.
+            self.flush_tls(id);
+        } else {
+            self.events.push_back(Event::Up { pipe: id });
+        }
         self.rearm(id);
         id
     }
@@ -243,8 +342,15 @@ impl Engine {
     /// The peer closed (`reset = false`: FIN) or reset the connection.
     pub fn handle_peer_closed(&mut self, now: Instant, pipe: PipeId, reset: bool) {
         self.tick(now);
+        let truncated = self
+            .pipes
+            .get_mut(&pipe)
+            .and_then(|p| p.session.tls())
+            .is_some_and(|t| !t.peer_closed);
         let reason = if reset {
             EndReason::Reset
+        } else if truncated {
+            EndReason::Tls(crate::tls::TlsError::Truncated)
         } else {
             EndReason::PeerClosed
         };
@@ -313,7 +419,10 @@ impl Engine {
         }
         let (dst, payload) = Self::frame_out(p, data, dest)?;
         p.stats.sent += 1;
-        self.push_out(pipe, dst, payload);
+        // Empty: TLS holds it until its handshake is done (or an empty raw send).
+        if !(payload.is_empty() && p.kind.is_stream()) {
+            self.push_out(pipe, dst, payload);
+        }
         self.settle(pipe);
         Ok(())
     }
@@ -922,6 +1031,17 @@ impl Engine {
         if p.state != State::Open {
             return;
         }
+        if state == State::Closing {
+            // A clean TLS end: close_notify goes out with the rest of the queue.
+            if let Some(t) = p.session.tls() {
+                t.close_notify();
+                self.flush_tls(pipe);
+            }
+        }
+        self.uncount_handshake(pipe);
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         p.state = if state == State::Closing && p.out.is_empty() {
             State::Closed
         } else {
@@ -1011,7 +1131,11 @@ impl Engine {
         let c = &p.conf;
         let passed = |since: Option<Instant>, limit: Option<std::time::Duration>| matches!((since, limit), (Some(s), Some(l)) if s + l <= now);
         if p.is_open() {
-            let reason = if p.kind.is_conn()
+            let reason = if p.session.handshaking()
+                && passed(Some(p.t.opened), Some(c.ssl_handshake))
+            {
+                Some(EndReason::Tls(crate::tls::TlsError::HandshakeTimeout))
+            } else if p.kind.is_conn()
                 && !p.t.got_message
                 && passed(Some(p.t.opened), c.first_message_timeout)
             {
@@ -1204,7 +1328,7 @@ impl Engine {
                     Some(deframer) => deframer.frame(data)?,
                     None => Bytes::copy_from_slice(data),
                 };
-                Ok((peer, p.session.outbound(framed)))
+                Ok((peer, p.session.outbound(framed)?))
             }
             Kind::Udp => {
                 let dst = udp_dest(p, dest)?;
@@ -1298,6 +1422,10 @@ fn next_deadline(p: &PipeState) -> Option<Instant> {
             p.t.ended.map(|e| e + c.close_timeout)
         };
     }
+    let handshake = p
+        .session
+        .handshaking()
+        .then(|| p.t.opened + c.ssl_handshake);
     let first = (p.kind.is_conn() && !p.t.got_message)
         .then_some(c.first_message_timeout)
         .flatten()
@@ -1310,5 +1438,5 @@ fn next_deadline(p: &PipeState) -> Option<Instant> {
         .then_some(c.idle_timeout)
         .flatten()
         .map(|t| p.t.last_activity + t);
-    [first, stall, idle].into_iter().flatten().min()
+    [handshake, first, stall, idle].into_iter().flatten().min()
 }

@@ -199,6 +199,9 @@ pub(crate) struct Timing {
     /// Bytes this pipe holds as last counted into its server's budget.
     pub(crate) mem: usize,
     pub(crate) paused: bool,
+    /// Listener: TLS handshakes in progress; connection: this one is counted there.
+    pub(crate) handshakes: usize,
+    pub(crate) counted_handshake: bool,
     /// Listener: the bytes all its connections hold, and whether that is over its budget.
     pub(crate) budget_used: usize,
     pub(crate) over_budget: bool,
@@ -220,6 +223,8 @@ impl Timing {
             held_jobs: 0,
             mem: 0,
             paused: false,
+            handshakes: 0,
+            counted_handshake: false,
             budget_used: 0,
             over_budget: false,
             paused_children: std::collections::BTreeSet::new(),

@@ -1,0 +1,421 @@
+//! TLS inside the engine, in memory: a client pipe and an accepted connection of one engine
+//! exchange their transmits directly. Certificates are made at test time (rcgen).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pipe_core::rustls_types::*;
+use pipe_core::{
+    AcceptError, Conf, EndReason, Engine, Event, Framing, PipeId, SubId, Tls, TlsClient, TlsError,
+    TlsServer,
+};
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Cert {
+    der: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+}
+
+/// A self-signed certificate for `names`, with a subject of its own (as two real parties'
+/// certificates would have).
+fn cert(names: &[&str]) -> Cert {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("pipes test {}", N.fetch_add(1, Ordering::Relaxed)),
+    );
+    let key = rcgen::KeyPair::generate().unwrap();
+    let c = params.self_signed(&key).unwrap();
+    Cert {
+        der: c.der().clone(),
+        key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    }
+}
+
+fn server_tls(c: &Cert) -> Tls {
+    TlsServer::new(vec![c.der.clone()], c.key.clone_key())
+        .build()
+        .unwrap()
+}
+
+fn client_tls(trust: &Cert, name: &str) -> Tls {
+    TlsClient::with_roots([trust.der.clone()])
+        .server_name(ServerName::try_from(name.to_string()).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// One engine, a TLS listener, a client, and the accepted connection; `run` moves bytes.
+struct Pair {
+    e: Engine,
+    now: Instant,
+    listener: PipeId,
+    client: PipeId,
+    conn: PipeId,
+    events: Vec<Event>,
+}
+
+impl Pair {
+    fn new(server: Conf, client: Conf) -> Pair {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let mut e = Engine::new(7);
+        let listener = e
+            .open_listener(now, sa("10.0.0.1:443"), server, false)
+            .unwrap();
+        let client = e
+            .open_tcp(now, sa("10.0.0.2:5000"), sa("10.0.0.1:443"), client, false)
+            .unwrap();
+        let conn = e
+            .handle_accepted(now, listener, sa("10.0.0.1:443"), sa("10.0.0.2:5000"))
+            .unwrap();
+        let mut p = Pair {
+            e,
+            now,
+            listener,
+            client,
+            conn,
+            events: Vec::new(),
+        };
+        p.e.pop_accepted(listener).unwrap();
+        p.e.subscribe(conn, pipe_core::Filter::all()).unwrap();
+        p.run();
+        p
+    }
+
+    /// Move transmits both ways until nothing moves; collect events.
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            for (from, to) in [(self.client, self.conn), (self.conn, self.client)] {
+                while let Some(t) = self.e.poll_transmit_for(from) {
+                    moved = true;
+                    self.e.handle_stream(self.now, to, &t.payload);
+                }
+            }
+            while let Some(ev) = self.e.poll_event() {
+                moved = true;
+                self.events.push(ev);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn ups(&self) -> Vec<PipeId> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Up { pipe } if *pipe != self.listener => Some(*pipe),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn end_of(&self, pipe: PipeId) -> Option<EndReason> {
+        self.events.iter().find_map(|e| match e {
+            Event::End { pipe: p, reason } if *p == pipe => Some(reason.clone()),
+            _ => None,
+        })
+    }
+
+    fn recv_all(&mut self, pipe: PipeId) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = self.e.recv(pipe, SubId::ALL) {
+            out.extend_from_slice(&m.data);
+        }
+        out
+    }
+}
+
+fn confs(server: Tls, client: Tls) -> (Conf, Conf) {
+    (
+        Conf {
+            tls: Some(server),
+            ..Conf::default()
+        },
+        Conf {
+            tls: Some(client),
+            ..Conf::default()
+        },
+    )
+}
+
+#[test]
+fn handshake_then_data_both_ways_and_up_only_after_the_handshake() {
+    let c = cert(&["pipes.test"]);
+    let (s, k) = confs(server_tls(&c), client_tls(&c, "pipes.test"));
+    let mut p = Pair::new(s, k);
+    let mut ups = p.ups();
+    ups.sort();
+    assert_eq!(
+        ups,
+        [p.client, p.conn],
+        "both are up once the handshake is done"
+    );
+    p.e.send(p.now, p.client, b"hello over tls", None).unwrap();
+    p.run();
+    assert_eq!(p.recv_all(p.conn), b"hello over tls");
+    p.e.send(p.now, p.conn, b"and back", None).unwrap();
+    p.run();
+    assert_eq!(p.recv_all(p.client), b"and back");
+    // The bytes on the wire are not the plaintext.
+    p.e.send(p.now, p.client, b"secret", None).unwrap();
+    let t = p.e.poll_transmit_for(p.client).unwrap();
+    assert!(!t.payload.windows(6).any(|w| w == b"secret"));
+}
+
+#[test]
+fn data_sent_before_the_handshake_is_buffered_then_delivered() {
+    let c = cert(&["pipes.test"]);
+    let (s, k) = confs(server_tls(&c), client_tls(&c, "pipes.test"));
+    #[allow(clippy::disallowed_methods)]
+    let now = Instant::now();
+    let mut e = Engine::new(1);
+    let l = e.open_listener(now, sa("10.0.0.1:443"), s, false).unwrap();
+    let k = e
+        .open_tcp(now, sa("10.0.0.2:5000"), sa("10.0.0.1:443"), k, false)
+        .unwrap();
+    e.send(now, k, b"early", None).unwrap();
+    let conn = e
+        .handle_accepted(now, l, sa("10.0.0.1:443"), sa("10.0.0.2:5000"))
+        .unwrap();
+    e.subscribe(conn, pipe_core::Filter::all()).unwrap();
+    for _ in 0..10 {
+        for (from, to) in [(k, conn), (conn, k)] {
+            while let Some(t) = e.poll_transmit_for(from) {
+                e.handle_stream(now, to, &t.payload);
+            }
+        }
+    }
+    assert_eq!(
+        &e.recv(conn, SubId::ALL).unwrap().unwrap().data[..],
+        b"early"
+    );
+}
+
+#[test]
+fn framing_runs_over_tls() {
+    let c = cert(&["pipes.test"]);
+    let (mut s, mut k) = confs(server_tls(&c), client_tls(&c, "pipes.test"));
+    s.framing = Framing::LengthPrefixed { max: 1024 };
+    k.framing = Framing::LengthPrefixed { max: 1024 };
+    let mut p = Pair::new(s, k);
+    for m in [&b"one"[..], b"", b"three"] {
+        p.e.send(p.now, p.client, m, None).unwrap();
+    }
+    p.run();
+    let got: Vec<Vec<u8>> = std::iter::from_fn(|| p.e.recv(p.conn, SubId::ALL).ok().flatten())
+        .map(|m| m.data.to_vec())
+        .collect();
+    assert_eq!(got, [b"one".to_vec(), vec![], b"three".to_vec()]);
+}
+
+#[test]
+fn an_untrusted_certificate_is_refused_with_a_typed_reason() {
+    let c = cert(&["pipes.test"]);
+    let other = cert(&["pipes.test"]);
+    let (s, k) = confs(server_tls(&c), client_tls(&other, "pipes.test"));
+    let p = Pair::new(s, k);
+    assert_eq!(
+        p.end_of(p.client),
+        Some(EndReason::Tls(TlsError::UnknownIssuer))
+    );
+    assert!(
+        matches!(
+            p.end_of(p.conn),
+            Some(EndReason::Tls(TlsError::PeerAlert(_)))
+        ),
+        "the server hears the client's alert: {:?}",
+        p.end_of(p.conn)
+    );
+    assert!(p.ups().is_empty(), "nobody is up");
+}
+
+#[test]
+fn a_wrong_name_is_refused() {
+    let c = cert(&["pipes.test"]);
+    let (s, k) = confs(server_tls(&c), client_tls(&c, "other.test"));
+    let p = Pair::new(s, k);
+    assert_eq!(
+        p.end_of(p.client),
+        Some(EndReason::Tls(TlsError::WrongName))
+    );
+}
+
+#[test]
+fn the_named_opt_out_accepts_a_self_signed_certificate() {
+    let c = cert(&["anything"]);
+    let k = TlsClient::with_roots([])
+        .dangerous_accept_any_certificate()
+        .build()
+        .unwrap();
+    let (s, k) = confs(server_tls(&c), k);
+    let p = Pair::new(s, k);
+    assert_eq!(p.ups().len(), 2);
+    assert_eq!(p.end_of(p.client), None);
+}
+
+#[test]
+fn mutual_tls_accepted_and_refused() {
+    let server = cert(&["pipes.test"]);
+    let good = cert(&["client"]);
+    let bad = cert(&["client"]);
+    let mut roots = pipe_core::rustls::RootCertStore::empty();
+    roots.add(good.der.clone()).unwrap();
+    let s = TlsServer::new(vec![server.der.clone()], server.key.clone_key())
+        .require_client_cert(roots)
+        .build()
+        .unwrap();
+    let client = |id: &Cert| {
+        TlsClient::with_roots([server.der.clone()])
+            .server_name(ServerName::try_from("pipes.test").unwrap())
+            .client_cert(vec![id.der.clone()], id.key.clone_key())
+            .build()
+            .unwrap()
+    };
+    let (sc, kc) = confs(s.clone(), client(&good));
+    let p = Pair::new(sc, kc);
+    assert_eq!(p.ups().len(), 2, "a trusted client certificate is accepted");
+    let (sc, kc) = confs(s.clone(), client(&bad));
+    let p = Pair::new(sc, kc);
+    assert_eq!(
+        p.end_of(p.conn),
+        Some(EndReason::Tls(TlsError::UnknownIssuer))
+    );
+    let no_cert = TlsClient::with_roots([server.der.clone()])
+        .server_name(ServerName::try_from("pipes.test").unwrap())
+        .build()
+        .unwrap();
+    let (sc, kc) = confs(s, no_cert);
+    let p = Pair::new(sc, kc);
+    assert!(matches!(
+        p.end_of(p.conn),
+        Some(EndReason::Tls(TlsError::BadCertificate(_)))
+    ));
+}
+
+#[test]
+fn close_sends_close_notify_and_the_peer_ends_cleanly() {
+    let c = cert(&["pipes.test"]);
+    let (s, k) = confs(server_tls(&c), client_tls(&c, "pipes.test"));
+    let mut p = Pair::new(s, k);
+    p.e.close(p.now, p.client);
+    p.run();
+    assert_eq!(p.end_of(p.client), Some(EndReason::Local));
+    assert_eq!(p.end_of(p.conn), Some(EndReason::PeerClosed));
+}
+
+#[test]
+fn a_fin_without_close_notify_is_truncation() {
+    let c = cert(&["pipes.test"]);
+    let (s, k) = confs(server_tls(&c), client_tls(&c, "pipes.test"));
+    let mut p = Pair::new(s, k);
+    p.e.handle_peer_closed(p.now, p.conn, false);
+    p.run();
+    assert_eq!(p.end_of(p.conn), Some(EndReason::Tls(TlsError::Truncated)));
+}
+
+#[test]
+fn the_handshake_deadline_ends_a_silent_client() {
+    let c = cert(&["pipes.test"]);
+    #[allow(clippy::disallowed_methods)]
+    let now = Instant::now();
+    let mut e = Engine::new(1);
+    let l = e
+        .open_listener(
+            now,
+            sa("10.0.0.1:443"),
+            Conf {
+                tls: Some(server_tls(&c)),
+                ..Conf::default()
+            },
+            false,
+        )
+        .unwrap();
+    let conn = e
+        .handle_accepted(now, l, sa("10.0.0.1:443"), sa("10.0.0.2:5000"))
+        .unwrap();
+    // Four bytes of a five-byte record header, then nothing.
+    e.handle_stream(now, conn, &[0x16, 0x03, 0x01, 0x00]);
+    while e.poll_event().is_some() {}
+    let hs = Conf::default().ssl_handshake;
+    assert_eq!(e.poll_timeout(), Some(now + hs));
+    e.handle_timeout(now + hs - Duration::from_millis(1));
+    assert!(std::iter::from_fn(|| e.poll_event()).all(|ev| !matches!(ev, Event::End { .. })));
+    e.handle_timeout(now + hs);
+    let ends: Vec<_> = std::iter::from_fn(|| e.poll_event())
+        .filter_map(|ev| match ev {
+            Event::End { pipe, reason } => Some((pipe, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, [(conn, EndReason::Tls(TlsError::HandshakeTimeout))]);
+}
+
+#[test]
+fn handshakes_in_progress_are_capped_per_listener() {
+    let c = cert(&["pipes.test"]);
+    #[allow(clippy::disallowed_methods)]
+    let now = Instant::now();
+    let mut e = Engine::new(1);
+    let l = e
+        .open_listener(
+            now,
+            sa("10.0.0.1:443"),
+            Conf {
+                tls: Some(server_tls(&c)),
+                max_handshakes: 2,
+                ..Conf::default()
+            },
+            false,
+        )
+        .unwrap();
+    let accept = |e: &mut Engine, port: u16| {
+        e.handle_accepted(
+            now,
+            l,
+            sa("10.0.0.1:443"),
+            SocketAddr::from(([10, 0, 0, 2], port)),
+        )
+    };
+    let a = accept(&mut e, 1).unwrap();
+    accept(&mut e, 2).unwrap();
+    assert_eq!(accept(&mut e, 3), Err(AcceptError::TooManyHandshakes(2)));
+    // One handshake ends (the peer leaves): a slot frees.
+    e.handle_peer_closed(now, a, true);
+    assert!(accept(&mut e, 4).is_ok());
+}
+
+#[test]
+fn tls_conf_is_checked_against_the_pipe_kind() {
+    let c = cert(&["pipes.test"]);
+    #[allow(clippy::disallowed_methods)]
+    let now = Instant::now();
+    let mut e = Engine::new(1);
+    let server = Conf {
+        tls: Some(server_tls(&c)),
+        ..Conf::default()
+    };
+    let client = Conf {
+        tls: Some(client_tls(&c, "pipes.test")),
+        ..Conf::default()
+    };
+    assert!(e
+        .open_tcp(now, sa("10.0.0.2:1"), sa("10.0.0.1:2"), server, false)
+        .is_err());
+    assert!(e
+        .open_listener(now, sa("10.0.0.1:2"), client.clone(), false)
+        .is_err());
+    assert!(e
+        .open_udp(now, sa("10.0.0.1:3"), Some(sa("10.0.0.2:3")), client, false)
+        .is_err());
+}
