@@ -299,7 +299,10 @@ fn round_trip_ipv4_and_ipv6() {
                     ..
                 } => {
                     assert_eq!(mapped, me);
-                    assert_eq!(response_origin, Some(server));
+                    // RESPONSE-ORIGIN only fits the 2x budget of a 28-byte (FINGERPRINT)
+                    // request for IPv4: 20 + 12 + 12 + 8 = 52 <= 56.
+                    let fits = fingerprint && me.is_ipv4();
+                    assert_eq!(response_origin, fits.then_some(server));
                     assert_eq!(other_address, None);
                 }
                 other => panic!("{other:?}"),
@@ -342,9 +345,17 @@ fn server_answer_is_minimal() {
         Some(addr("192.0.2.8:6000"))
     );
 
+    // SOFTWARE only when the 2x budget allows: not for a bare request, yes for one with
+    // FINGERPRINT (20 + 12 + 12 + 8 = 52 <= 56).
     let mut conf = StunServerConfig::default();
     conf.software = Some("pipes".into());
-    let answer = StunServer::new(conf).handle(now, local, v4, &bare).unwrap();
+    let answer = StunServer::new(conf.clone())
+        .handle(now, local, v4, &bare)
+        .unwrap();
+    assert_eq!(answer.len(), 32);
+    let answer = StunServer::new(conf)
+        .handle(now, local, v4, &with_fp)
+        .unwrap();
     assert!(decode(&answer)
         .unwrap()
         .attributes
@@ -402,14 +413,12 @@ fn server_drops_everything_but_binding_requests() {
             .to_vec(),
     );
     let good = Message::binding_request(id).encode().to_vec();
-    let mut bad_cookie = good.clone();
-    bad_cookie[4] ^= 1;
+    // (A wrong magic cookie is a classic RFC 3489 request now, answered: see stun_nat.rs.)
     let mut bad_len = good.clone();
     bad_len[3] = 4;
     let mut top_bits = good.clone();
     top_bits[0] |= 0x80;
     junk.extend([
-        bad_cookie,
         bad_len,
         top_bits,
         good[..19].to_vec(),
@@ -452,8 +461,8 @@ fn server_drops_everything_but_binding_requests() {
     assert_eq!((s.answered, s.answered_unknown_attribute), (0, 0));
     assert_eq!(s.dropped_not_request, 4);
     assert_eq!(s.dropped_unsupported_method, 1);
-    assert_eq!(s.dropped_not_stun, 5);
-    assert_eq!(s.dropped_malformed, 2);
+    assert_eq!(s.dropped_not_stun, 3);
+    assert_eq!(s.dropped_malformed, 3); // 1,500 zero bytes: a classic header, wrong length
     assert_eq!(s.dropped_blocked_source, 14);
     assert_eq!(s.received, junk.len() as u64 + 14);
     assert_eq!(

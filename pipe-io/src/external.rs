@@ -21,7 +21,6 @@ use futures_lite::future;
 use pipe_core::stun::{ExternalLookup, LookupConfig, LookupError};
 use pipe_core::{Conf, Family, Proto};
 
-use crate::builder::entropy;
 use crate::route::Route;
 use crate::runtime::{Readiness, Runtime, UdpIo};
 use crate::socket::bind_socket;
@@ -157,7 +156,7 @@ pub async fn external_address<R: Runtime>(
     lookup_conf.parallel = conf.parallel;
     lookup_conf.timeout = conf.timeout;
     lookup_conf.stun.rto = conf.rto;
-    let mut lookup = ExternalLookup::new(lookup_conf, entropy());
+    let mut lookup = ExternalLookup::with_key(lookup_conf, crate::nat::stun_key()?);
     lookup.start(rt.now());
 
     let mut last_err = None; // the last send error, for `Unreachable`

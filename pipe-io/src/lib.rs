@@ -36,6 +36,7 @@ pub mod external;
 mod group;
 pub mod iface;
 mod logs;
+pub mod nat;
 mod pipe;
 pub mod route;
 pub mod runtime;
@@ -47,7 +48,9 @@ pub use callbacks::CallbackId;
 pub use error::{KeptSocket, OpenError};
 pub use external::{external_address, ExternalCache, ExternalConf, ExternalError};
 pub use iface::{default_route, interfaces, refresh_interfaces, IfAddress, Interface};
+pub use nat::{discover_nat, DiscoverError};
 pub use pipe::Pipe;
+pub use pipe_core::stun::{Filtering, Mapping, NatClass, NatConfig, NatReport, PortDelta};
 pub use route::Route;
 pub use runtime::{BoxFuture, ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
 

@@ -15,8 +15,14 @@ const MAX_USERNAME_BYTES: usize = 512;
 pub mod attr_type {
     /// MAPPED-ADDRESS.
     pub const MAPPED_ADDRESS: u16 = 0x0001;
+    /// RESPONSE-ADDRESS (RFC 3489; never honoured: it would make the server a reflector).
+    pub const RESPONSE_ADDRESS: u16 = 0x0002;
     /// CHANGE-REQUEST (RFC 5780).
     pub const CHANGE_REQUEST: u16 = 0x0003;
+    /// SOURCE-ADDRESS (RFC 3489): where the response was sent from.
+    pub const SOURCE_ADDRESS: u16 = 0x0004;
+    /// CHANGED-ADDRESS (RFC 3489): the server's other address and port.
+    pub const CHANGED_ADDRESS: u16 = 0x0005;
     /// USERNAME.
     pub const USERNAME: u16 = 0x0006;
     /// MESSAGE-INTEGRITY (HMAC-SHA1).
@@ -35,6 +41,10 @@ pub mod attr_type {
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
     /// PRIORITY (ICE).
     pub const PRIORITY: u16 = 0x0024;
+    /// PADDING (RFC 5780): ignored by the server; makes a request big enough for its answer.
+    pub const PADDING: u16 = 0x0026;
+    /// RESPONSE-PORT (RFC 5780).
+    pub const RESPONSE_PORT: u16 = 0x0027;
     /// SOFTWARE.
     pub const SOFTWARE: u16 = 0x8022;
     /// FINGERPRINT.
@@ -97,6 +107,12 @@ pub enum Attribute {
     ResponseOrigin(SocketAddr),
     /// OTHER-ADDRESS (RFC 5780).
     OtherAddress(SocketAddr),
+    /// SOURCE-ADDRESS (RFC 3489).
+    SourceAddress(SocketAddr),
+    /// CHANGED-ADDRESS (RFC 3489).
+    ChangedAddress(SocketAddr),
+    /// RESPONSE-PORT (RFC 5780): answer to this port of the source's IP.
+    ResponsePort(u16),
     /// Any other attribute, value without padding.
     Unknown {
         /// The attribute type.
@@ -126,6 +142,9 @@ impl Attribute {
             Attribute::ChangeRequest { .. } => t::CHANGE_REQUEST,
             Attribute::ResponseOrigin(_) => t::RESPONSE_ORIGIN,
             Attribute::OtherAddress(_) => t::OTHER_ADDRESS,
+            Attribute::SourceAddress(_) => t::SOURCE_ADDRESS,
+            Attribute::ChangedAddress(_) => t::CHANGED_ADDRESS,
+            Attribute::ResponsePort(_) => t::RESPONSE_PORT,
             Attribute::Unknown { typ, .. } => *typ,
         }
     }
@@ -189,6 +208,12 @@ pub(super) fn decode_attribute(
         t::XOR_MAPPED_ADDRESS => decode_address(tlv, Some(id))?.map(Attribute::XorMappedAddress),
         t::RESPONSE_ORIGIN => decode_address(tlv, None)?.map(Attribute::ResponseOrigin),
         t::OTHER_ADDRESS => decode_address(tlv, None)?.map(Attribute::OtherAddress),
+        t::SOURCE_ADDRESS => decode_address(tlv, None)?.map(Attribute::SourceAddress),
+        t::CHANGED_ADDRESS => decode_address(tlv, None)?.map(Attribute::ChangedAddress),
+        t::RESPONSE_PORT => {
+            let [p0, p1, _, _] = fixed(tlv)?;
+            Some(Attribute::ResponsePort(u16::from_be_bytes([p0, p1])))
+        }
         t::USERNAME => Some(Attribute::Username(text(
             tlv,
             MAX_USERNAME_BYTES,
@@ -298,8 +323,14 @@ pub(super) fn encode_attribute(attr: &Attribute, id: &TransactionId, buf: &mut B
     buf.put_u16(attr.typ());
     buf.put_u16(0);
     match attr {
-        Attribute::MappedAddress(a) | Attribute::ResponseOrigin(a) | Attribute::OtherAddress(a) => {
-            encode_address(a, None, buf)
+        Attribute::MappedAddress(a)
+        | Attribute::ResponseOrigin(a)
+        | Attribute::OtherAddress(a)
+        | Attribute::SourceAddress(a)
+        | Attribute::ChangedAddress(a) => encode_address(a, None, buf),
+        Attribute::ResponsePort(p) => {
+            buf.put_u16(*p);
+            buf.put_u16(0);
         }
         Attribute::XorMappedAddress(a) => encode_address(a, Some(id), buf),
         Attribute::Username(s)

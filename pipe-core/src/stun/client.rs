@@ -7,10 +7,54 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+
+use super::attr::Attribute;
 use super::codec::{
     decode, peek_transaction_id, Class, EncodeOptions, Message, Method, TransactionId,
 };
 use crate::rng::Rng;
+
+/// Transaction ids: HMAC-SHA1(key, counter), the first 96 bits. With a 256-bit key from the
+/// OS's CSPRNG (pipe-io uses `getrandom`) this is a cryptographic generator (a PRF in counter
+/// mode), so ids cannot be guessed from earlier ones, while pipe-core itself stays free of
+/// system calls and deterministic under a seed in tests.
+#[derive(Clone)]
+pub(crate) struct IdGen {
+    key: [u8; 32],
+    counter: u64,
+}
+
+impl fmt::Debug for IdGen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdGen").finish_non_exhaustive()
+    }
+}
+
+impl IdGen {
+    pub(crate) fn from_seed(seed: u64) -> Self {
+        let mut key = [0; 32];
+        Rng::new(seed).fill(&mut key);
+        Self::from_key(key)
+    }
+
+    pub(crate) fn from_key(key: [u8; 32]) -> Self {
+        Self { key, counter: 0 }
+    }
+
+    pub(crate) fn next(&mut self) -> TransactionId {
+        self.counter = self.counter.wrapping_add(1);
+        // HMAC takes keys of any length, so this cannot fail.
+        let mut mac =
+            <Hmac<Sha1> as Mac>::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        mac.update(&self.counter.to_be_bytes());
+        let out = mac.finalize().into_bytes();
+        let mut id = [0; 12];
+        id.copy_from_slice(&out[..12]);
+        TransactionId(id)
+    }
+}
 
 /// Cap on each output queue; on overflow the oldest entry is dropped and counted.
 const MAX_QUEUED: usize = 256;
@@ -164,6 +208,8 @@ struct Transaction {
     request: Bytes,
     sends: u32,
     deadline: Instant,
+    /// Accept the response from any address (CHANGE-REQUEST answers come from elsewhere).
+    any_source: bool,
 }
 
 impl Transaction {
@@ -185,7 +231,7 @@ impl Transaction {
 #[derive(Debug)]
 pub struct StunClient {
     conf: StunClientConfig,
-    rng: Rng,
+    ids: IdGen,
     transactions: Vec<Transaction>,
     transmits: VecDeque<StunTransmit>,
     events: VecDeque<StunEvent>,
@@ -194,12 +240,23 @@ pub struct StunClient {
 }
 
 impl StunClient {
-    /// A client whose transaction ids come from a generator seeded with `seed`. Seed it from a
-    /// real entropy source: RFC 8489 wants ids that off-path attackers cannot guess.
+    /// A client whose transaction ids come from a generator seeded with `seed`: deterministic,
+    /// for tests. A 64-bit seed is not a secret worth the name; real clients use
+    /// [`StunClient::with_key`] (RFC 8489 wants ids that off-path attackers cannot guess).
     pub fn new(conf: StunClientConfig, seed: u64) -> Self {
+        Self::with_ids(conf, IdGen::from_seed(seed))
+    }
+
+    /// A client whose transaction ids are HMAC-SHA1(`key`, counter): cryptographically random
+    /// when `key` comes from the OS's CSPRNG (`getrandom`), as pipe-io's drivers do.
+    pub fn with_key(conf: StunClientConfig, key: [u8; 32]) -> Self {
+        Self::with_ids(conf, IdGen::from_key(key))
+    }
+
+    pub(crate) fn with_ids(conf: StunClientConfig, ids: IdGen) -> Self {
         Self {
             conf,
-            rng: Rng::new(seed),
+            ids,
             transactions: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -214,6 +271,21 @@ impl StunClient {
         now: Instant,
         server: SocketAddr,
         transport: Transport,
+    ) -> Result<TransactionId, StunClientError> {
+        self.start_binding_with(now, server, transport, Vec::new(), false)
+    }
+
+    /// [`StunClient::start_binding`] with `attributes` in the request (CHANGE-REQUEST,
+    /// PADDING, SOFTWARE, ...), and, with `any_source`, a response accepted from any address
+    /// (a CHANGE-REQUEST is answered from the server's other address or port; check
+    /// `response_origin` in the event).
+    pub fn start_binding_with(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+        transport: Transport,
+        attributes: Vec<Attribute>,
+        any_source: bool,
     ) -> Result<TransactionId, StunClientError> {
         self.last_now = Some(now);
         let max = self.conf.max_outstanding_per_server;
@@ -232,7 +304,7 @@ impl StunClient {
             });
         }
         let id = loop {
-            let id = TransactionId::random(&mut self.rng);
+            let id = self.ids.next();
             if !self.transactions.iter().any(|tx| tx.id == id) {
                 break id;
             }
@@ -241,7 +313,9 @@ impl StunClient {
             integrity_key: None,
             fingerprint: self.conf.fingerprint,
         };
-        let request = Message::binding_request(id).encode_with(&opts);
+        let mut message = Message::binding_request(id);
+        message.attributes = attributes;
+        let request = message.encode_with(&opts);
         let wait = match transport {
             Transport::Udp => self.udp_wait(1),
             Transport::Tcp => self.conf.tcp_timeout,
@@ -253,6 +327,7 @@ impl StunClient {
             request,
             sends: 1,
             deadline: after(now, wait),
+            any_source,
         };
         self.push_transmit(tx.transmit());
         self.transactions.push(tx);
@@ -297,7 +372,8 @@ impl StunClient {
             self.stats.dropped_unknown_transaction += 1;
             return;
         };
-        if self.transactions[pos].server != from {
+        let tx = &self.transactions[pos];
+        if tx.server != from && !tx.any_source {
             self.stats.dropped_wrong_source += 1;
             return;
         }

@@ -201,7 +201,7 @@ pub fn short_term_key(password: &str) -> Bytes {
 /// True if `bytes` has a valid STUN header: ≥ 20 bytes, top bits `00`, magic cookie, length a
 /// multiple of 4 and equal to the datagram size minus 20. Use it to demultiplex a shared socket.
 pub fn is_stun(bytes: &[u8]) -> bool {
-    parse_header(bytes).is_ok()
+    parse_header(bytes, false).is_ok()
 }
 
 /// The transaction id of something that looks like a STUN header (top bits, cookie), without
@@ -230,7 +230,21 @@ pub fn message_len(bytes: &[u8]) -> Option<usize> {
 /// are skipped, as are address attributes of unknown family. Unknown attributes are kept as
 /// [`Attribute::Unknown`]; see [`Message::unknown_comprehension_required`].
 pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
-    let (class, method, transaction_id) = parse_header(buf)?;
+    decode_inner(buf, false).map(|(msg, _)| msg)
+}
+
+/// Decode one STUN message whatever its magic-cookie field holds, and return that field too:
+/// [`MAGIC_COOKIE`] for an RFC 5389/8489 message, anything else for a classic RFC 3489 one
+/// (whose 128-bit transaction id is the cookie field followed by
+/// [`Message::transaction_id`]). Same checks as [`decode`] otherwise. Answer a classic request
+/// with [`Message::encode_with_cookie`] and the same cookie (RFC 8489 §11).
+pub fn decode_any_cookie(buf: &[u8]) -> Result<(Message, u32), DecodeError> {
+    decode_inner(buf, true)
+}
+
+fn decode_inner(buf: &[u8], any_cookie: bool) -> Result<(Message, u32), DecodeError> {
+    let (class, method, transaction_id) = parse_header(buf, any_cookie)?;
+    let cookie = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
     let mut attributes = Vec::new();
     let mut after_integrity = false;
     let mut after_sha256 = false;
@@ -268,12 +282,15 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             }
         }
     }
-    Ok(Message {
-        class,
-        method,
-        transaction_id,
-        attributes,
-    })
+    Ok((
+        Message {
+            class,
+            method,
+            transaction_id,
+            attributes,
+        },
+        cookie,
+    ))
 }
 
 impl Message {
@@ -315,10 +332,21 @@ impl Message {
     /// # Panics
     /// As [`Message::encode`].
     pub fn encode_with(&self, opts: &EncodeOptions<'_>) -> Bytes {
+        self.encode_with_cookie(opts, MAGIC_COOKIE)
+    }
+
+    /// As [`Message::encode_with`], with `cookie` in the magic-cookie field: the answer to a
+    /// classic RFC 3489 request copies the request's field (see [`decode_any_cookie`]). XOR
+    /// address attributes are still masked with [`MAGIC_COOKIE`], so leave them out of classic
+    /// messages (use MAPPED-ADDRESS).
+    ///
+    /// # Panics
+    /// As [`Message::encode`].
+    pub fn encode_with_cookie(&self, opts: &EncodeOptions<'_>, cookie: u32) -> Bytes {
         let mut buf = BytesMut::with_capacity(HEADER_LEN + 32 * self.attributes.len());
         buf.put_u16(message_type(self.class, self.method));
         buf.put_u16(0);
-        buf.put_u32(MAGIC_COOKIE);
+        buf.put_u32(cookie);
         buf.put_slice(&self.transaction_id.0);
         let replace = opts.integrity_key.is_some() || opts.fingerprint;
         for attr in &self.attributes {
@@ -345,7 +373,7 @@ impl Message {
     /// the bytes before it (padding as received), with the header length rewritten to end just
     /// after it; constant-time compare.
     pub fn verify_integrity(raw: &[u8], key: &[u8]) -> Result<(), IntegrityError> {
-        parse_header(raw)?;
+        parse_header(raw, false)?;
         for tlv in Tlvs::new(raw).take(MAX_ATTRIBUTES) {
             let tlv = tlv?;
             if tlv.typ == t::MESSAGE_INTEGRITY {
@@ -435,11 +463,17 @@ fn check_start(header: &[u8]) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn parse_header(buf: &[u8]) -> Result<(Class, Method, TransactionId), DecodeError> {
+fn parse_header(
+    buf: &[u8],
+    any_cookie: bool,
+) -> Result<(Class, Method, TransactionId), DecodeError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Err(DecodeError::TooShort { len: buf.len() });
     };
-    check_start(header)?;
+    match check_start(header) {
+        Err(DecodeError::BadMagicCookie) if any_cookie => {}
+        other => other?,
+    }
     let typ = u16::from_be_bytes([header[0], header[1]]);
     let declared = u16::from_be_bytes([header[2], header[3]]);
     if declared % 4 != 0 {

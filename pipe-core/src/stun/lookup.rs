@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::client::{
-    ClientStats, StunClient, StunClientConfig, StunEvent, StunTransmit, Transport,
+    ClientStats, IdGen, StunClient, StunClientConfig, StunEvent, StunTransmit, Transport,
 };
 use super::codec::TransactionId;
 
@@ -203,6 +203,16 @@ impl ExternalLookup {
     /// A lookup over `conf.servers`; transaction ids come from a generator seeded with `seed`
     /// (seed it from a real entropy source). Nothing happens before [`start`](Self::start).
     pub fn new(conf: LookupConfig, seed: u64) -> Self {
+        Self::build(conf, IdGen::from_seed(seed))
+    }
+
+    /// A lookup whose transaction ids are keyed by `key` (see [`StunClient::with_key`]): take
+    /// it from the OS's CSPRNG.
+    pub fn with_key(conf: LookupConfig, key: [u8; 32]) -> Self {
+        Self::build(conf, IdGen::from_key(key))
+    }
+
+    fn build(conf: LookupConfig, ids: IdGen) -> Self {
         let mut servers: Vec<SocketAddr> = Vec::with_capacity(conf.servers.len());
         for s in &conf.servers {
             if !servers.contains(s) {
@@ -222,7 +232,7 @@ impl ExternalLookup {
             slots: vec![Slot::NotAsked; servers.len()],
             servers,
             answers: Vec::new(),
-            client: StunClient::new(stun, seed),
+            client: StunClient::with_ids(stun, ids),
             parallel,
             agree,
             server_timeout,

@@ -4,7 +4,10 @@
 //!   hostile: bounds-checked, capped at [`MAX_ATTRIBUTES`], FINGERPRINT verified, never panics.
 //! - [`StunClient`]: Binding transactions with RFC 8489 retransmission (UDP) or one send (TCP),
 //!   driven by `handle_*` inputs and drained with `poll_*`.
-//! - [`StunServer`]: a minimal, amplification-safe Binding responder.
+//! - [`StunServer`]: an amplification-safe Binding responder: RFC 8489, classic RFC 3489
+//!   clients (§11), and RFC 5780 behaviour discovery with a second address and port.
+//! - [`NatDiscovery`]: NAT behaviour discovery (mapping, filtering, port delta, hairpinning)
+//!   and P2PD's NAT class, racing RFC 5780 servers, bounded in time.
 //! - [`ExternalLookup`]: the external-address lookup over a [`StunClient`]: a few servers at a
 //!   time, the next one when one fails or goes silent, the first IP that enough servers agree
 //!   on, an overall deadline, and a [`LookupError`] that says how each server failed.
@@ -58,6 +61,7 @@ mod attr;
 mod client;
 mod codec;
 mod lookup;
+mod nat;
 mod server;
 
 pub use attr::{attr_type, Attribute};
@@ -65,11 +69,15 @@ pub use client::{
     ClientStats, StunClient, StunClientConfig, StunClientError, StunEvent, StunTransmit, Transport,
 };
 pub use codec::{
-    decode, is_stun, message_len, peek_transaction_id, short_term_key, Class, DecodeError,
-    EncodeOptions, IntegrityError, Message, Method, TransactionId, HEADER_LEN, MAGIC_COOKIE,
-    MAX_ATTRIBUTES,
+    decode, decode_any_cookie, is_stun, message_len, peek_transaction_id, short_term_key, Class,
+    DecodeError, EncodeOptions, IntegrityError, Message, Method, TransactionId, HEADER_LEN,
+    MAGIC_COOKIE, MAX_ATTRIBUTES,
 };
 pub use lookup::{
     ExternalLookup, LookupConfig, LookupError, ServerError, ServerFailure, MAX_PARALLEL,
 };
-pub use server::{ServerStats, StunServer, StunServerConfig};
+pub use nat::{
+    Filtering, Mapping, NatClass, NatConfig, NatDiscovery, NatError, NatReport, NatSocket,
+    NatTransmit, PortDelta,
+};
+pub use server::{Reply, ServerStats, StunServer, StunServerConfig};
