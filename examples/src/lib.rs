@@ -1,16 +1,24 @@
-//! Shared code of the example programs: runtime selection, argument parsing, the seed's two
-//! examples, a loopback STUN responder, the echo server and the relay. Every program is
-//! written once, generic over `pipe_io::Runtime`, and runs on tokio or smol.
+//! Shared code of the example programs: runtime selection, the command line ([`cli`]),
+//! serving until Ctrl-C ([`serve`]), the seed's two examples, a loopback STUN responder, the
+//! echo server and the relay. Every program is written once, generic over
+//! `pipe_io::Runtime`, and runs on tokio or smol.
+//!
+//! Exit codes of every program: 0 on success (and for `--help`, `--version`, and a server
+//! stopped by Ctrl-C or SIGTERM), 2 for usage errors, 1 for runtime errors.
 
 use std::error::Error;
 use std::future::Future;
 
 use pipe_io::Runtime;
 
+pub mod cli;
 pub mod echo;
 pub mod relay;
 pub mod seed;
+pub mod serve;
 pub mod stun_responder;
+
+pub use cli::{Args, Usage};
 
 /// The result of a program.
 pub type Res<T = ()> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -33,14 +41,6 @@ impl Which {
         match self {
             Which::Tokio => "tokio",
             Which::Smol => "smol",
-        }
-    }
-
-    fn parse(s: &str) -> Res<Self> {
-        match s {
-            "tokio" => Ok(Which::Tokio),
-            "smol" => Ok(Which::Smol),
-            other => Err(format!("unknown runtime {other:?} (tokio or smol)").into()),
         }
     }
 }
@@ -66,63 +66,10 @@ pub fn run_on<P: Program>(which: Which, p: P) -> Res<P::Output> {
     }
 }
 
-/// Command-line flags: `--name value` pairs and positional arguments.
-#[derive(Debug, Default)]
-pub struct Args {
-    flags: Vec<(String, String)>,
-    /// Positional arguments.
-    pub positional: Vec<String>,
-}
-
-impl Args {
-    /// Parse `std::env::args()`.
-    pub fn from_env() -> Res<Self> {
-        let mut args = Args::default();
-        let mut it = std::env::args().skip(1);
-        while let Some(a) = it.next() {
-            if let Some(name) = a.strip_prefix("--") {
-                let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
-                args.flags.push((name.to_owned(), value));
-            } else {
-                args.positional.push(a);
-            }
-        }
-        Ok(args)
-    }
-
-    /// A flag's value.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.flags
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// A required flag.
-    pub fn require(&self, name: &str) -> Res<&str> {
-        self.get(name)
-            .ok_or_else(|| format!("missing --{name}").into())
-    }
-
-    /// `--runtime tokio|smol`, tokio by default.
-    pub fn runtime(&self) -> Res<Which> {
-        self.get("runtime").map_or(Ok(Which::Tokio), Which::parse)
-    }
-
-    /// `--proto tcp|udp`.
-    pub fn proto(&self) -> Res<pipe_io::Proto> {
-        match self.require("proto")? {
-            "tcp" => Ok(pipe_io::Proto::Tcp),
-            "udp" => Ok(pipe_io::Proto::Udp),
-            other => Err(format!("unknown proto {other:?} (tcp or udp)").into()),
-        }
-    }
-}
-
 /// The deadlines a server program applies: `--idle-timeout SECS` (default: the library's
 /// server default, [`pipe_io::pipe_core::conf::SERVER_IDLE_TIMEOUT`]) and `--write-stall
 /// SECS` (default: the library's server default, or the idle timeout if that is shorter).
-/// `0` turns a deadline off.
+/// `0` turns a deadline off. Parsed by [`Args::deadlines`].
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
     /// No bytes either way for this long ends a connection.
@@ -140,34 +87,6 @@ impl Deadlines {
             write_stall_timeout: self.write_stall,
             ..pipe_io::Conf::server()
         }
-    }
-}
-
-impl Args {
-    /// `--idle-timeout SECS` and `--write-stall SECS`.
-    pub fn deadlines(&self) -> Res<Deadlines> {
-        use pipe_io::pipe_core::conf::{SERVER_IDLE_TIMEOUT, SERVER_WRITE_STALL_TIMEOUT};
-        let secs = |name: &str| -> Res<Option<Option<std::time::Duration>>> {
-            let Some(v) = self.get(name) else {
-                return Ok(None);
-            };
-            let s: f64 = v
-                .parse()
-                .map_err(|_| format!("--{name}: {v:?} is not a number of seconds"))?;
-            if !(0.0..=86_400.0).contains(&s) {
-                return Err(format!("--{name}: {v} is not between 0 and 86400 seconds").into());
-            }
-            Ok(Some(
-                (s > 0.0).then(|| std::time::Duration::from_secs_f64(s)),
-            ))
-        };
-        let idle = secs("idle-timeout")?.unwrap_or(Some(SERVER_IDLE_TIMEOUT));
-        let write_stall = secs("write-stall")?.unwrap_or_else(|| {
-            Some(idle.map_or(SERVER_WRITE_STALL_TIMEOUT, |i| {
-                i.min(SERVER_WRITE_STALL_TIMEOUT)
-            }))
-        });
-        Ok(Deadlines { idle, write_stall })
     }
 }
 

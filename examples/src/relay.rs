@@ -15,6 +15,10 @@
 //! or whose peer stops reading, ends, and so does its other side. A UDP client's upstream
 //! socket is given back once idle for the idle timeout. The relay has no first-message
 //! deadline: many protocols let the server speak first.
+//!
+//! With a [`Tally`] (`-v`), each client's open and close (its address, the end reason, bytes
+//! from and to the client) go to stderr, and the relay prints a summary when stopped by
+//! Ctrl-C. A UDP client "closes" when its upstream socket is given back.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -22,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use pipe_io::{Conf, Pipe, PipeBuilder, Proto, Runtime, SubId};
 
+use crate::serve::{serve, Ended, Tally};
 use crate::{Deadlines, Program, RateLimited, Res};
 
 /// Most UDP clients with a live upstream; the oldest is closed past it.
@@ -38,18 +43,29 @@ pub struct Relay {
     pub to: SocketAddr,
     /// Idle and write-stall deadlines for both sides.
     pub deadlines: Deadlines,
+    /// `-v`: log clients, and a summary on Ctrl-C.
+    pub tally: Option<Arc<Tally>>,
 }
 
 impl Program for Relay {
     type Output = ();
 
     async fn run<R: Runtime>(self, rt: R) -> Res {
+        let (tally, rt2) = (self.tally.clone(), rt.clone());
         let server = match self.proto {
-            Proto::Tcp => tcp_relay_with(rt, self.listen, self.to, self.deadlines).await?,
-            Proto::Udp => udp_relay(rt, self.listen, self.to, self.deadlines).await?,
+            Proto::Tcp => tcp_relay_with(rt, self.listen, self.to, self.deadlines, tally).await?,
+            Proto::Udp => udp_relay(rt, self.listen, self.to, self.deadlines, tally).await?,
         };
-        crate::announce(server.local_addr())?;
-        server.closed().await;
+        if serve(&server).await? == Ended::Signal {
+            server.close().await;
+            if let Some(t) = &self.tally {
+                // TCP clients close with the listener; UDP clients' upstreams only when idle.
+                if self.proto == Proto::Tcp {
+                    t.settle(&rt2, std::time::Duration::from_secs(2)).await;
+                }
+                eprintln!("{}", t.summary("clients", true));
+            }
+        }
         Ok(())
     }
 }
@@ -68,16 +84,17 @@ pub async fn tcp_relay<R: Runtime>(rt: R, listen: SocketAddr, to: SocketAddr) ->
         idle: None,
         write_stall: None,
     };
-    tcp_relay_with(rt, listen, to, none).await
+    tcp_relay_with(rt, listen, to, none, None).await
 }
 
 /// A TCP relay from `listen` to `to`. An upstream that refuses or fails ends its client at
-/// once.
+/// once. A `tally` logs each client's open and close.
 pub async fn tcp_relay_with<R: Runtime>(
     rt: R,
     listen: SocketAddr,
     to: SocketAddr,
     deadlines: Deadlines,
+    tally: Option<Arc<Tally>>,
 ) -> Res<Pipe<R>> {
     let up_rt = rt.clone();
     let conf = relay_conf(deadlines);
@@ -88,6 +105,14 @@ pub async fn tcp_relay_with<R: Runtime>(
         .conf(conf)
         .on_accept(move |conn| {
             let (rt, conf, log) = (up_rt.clone(), up_conf.clone(), log.clone());
+            if let Some(t) = &tally {
+                t.open("tcp", conn.dest());
+                let t = t.clone();
+                conn.add_end_cb(move |reason, conn| {
+                    t.close_stats("tcp", conn.dest(), &reason, conn.stats());
+                    async {}
+                });
+            }
             async move {
                 let opened = PipeBuilder::new(rt, Proto::Tcp)
                     .dest(to)
@@ -137,12 +162,14 @@ struct Clients<R: Runtime> {
 }
 
 /// A UDP relay from `listen` to `to`. Each client's upstream socket is closed once idle for
-/// the idle timeout (or when more than 4,096 clients are live, the oldest first).
+/// the idle timeout (or when more than 4,096 clients are live, the oldest first). A `tally`
+/// logs each client's open (its first datagram) and close (its upstream given back).
 pub async fn udp_relay<R: Runtime>(
     rt: R,
     listen: SocketAddr,
     to: SocketAddr,
     deadlines: Deadlines,
+    tally: Option<Arc<Tally>>,
 ) -> Res<Pipe<R>> {
     let clients = Arc::new(Mutex::new(Clients {
         by_addr: HashMap::new(),
@@ -157,8 +184,13 @@ pub async fn udp_relay<R: Runtime>(
     let server = PipeBuilder::new(rt, Proto::Udp)
         .bind(listen)
         .on_message(move |msg, listener| {
-            let (clients, rt, conf, log) =
-                (clients.clone(), up_rt.clone(), up_conf.clone(), log.clone());
+            let (clients, rt, conf, log, tally) = (
+                clients.clone(),
+                up_rt.clone(),
+                up_conf.clone(),
+                log.clone(),
+                tally.clone(),
+            );
             async move {
                 let known = clients
                     .lock()
@@ -183,6 +215,16 @@ pub async fn udp_relay<R: Runtime>(
                             }
                             // Idle (or closed): forget the client, so its socket is given back.
                             let (table, client) = (Arc::downgrade(&clients), msg.from);
+                            if let Some(t) = tally {
+                                t.open("udp", Some(client));
+                                // The upstream's counters, seen from the client: what went
+                                // up came in from the client, and the other way round.
+                                u.add_end_cb(move |reason, u| {
+                                    let s = u.stats().unwrap_or_default();
+                                    t.close("udp", Some(client), &reason, s.bytes_out, s.bytes_in);
+                                    async {}
+                                });
+                            }
                             u.add_end_cb(move |_, _| {
                                 if let Some(t) = table.upgrade() {
                                     let mut c = t.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,4 +1,5 @@
 //! The demo: the seed's two examples on loopback, on tokio and on smol. No network needed.
+use examples::cli::{self, Spec};
 use examples::{run_on, seed::TcpEcho, seed::UdpStun, stun_responder, Program, Res, Which};
 use pipe_io::Runtime;
 
@@ -20,7 +21,19 @@ impl Program for StunDemo {
     }
 }
 
-fn main() -> Res {
+static SPEC: Spec = Spec {
+    name: "demo",
+    about: "the seed's two examples on 127.0.0.1, on tokio and smol (no network needed)",
+    opts: &[],
+    positional: &[],
+    notes: "",
+};
+
+fn main() -> std::process::ExitCode {
+    cli::main(&SPEC, |_| demo())
+}
+
+fn demo() -> Res {
     for which in Which::ALL {
         println!(
             "[{}] TCP echo example: {}",

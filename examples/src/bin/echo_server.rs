@@ -1,16 +1,50 @@
 //! `echo-server --proto tcp|udp --bind ADDR [--runtime tokio|smol] [--idle-timeout SECS]
-//! [--write-stall SECS]`
-use examples::{echo::EchoServer, run_on, Args, Res};
+//! [--write-stall SECS] [--reliable] [-v]`
+use examples::cli::{self, Opt, Spec, BIND, IDLE_TIMEOUT, PROTO, RUNTIME, VERBOSE, WRITE_STALL};
+use examples::{echo::EchoServer, run_on, serve::Tally};
 
-fn main() -> Res {
-    let args = Args::from_env()?;
-    let bind = args.require("bind")?.parse()?;
-    run_on(
-        args.runtime()?,
-        EchoServer {
-            proto: args.proto()?,
-            bind,
-            deadlines: args.deadlines()?,
+static SPEC: Spec = Spec {
+    name: "echo-server",
+    about: "echo every message back to its sender",
+    opts: &[
+        PROTO,
+        BIND,
+        RUNTIME,
+        IDLE_TIMEOUT.help(
+            "TCP: end a connection after no bytes either way for SECS (default 30; 0: never)",
+        ),
+        WRITE_STALL,
+        Opt {
+            long: "reliable",
+            short: None,
+            value: None,
+            required: false,
+            help: "UDP: P2PD's reliable UDP: ACK each data frame, echo it with send_reliable",
         },
-    )
+        VERBOSE,
+    ],
+    positional: &[],
+    notes: "Prints `listening on ADDR` first. Ctrl-C (SIGINT) or SIGTERM stops it (exit 0).",
+};
+
+fn main() -> std::process::ExitCode {
+    cli::main(&SPEC, |args| {
+        let (proto, runtime, deadlines) = (args.proto()?, args.runtime()?, args.deadlines()?);
+        let reliable = args.switch("reliable");
+        if reliable && proto != pipe_io::Proto::Udp {
+            return Err(examples::Usage("--reliable needs --proto udp".into()).into());
+        }
+        let bind = args.addr("bind")?;
+        let tally = args.switch("verbose").then(Tally::new);
+        run_on(
+            runtime,
+            EchoServer {
+                proto,
+                bind,
+                deadlines,
+                reliable,
+                tally,
+            },
+        )
+    })
 }

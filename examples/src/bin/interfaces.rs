@@ -1,8 +1,21 @@
 //! `interfaces`: the interface table, each interface's routes, and the default routes.
+use examples::cli::{self, Spec};
 use examples::Res;
 use pipe_io::{default_route, interfaces, Family};
 
-fn main() -> Res {
+static SPEC: Spec = Spec {
+    name: "interfaces",
+    about: "print the interface table, each interface's addresses, and the default routes",
+    opts: &[],
+    positional: &[],
+    notes: "",
+};
+
+fn main() -> std::process::ExitCode {
+    cli::main(&SPEC, |_| list())
+}
+
+fn list() -> Res {
     println!(
         "{:<12} {:>5} {:<4} {:<4} addresses",
         "interface", "index", "up", "lo"

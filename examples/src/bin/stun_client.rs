@@ -1,9 +1,35 @@
 //! `stun-client SERVER [--bind ADDR] [--runtime tokio|smol]`: print the mapped address a
-//! STUN server sees for us.
+//! STUN server sees for us. SERVER is `HOST[:PORT]`, port 3478 by default.
 use std::net::{IpAddr, SocketAddr};
 
-use examples::{run_on, Args, Program, Res};
+use examples::cli::{self, HostPort, Opt, Pos, Spec, RUNTIME};
+use examples::{run_on, Program, Res};
 use pipe_io::{external_address, ExternalConf, Route, Runtime};
+
+/// The STUN port (RFC 8489), when SERVER has none.
+const STUN_PORT: u16 = 3478;
+
+static SPEC: Spec = Spec {
+    name: "stun-client",
+    about: "print the address a STUN server sees us as",
+    opts: &[
+        Opt {
+            long: "bind",
+            short: None,
+            value: Some("IP"),
+            required: false,
+            help: "the local address to send from (default: any address of SERVER's family)",
+        },
+        RUNTIME,
+    ],
+    positional: &[Pos {
+        name: "SERVER",
+        required: true,
+        help: "HOST[:PORT] of the STUN server, port 3478 by default (stun.example.org, \
+               127.0.0.1:3478, [::1])",
+    }],
+    notes: "",
+};
 
 struct Main {
     server: SocketAddr,
@@ -23,13 +49,50 @@ impl Program for Main {
     }
 }
 
-fn main() -> Res {
-    let args = Args::from_env()?;
-    let server = args
-        .positional
-        .first()
-        .ok_or("usage: stun-client SERVER [--bind ADDR]")?
-        .parse()?;
-    let bind = args.get("bind").map(|b| b.parse()).transpose()?;
-    run_on(args.runtime()?, Main { server, bind })
+/// SERVER and `--bind` as typed (checked, not resolved).
+fn parse(args: &examples::Args) -> Result<(HostPort, Option<HostPort>), examples::Usage> {
+    let server = HostPort::parse("SERVER", &args.positional[0], Some(STUN_PORT))?;
+    let bind = args
+        .get("bind")
+        .map(|b| HostPort::parse("--bind", b, Some(0)))
+        .transpose()?;
+    if let Some(b) = bind.as_ref().filter(|b| b.port != 0) {
+        let text = args.get("bind").unwrap_or_default();
+        return Err(examples::Usage(format!(
+            "--bind: {text:?} has a port {}; give the IP (or host name) alone",
+            b.port
+        )));
+    }
+    Ok((server, bind))
+}
+
+fn main() -> std::process::ExitCode {
+    cli::main(&SPEC, |args| {
+        let runtime = args.runtime()?;
+        let (server, bind) = parse(&args)?;
+        let bind = bind.map(|b| b.resolve("--bind", None)).transpose()?;
+        let server = server.resolve("SERVER", bind.map(|b| pipe_io::Family::of_addr(&b)))?;
+        run_on(
+            runtime,
+            Main {
+                server,
+                bind: bind.map(|b| b.ip()),
+            },
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_port() {
+        let args = super::SPEC.parse(["localhost"]).unwrap();
+        let (server, bind) = super::parse(&args).unwrap();
+        assert_eq!((server.host.as_str(), server.port), ("localhost", 3478));
+        assert!(bind.is_none());
+        let args = super::SPEC.parse(["[::1]", "--bind", "::1"]).unwrap();
+        let (server, bind) = super::parse(&args).unwrap();
+        assert_eq!(server.addr, Some("[::1]:3478".parse().unwrap()));
+        assert_eq!(bind.unwrap().addr, Some("[::1]:0".parse().unwrap()));
+    }
 }

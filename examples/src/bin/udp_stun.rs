@@ -2,8 +2,22 @@
 //! starts a STUN responder on 127.0.0.1 and asks it (this machine may be offline).
 use std::net::SocketAddr;
 
-use examples::{run_on, seed::UdpStun, stun_responder, Args, Program, Res};
+use examples::cli::{self, HostPort, Pos, Spec, RUNTIME};
+use examples::{run_on, seed::UdpStun, stun_responder, Program, Res};
 use pipe_io::Runtime;
+
+static SPEC: Spec = Spec {
+    name: "udp-stun",
+    about: "the seed's UDP example: ask a STUN server which address it sees us as",
+    opts: &[RUNTIME],
+    positional: &[Pos {
+        name: "SERVER",
+        required: false,
+        help: "HOST[:PORT] of the STUN server (port 3478 by default); without it, a \
+               responder started on 127.0.0.1",
+    }],
+    notes: "",
+};
 
 struct Main(Option<SocketAddr>);
 
@@ -25,8 +39,13 @@ impl Program for Main {
     }
 }
 
-fn main() -> Res {
-    let args = Args::from_env()?;
-    let server = args.positional.first().map(|s| s.parse()).transpose()?;
-    run_on(args.runtime()?, Main(server))
+fn main() -> std::process::ExitCode {
+    cli::main(&SPEC, |args| {
+        let runtime = args.runtime()?;
+        let server = match args.positional.first() {
+            Some(s) => Some(HostPort::parse("SERVER", s, Some(3478))?.resolve("SERVER", None)?),
+            None => None,
+        };
+        run_on(runtime, Main(server))
+    })
 }
