@@ -370,6 +370,13 @@ fn runtime_errors_exit_1() {
         assert!(err.starts_with("error: ") && err.contains(&addr), "{err}");
         assert!(!err.contains("Os {"), "Debug output: {err}");
     }
+    // No STUN server there: "unreachable" is a runtime error too.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let (code, out, err) = run(STUN_CLIENT, &[&addr]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty());
+    assert!(err.starts_with("error: "), "{err}");
 }
 
 /// A TCP echo through the relay: `relay --to localhost:PORT` with `echo-server` behind it.
