@@ -75,6 +75,32 @@ macro_rules! suite {
             go(|rt| deadlines::close_from_accept_hook(rt.clone(), rt))
         }
 
+        // TLS
+        #[test]
+        fn tls_echo() {
+            go(|rt| tls::echo(rt.clone(), rt))
+        }
+        #[test]
+        fn tls_verification() {
+            go(|rt| tls::verification(rt.clone(), rt))
+        }
+        #[test]
+        fn tls_mutual() {
+            go(|rt| tls::mutual(rt.clone(), rt))
+        }
+        #[test]
+        fn tls_handshake_deadline() {
+            go(tls::handshake_deadline)
+        }
+        #[test]
+        fn tls_truncation() {
+            go(|rt| tls::truncation(rt.clone(), rt))
+        }
+        #[test]
+        fn tls_bulk_64_mib() {
+            go(|rt| tls::bulk(rt.clone(), rt))
+        }
+
         // receiving
         #[test]
         fn recv_timeout_is_none() {
@@ -474,6 +500,27 @@ macro_rules! mixed {
             $run(|t, s| {
                 let (srv, cli) = $pick(t, s);
                 deadlines::idle_timeout(srv, cli)
+            })
+        }
+        #[test]
+        fn tls_echo() {
+            $run(|t, s| {
+                let (srv, cli) = $pick(t, s);
+                tls::echo(srv, cli)
+            })
+        }
+        #[test]
+        fn tls_verification() {
+            $run(|t, s| {
+                let (srv, cli) = $pick(t, s);
+                tls::verification(srv, cli)
+            })
+        }
+        #[test]
+        fn tls_bulk_64_mib() {
+            $run(|t, s| {
+                let (srv, cli) = $pick(t, s);
+                tls::bulk(srv, cli)
             })
         }
         #[test]

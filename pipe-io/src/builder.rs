@@ -241,37 +241,55 @@ impl<R: Runtime> PipeBuilder<R> {
         if self.conf.sock_only {
             return Err(OpenError::SockOnly);
         }
-        let rt = self.rt.clone();
-        let (conf, cbs) = (self.conf.clone(), self.cbs.clone());
-        let opened = self.prepare(false).await?;
+        let mut this = self;
+        if let (Proto::Tcp, Ok(Some(d))) = (this.proto, &this.dest) {
+            let host = d.host().clone();
+            crate::tls::complete_client(&mut this.conf, Some(&host));
+        }
+        let rt = this.rt.clone();
+        let (conf, cbs) = (this.conf.clone(), this.cbs.clone());
+        let handshake = match &conf.tls {
+            Some(pipe_core::Tls::Client { .. }) => Some(conf.ssl_handshake),
+            _ => None,
+        };
+        let opened = this.prepare(false).await?;
         let has_msg = !cbs.msg.is_empty();
         let group = Group::new(rt.clone(), Engine::new(conf.seed ^ entropy()));
-        let mut g = group.lock();
-        let now = rt.now();
-        let (id, sock) = match opened {
-            Opened::Udp(s, dest) => {
-                let local = s.local_addr()?;
-                let id = g.engine.open_udp(now, local, dest, conf, has_msg)?;
-                (id, Sock::Udp(Arc::new(rt.udp(s)?)))
-            }
-            Opened::Tcp(s) => {
-                let (local, peer) = (s.local_addr()?, s.peer);
-                let id = g.engine.open_tcp(now, local, peer, conf, has_msg)?;
-                (id, Sock::Tcp(Arc::new(s.stream)))
-            }
-            Opened::Listener(s) => {
-                let local = s.local_addr()?;
-                let id = g.engine.open_listener(now, local, conf, has_msg)?;
-                (id, Sock::Listener(Arc::new(rt.listener(s)?)))
-            }
+        // The lock lives in this block only: the future stays `Send` across the await below.
+        let (id, entry) = {
+            let mut g = group.lock();
+            let now = rt.now();
+            let (id, sock) = match opened {
+                Opened::Udp(s, dest) => {
+                    let local = s.local_addr()?;
+                    let id = g.engine.open_udp(now, local, dest, conf, has_msg)?;
+                    (id, Sock::Udp(Arc::new(rt.udp(s)?)))
+                }
+                Opened::Tcp(s) => {
+                    let (local, peer) = (s.local_addr()?, s.peer);
+                    let id = g.engine.open_tcp(now, local, peer, conf, has_msg)?;
+                    (id, Sock::Tcp(Arc::new(s.stream)))
+                }
+                Opened::Listener(s) => {
+                    let local = s.local_addr()?;
+                    let id = g.engine.open_listener(now, local, conf, has_msg)?;
+                    (id, Sock::Listener(Arc::new(rt.listener(s)?)))
+                }
+            };
+            g.first = Some(id);
+            g.cbs = cbs;
+            g.next_cb = 1 << 32;
+            let entry = start(&group, &mut g, id, sock, false);
+            group.pump(&mut g);
+            (id, entry)
         };
-        g.first = Some(id);
-        g.cbs = cbs;
-        g.next_cb = 1 << 32;
-        let entry = start(&group, &mut g, id, sock, false);
-        group.pump(&mut g);
-        drop(g);
-        Ok(Pipe::owned(group, id, entry))
+        let pipe = Pipe::owned(group, id, entry);
+        if let Some(limit) = handshake {
+            // A TLS client is open once its handshake is done (the engine bounds it by
+            // `ssl_handshake`; the extra second only guards against a lost wake-up).
+            pipe.wait_handshake(limit + Duration::from_secs(1)).await?;
+        }
+        Ok(pipe)
     }
 
     /// Return the configured, bound (and for TCP clients connected, for servers listening)

@@ -102,6 +102,9 @@ pub enum OpenError {
     /// The existing socket given does not fit the pipe asked for.
     #[error("existing socket does not fit: {0}")]
     BadSocket(&'static str),
+    /// The TLS handshake failed (a certificate refused, an alert, the deadline).
+    #[error("TLS handshake failed: {0}")]
+    Tls(pipe_core::TlsError),
 }
 
 /// A socket handed back by a failed open because `Conf::do_close` was false (P2PD uses this

@@ -71,6 +71,8 @@ pub(crate) struct Entry {
     pub(crate) paused: AtomicBool,
     /// A listener backing off after running out of descriptors.
     pub(crate) starved: AtomicBool,
+    /// The pipe is up (a TLS pipe: its handshake is done); `writable` is notified.
+    pub(crate) up: AtomicBool,
     /// Why the pipe ended, kept for end callbacks added later.
     pub(crate) reason: OnceLock<EndReason>,
 }
@@ -91,6 +93,7 @@ impl Entry {
             io_done: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             starved: AtomicBool::new(false),
+            up: AtomicBool::new(false),
             reason: OnceLock::new(),
         })
     }
@@ -315,6 +318,10 @@ impl<R: Runtime> Group<R> {
                 // connection), and UDP and TCP clients.
                 Event::Up { pipe } if g.engine.kind(pipe) == Some(Kind::TcpListener) => {}
                 Event::Up { pipe } => {
+                    if let Some(e) = g.entry(pipe) {
+                        e.up.store(true, Ordering::Release);
+                        e.writable.notify(usize::MAX);
+                    }
                     self.queue_job(g, pipe, Job::Up);
                 }
                 Event::Message { pipe, msg } => {

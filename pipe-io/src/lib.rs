@@ -42,6 +42,7 @@ pub mod route;
 pub mod runtime;
 pub mod socket;
 mod tasks;
+pub mod tls;
 
 pub use builder::{ExistingSocket, IntoDest, PipeBuilder};
 pub use callbacks::CallbackId;
@@ -57,5 +58,6 @@ pub use runtime::{BoxFuture, ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
 pub use pipe_core;
 pub use pipe_core::{
     Conf, DedupKey, Dest, EndReason, Family, Filter, Framing, Kind, LinkError, LinkId, Message,
-    Outcome, PipeId, Proto, RecvError, SendError, Stats, SubId, SubscribeError,
+    Outcome, PipeId, Proto, RecvError, SendError, Stats, SubId, SubscribeError, Tls, TlsClient,
+    TlsError, TlsServer,
 };

@@ -115,6 +115,33 @@ impl<R: Runtime> Pipe<R> {
         self.group.lock().engine.dest(self.id)
     }
 
+    /// The ALPN protocol a TLS pipe agreed on.
+    pub fn alpn(&self) -> Option<Vec<u8>> {
+        self.group.lock().engine.alpn(self.id)
+    }
+
+    /// Wait until a TLS pipe's handshake is done: `Err` with why it failed otherwise.
+    pub(crate) async fn wait_handshake(&self, limit: Duration) -> Result<(), crate::OpenError> {
+        let deadline = self.group.rt.now() + limit;
+        loop {
+            let listener = self.entry.writable.listen();
+            if self.entry.up.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(());
+            }
+            if self.entry.is_ended() {
+                let e = match self.entry.reason.get() {
+                    Some(EndReason::Tls(e)) => e.clone(),
+                    Some(other) => pipe_core::TlsError::Protocol(other.to_string()),
+                    None => pipe_core::TlsError::Protocol("the pipe ended".into()),
+                };
+                return Err(crate::OpenError::Tls(e));
+            }
+            if !self.wait_until(listener, deadline).await {
+                return Err(crate::OpenError::Tls(pipe_core::TlsError::HandshakeTimeout));
+            }
+        }
+    }
+
     /// The pipe's counters.
     pub fn stats(&self) -> Option<Stats> {
         self.group.lock().engine.stats(self.id)

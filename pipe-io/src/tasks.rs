@@ -145,8 +145,7 @@ async fn read_loop<R: Runtime, S: Readiness>(
             future::yield_now().await;
             continue;
         }
-        let read = !entry.is_paused();
-        match wait(group, id, entry, sock, read).await {
+        match wait(group, id, entry, sock, true).await {
             Wake::Readable | Wake::Signal => {}
             Wake::Writable => group.flush_pipe(id),
             Wake::Timer => timer(group),
@@ -372,8 +371,9 @@ fn timer_deadline<R: Runtime>(group: &Arc<Group<R>>, id: PipeId) -> Option<std::
     d
 }
 
-/// Sleep until the socket is readable (if `read`), writable (only if bytes are queued), the
-/// engine's timer is due (the timer task only), or the entry's `wake_io` is signalled.
+/// Sleep until the socket is readable (if `read`, and the engine has not paused reading: then
+/// until it resumes), writable (only if bytes are queued), the engine's timer is due (the
+/// timer task only), or the entry's `wake_io` is signalled.
 async fn wait<R: Runtime, S: Readiness>(
     group: &Arc<Group<R>>,
     id: PipeId,
@@ -397,7 +397,8 @@ async fn wait<R: Runtime, S: Readiness>(
         return Wake::Signal;
     }
     if read && entry.is_paused() {
-        // Paused: wait for the engine's resume instead of the socket.
+        // Paused: wait for the engine's resume instead of the socket (the resume listener
+        // was registered above, before the check, so a resume in between is not lost).
         let sig = async {
             future::or(signal, resume).await;
             Wake::Signal

@@ -74,10 +74,16 @@ impl Runtime for Tokio {
     }
 
     fn resolve(&self, host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        // On the pipe's runtime: the caller may be polling from another executor.
+        let lookup = self.0.spawn(async move {
+            tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map(|a| a.collect())
+        });
         Box::pin(async move {
-            Ok(tokio::net::lookup_host((host.as_str(), port))
-                .await?
-                .collect())
+            lookup
+                .await
+                .map_err(|e| io::Error::other(format!("resolver task failed: {e}")))?
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod recv;
 pub mod relay;
 pub mod reliable;
+pub mod tls;
 
 /// What every scenario module uses.
 mod prelude {
