@@ -480,14 +480,27 @@ impl<R: Runtime> Runtime for SlowDns<R> {
     }
 }
 
-/// Print a loud skip line for a test whose real peer is missing. It goes straight to the
-/// process's stderr, past the test harness's output capture, so a passing run still shows it.
+/// The environment setting that turns every skip into a failure: `PIPES_REQUIRE_PEERS=1`.
+/// `.ci/run` sets it, so a green CI run means every interop peer really ran.
+pub const REQUIRE_PEERS: &str = "PIPES_REQUIRE_PEERS";
+
+/// True when [`REQUIRE_PEERS`] is set to anything but empty or `0`.
+pub fn peers_required() -> bool {
+    std::env::var_os(REQUIRE_PEERS).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The one way a test of this crate skips for want of a real peer (a binary, privilege for a
+/// network namespace, `::1`). Without [`REQUIRE_PEERS`] it prints a loud skip line straight
+/// to the process's stderr, past the test harness's output capture, so a passing run still
+/// shows it. With `PIPES_REQUIRE_PEERS=1` it panics with the same line: the test fails.
+#[track_caller]
 pub fn loud_skip(test: &str, why: &str) {
+    let line = format!("SKIP {test}: {why}");
+    if peers_required() {
+        panic!("{line} ({REQUIRE_PEERS} is set: a missing peer is a failure)");
+    }
     use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "\n!!!!! SKIP {test}: {why} !!!!!\n"
-    );
+    let _ = writeln!(std::io::stderr().lock(), "\n!!!!! {line} !!!!!\n");
 }
 
 /// The README's examples compile and run as doc tests, so the README stays true.
