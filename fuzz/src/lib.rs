@@ -327,6 +327,8 @@ struct Ops {
     reliable_done: BTreeSet<(PipeId, MessageId)>,
     /// `handle_timeout` ran in this step: no timer at or before `now` may be left.
     timers_ran: bool,
+    /// Keep TCP sends within `MAX_UDP_V4` bytes (see the known finding in `step`).
+    clamp_tcp_sends: bool,
 }
 
 /// Most transmits the fuzz network holds; more are lost (as on a real network).
@@ -431,24 +433,34 @@ impl Ops {
 
     /// Drain transmits onto the wire and events into the checks.
     fn drain(&mut self, u: &mut Unstructured<'_>) -> Result<()> {
-        if u.arbitrary::<bool>()? {
-            while let Some(t) = self.e.poll_transmit() {
-                self.put_on_wire(t);
-            }
-        } else {
-            while let Some(p) = self.e.poll_dirty() {
-                while let Some(t) = self.e.poll_transmit_for(p) {
-                    assert_eq!(t.pipe, p);
+        let per_pipe = u.arbitrary::<bool>()?;
+        // A `Forward` is sent as it is drained, which queues more transmits: drain until a
+        // round brings no event (sends make no events, so two rounds do).
+        for _ in 0..4 {
+            if per_pipe {
+                while let Some(p) = self.e.poll_dirty() {
+                    while let Some(t) = self.e.poll_transmit_for(p) {
+                        assert_eq!(t.pipe, p);
+                        self.put_on_wire(t);
+                    }
+                }
+            } else {
+                while let Some(t) = self.e.poll_transmit() {
                     self.put_on_wire(t);
                 }
             }
-        }
-        while let Some(ev) = self.e.poll_event() {
-            self.event(ev);
+            let mut any = false;
+            while let Some(ev) = self.e.poll_event() {
+                any = true;
+                self.event(ev);
+            }
+            if !any {
+                break;
+            }
         }
         if let Some(t) = self.e.poll_timeout() {
-            // Nothing due is left behind: timers at or before the engine's latest `now`
-            // have run (this driver never moves time backwards).
+            // Nothing due is left behind: with every output drained, timers at or before the
+            // engine's latest `now` have run (this driver never moves time backwards).
             assert!(
                 t > self.now || !self.timers_ran,
                 "a timer due at {t:?} did not run"
@@ -563,13 +575,21 @@ impl Ops {
                 let Some(p) = self.pick(u)? else {
                     return Ok(());
                 };
-                let id = p.id;
+                let (id, stream) = (p.id, matches!(p.kind, PKind::Tcp | PKind::Conn));
                 let dest = if u.ratio(1, 4)? {
                     Some(self.addr(u)?)
                 } else {
                     None
                 };
-                let data = Self::payload(u)?;
+                let mut data = Self::payload(u)?;
+                if stream && self.clamp_tcp_sends {
+                    // Known finding (fuzz/known/engine_ops/): `send` admits one TCP message of
+                    // any size while the outbound buffer is under `max_out_bytes`, but
+                    // `within_caps` bounds that buffer for UDP's largest datagram, so one raw
+                    // TCP send over ~64 KiB breaks it. Until the engine settles which is right,
+                    // TCP sends stay within a datagram's size so fuzzing goes past it.
+                    data.truncate(pipe_core::MAX_UDP_V4);
+                }
                 if u.arbitrary()? {
                     let _ = self.e.send(self.now, id, &data, dest);
                 } else if let Ok(m) = self.e.send_reliable(self.now, id, &data, dest) {
@@ -784,6 +804,16 @@ impl Ops {
 /// pipes). After every step: no panic and `within_caps`; no pipe up or ended twice; no reliable
 /// send ends twice. At the end: with time run out, every reliable send has ended exactly once.
 pub fn engine_ops(data: &[u8]) {
+    run_engine_ops(data, true);
+}
+
+/// [`engine_ops`] with TCP sends of any size: fails on the known finding in
+/// `fuzz/known/engine_ops/` (an ignored test in `pipe-core/tests/fuzz_corpus.rs` replays it).
+pub fn engine_ops_unclamped(data: &[u8]) {
+    run_engine_ops(data, false);
+}
+
+fn run_engine_ops(data: &[u8], clamp_tcp_sends: bool) {
     let mut u = Unstructured::new(data);
     let mut ops = Ops {
         e: Engine::new(u.arbitrary().unwrap_or(0)),
@@ -796,12 +826,13 @@ pub fn engine_ops(data: &[u8]) {
         reliable_sent: BTreeSet::new(),
         reliable_done: BTreeSet::new(),
         timers_ran: false,
+        clamp_tcp_sends,
     };
     for _ in 0..4096 {
         if u.is_empty() || ops.step(&mut u).is_err() {
             break;
         }
-        assert!(ops.e.within_caps(), "over a cap");
+        assert!(ops.e.within_caps(), "over a cap: {:#?}", ops.e);
     }
     // Run time out: drain, then jump to every timer until none is left.
     let mut rest = Unstructured::new(&[]);
@@ -812,7 +843,7 @@ pub fn engine_ops(data: &[u8]) {
                 ops.now = ops.now.max(t);
                 ops.e.handle_timeout(ops.now);
                 ops.timers_ran = true;
-                assert!(ops.e.within_caps(), "over a cap");
+                assert!(ops.e.within_caps(), "over a cap: {:#?}", ops.e);
             }
             None => break,
         }

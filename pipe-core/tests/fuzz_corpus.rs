@@ -54,3 +54,19 @@ fn trivial_inputs() {
         }
     }
 }
+
+/// Known finding of `engine_ops` (minimized, 63 bytes): one raw TCP send of 68,099 bytes on a
+/// pipe with `max_out_bytes: 64` is admitted (the buffer was under its cap), and then
+/// `Engine::within_caps` is false: its outbound bound (`4 × max_out_bytes + MAX_UDP_V6 + 64`
+/// plus `max_out_bytes`) is sized for UDP's largest datagram, and a TCP message has no such
+/// limit. Either `send` must split or refuse, or `within_caps` must allow the one admitted
+/// message; both are in `engine/mod.rs`, which is being rewritten. Un-ignore once it is settled.
+#[test]
+#[ignore = "known engine finding: a TCP send over ~64 KiB breaks within_caps (engine/mod.rs)"]
+fn known_tcp_send_over_within_caps() {
+    let dir = seeds_dir().join("../known/engine_ops");
+    for f in std::fs::read_dir(dir).expect("fuzz/known/engine_ops") {
+        let data = std::fs::read(f.expect("entry").path()).expect("read");
+        harness::engine_ops_unclamped(&data);
+    }
+}
