@@ -7,8 +7,9 @@
 //! ([`run_tokio_main`], [`run_smol_main`]).
 //!
 //! Rules the scenarios follow: real sockets on 127.0.0.1 and ::1 only; waits are on events
-//! (a message, a callback, a channel) with generous deadlines ([`WAIT`]); timings are
-//! asserted only as generous bounds. Raw peers use `smol::Async` (async-io), which runs under
+//! (a message, a callback, a channel) with generous deadlines ([`WAIT`]); "nothing more"
+//! is shown with counters (`Pipe::stats`) once the expected events are in, never by listening
+//! for a quiet window; timings are asserted only as generous bounds. Raw peers use `smol::Async` (async-io), which runs under
 //! any executor because async-io drives its reactor from its own thread when needed.
 
 use std::fmt::Debug;
@@ -27,8 +28,6 @@ pub mod scenarios;
 
 /// Deadline for anything expected within milliseconds (this runs on loaded 2-core boxes).
 pub const WAIT: Duration = Duration::from_secs(5);
-/// How long a negative check ("nothing more arrives") listens.
-pub const QUIET: Duration = Duration::from_millis(250);
 /// Whole-scenario watchdog: a hung scenario fails instead of hanging the suite.
 pub const WATCHDOG: Duration = Duration::from_secs(60);
 
@@ -279,13 +278,6 @@ pub async fn recv_msg<R: Runtime>(p: &Pipe<R>) -> Message {
         .expect("no message within WAIT")
 }
 
-/// Assert nothing more arrives on the all-messages subscription for [`QUIET`].
-pub async fn assert_silent<R: Runtime>(p: &Pipe<R>) {
-    if let Some(m) = p.recv_timeout(QUIET).await.expect("recv failed") {
-        panic!("unexpected message {:?}", String::from_utf8_lossy(&m.data));
-    }
-}
-
 /// Send `data` and expect it back (the peer echoes): proves a pipe still works.
 pub async fn round_trip<R: Runtime>(p: &Pipe<R>, data: &[u8]) {
     p.send(data).await.expect("send");
@@ -403,11 +395,11 @@ impl<T: Clone + Debug> Log<T> {
         }
     }
 
-    /// Wait for `n` entries, then assert no more arrive for [`QUIET`].
+    /// Wait for `n` entries and assert there are no more so far. A second firing that would
+    /// come later is caught by the scenario's checks after a later event (the pipe's or the
+    /// server's close, a sentinel message), never by listening for a quiet window.
     pub async fn wait_exactly(&self, n: usize) -> Vec<T> {
-        self.wait_len(n).await;
-        sleep(QUIET).await;
-        let snap = self.snapshot();
+        let snap = self.wait_len(n).await;
         assert_eq!(snap.len(), n, "expected exactly {n} entries: {snap:?}");
         snap
     }
@@ -480,14 +472,27 @@ impl<R: Runtime> Runtime for SlowDns<R> {
     }
 }
 
-/// Print a loud skip line for a test whose real peer is missing. It goes straight to the
-/// process's stderr, past the test harness's output capture, so a passing run still shows it.
+/// The environment setting that turns every skip into a failure: `PIPES_REQUIRE_PEERS=1`.
+/// `.ci/run` sets it, so a green CI run means every interop peer really ran.
+pub const REQUIRE_PEERS: &str = "PIPES_REQUIRE_PEERS";
+
+/// True when [`REQUIRE_PEERS`] is set to anything but empty or `0`.
+pub fn peers_required() -> bool {
+    std::env::var_os(REQUIRE_PEERS).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The one way a test of this crate skips for want of a real peer (a binary, privilege for a
+/// network namespace, `::1`). Without [`REQUIRE_PEERS`] it prints a loud skip line straight
+/// to the process's stderr, past the test harness's output capture, so a passing run still
+/// shows it. With `PIPES_REQUIRE_PEERS=1` it panics with the same line: the test fails.
+#[track_caller]
 pub fn loud_skip(test: &str, why: &str) {
+    let line = format!("SKIP {test}: {why}");
+    if peers_required() {
+        panic!("{line} ({REQUIRE_PEERS} is set: a missing peer is a failure)");
+    }
     use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "\n!!!!! SKIP {test}: {why} !!!!!\n"
-    );
+    let _ = writeln!(std::io::stderr().lock(), "\n!!!!! {line} !!!!!\n");
 }
 
 /// The README's examples compile and run as doc tests, so the README stays true.

@@ -3,7 +3,8 @@
 //! namespace has no default route, so it is offline. Nothing leaves the namespace.
 //!
 //! The parent test re-runs itself inside the namespace. Where namespaces cannot be created
-//! (no privilege), it prints a loud SKIP line saying why.
+//! (no privilege), it prints a loud SKIP line saying why, or fails with it under
+//! `PIPES_REQUIRE_PEERS=1` (`conformance_tests::loud_skip`).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

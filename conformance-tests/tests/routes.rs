@@ -259,12 +259,13 @@ fn external_address_from_coturn() {
     });
 }
 
-/// coturn as a STUN-only server on loopback; `None` (with a loud skip line) if not installed.
+/// coturn as a STUN-only server on loopback; `None` (through `loud_skip`, which fails the test
+/// under `PIPES_REQUIRE_PEERS=1`) if not installed.
 fn start_coturn() -> Option<(u16, Child)> {
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .ok()?
+        .expect("bind a UDP probe on 127.0.0.1")
         .local_addr()
-        .ok()?
+        .expect("local addr")
         .port();
     let child = std::process::Command::new("turnserver")
         .args([
@@ -284,19 +285,22 @@ fn start_coturn() -> Option<(u16, Child)> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
-    let Ok(child) = child else {
-        conformance_tests::loud_skip(
-            "external_address_from_coturn",
-            "turnserver is not installed (apt-get install coturn)",
-        );
-        return None;
+    let child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            conformance_tests::loud_skip(
+                "external_address_from_coturn",
+                &format!("cannot start turnserver: {e} (apt-get install coturn)"),
+            );
+            return None;
+        }
     };
     let child = Child(child);
     // Wait until it answers.
-    let probe = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP probe on 127.0.0.1");
     probe
         .set_read_timeout(Some(Duration::from_millis(200)))
-        .ok()?;
+        .expect("read timeout");
     let req =
         pipe_core::stun::Message::binding_request(pipe_core::stun::TransactionId([7; 12])).encode();
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -4,9 +4,10 @@
 //! - our `StunClient` against coturn's `turnserver --stun-only` (UDP and TCP);
 //! - coturn's `turnutils_stunclient` and Debian's `stun` (stun-client 0.97) against our `StunServer`.
 //!
-//! Install the tools with `apt-get install -y coturn stun-client`; a missing binary prints a loud
-//! `SKIP` line to stderr and the test passes. Every wait has a deadline and every child process
-//! is killed by a drop guard.
+//! Install the tools with `apt-get install -y coturn stun-client`; a missing binary (or no `::1`)
+//! goes through `conformance_tests::loud_skip`: a loud `SKIP` line to stderr and the test passes,
+//! or, with `PIPES_REQUIRE_PEERS=1` (as `.ci/run` sets), a failure. Every wait has a deadline and
+//! every child process is killed by a drop guard.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -32,6 +33,7 @@ fn have(binary: &str) -> bool {
     std::env::split_paths(&path).any(|dir| dir.join(binary).is_file())
 }
 
+#[track_caller]
 fn skip(test: &str, why: &str) {
     conformance_tests::loud_skip(&format!("stun_interop::{test}"), why);
 }

@@ -1,6 +1,8 @@
 //! Interop with code no one here wrote: CPython's socket module drives `echo-server`, and
 //! the relay is tested with CPython (and socat, when installed) at both ends. Loopback only.
-//! A missing peer prints a loud SKIP line; `.ci/run` installs them so nothing is skipped.
+//! A missing peer prints a loud SKIP line, or fails the test when `PIPES_REQUIRE_PEERS=1` (as
+//! `.ci/run` sets, after installing every peer). `skip` below is this crate's one way to skip;
+//! it mirrors `conformance_tests::loud_skip` (examples does not depend on that crate).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -25,13 +27,17 @@ fn have(cmd: &str) -> bool {
         .is_ok()
 }
 
+/// Skip `test` because `what` is not installed: a loud line straight to stderr (past the
+/// harness's capture, so a passing run still shows it), or a panic with the same line when
+/// `PIPES_REQUIRE_PEERS` is set to anything but empty or `0`.
+#[track_caller]
 fn skip(test: &str, what: &str) {
-    // Straight to stderr, past the harness's capture, so a passing run still shows it.
+    let line = format!("SKIP {test}: {what} is not installed (apt-get install {what})");
+    if std::env::var_os("PIPES_REQUIRE_PEERS").is_some_and(|v| !v.is_empty() && v != "0") {
+        panic!("{line} (PIPES_REQUIRE_PEERS is set: a missing peer is a failure)");
+    }
     use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "\n!!!!! SKIP {test}: {what} is not installed (apt-get install {what}) !!!!!\n"
-    );
+    let _ = writeln!(std::io::stderr().lock(), "\n!!!!! {line} !!!!!\n");
 }
 
 /// Start one of our binaries and read its `listening on <addr>` line.

@@ -3,7 +3,9 @@
 //! markdown table of median (min–max) and the pipes/raw ratio, then the pipe-core
 //! microbenchmark. Each measurement is a separate server process and client process, in a
 //! fresh network namespace when `unshare -n` is permitted. `--smoke` runs everything once with
-//! tiny counts, without namespaces, in seconds, and fails if any workload fails.
+//! tiny counts, without namespaces, in seconds, and fails if any workload fails. With
+//! `PIPES_REQUIRE_PEERS=1` (as `.ci/run` sets) a missing tool (socat, taskset, a permitted
+//! `unshare -n`) fails the run instead of leaving a note.
 //!
 //! Other flags: `--only w1,w2` (workload names), `--flavours tokio-ct,smol-1t`, `--no-netns`,
 //! `--no-micro`. Internal: `--role pair|server|client|relay ...`.
@@ -214,6 +216,12 @@ fn orchestrate(args: &[String]) -> Res {
             "socat is not installed: the socat relay rows are empty (apt-get install socat)."
                 .to_string(),
         );
+    }
+    // Under CI (`PIPES_REQUIRE_PEERS=1`) a missing tool is a failure, not a note.
+    if !notes.is_empty()
+        && std::env::var_os("PIPES_REQUIRE_PEERS").is_some_and(|v| !v.is_empty() && v != "0")
+    {
+        return Err(format!("PIPES_REQUIRE_PEERS is set: {}", notes.join(" ")).into());
     }
     let mut results: report::Results = BTreeMap::new();
     let mut failures = Vec::new();

@@ -289,6 +289,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Just;
 
     fn run(framing: Framing, chunks: &[&[u8]]) -> Result<Vec<Vec<u8>>, TooLarge> {
         let mut d = Deframer::new(framing);
@@ -351,6 +352,182 @@ mod tests {
         // "abcdef" may still end in "\r" + "\n" only if byte 6 were "\r": the limit bites at 7.
         assert!(run(f.clone(), &[b"abc", b"def"]).is_ok());
         assert!(run(f, &[b"abc", b"defg"]).is_err());
+    }
+
+    fn crlf(max: usize) -> Framing {
+        Framing::Delimited {
+            delim: Bytes::from_static(b"\r\n"),
+            max,
+        }
+    }
+
+    /// One read completes the buffered frame and carries another whole frame: both come out,
+    /// in order, and nothing stays buffered.
+    #[test]
+    fn delimited_read_that_completes_a_frame_and_carries_another() {
+        for max in [1, 2, 5, 64] {
+            assert_eq!(
+                run(crlf(max), &[b"a", b"\r\nb\r\n"]).unwrap(),
+                vec![b"a".to_vec(), b"b".to_vec()],
+                "max {max}"
+            );
+            let mut d = Deframer::new(crlf(max));
+            let mut out = Vec::new();
+            d.feed(b"a", &mut |b| out.push(b.to_vec())).unwrap();
+            d.feed(b"\r\nb\r\nc", &mut |b| out.push(b.to_vec()))
+                .unwrap();
+            assert_eq!(out, vec![b"a".to_vec(), b"b".to_vec()], "max {max}");
+            assert_eq!(d.buffered(), 1, "only the partial \"c\" stays, max {max}");
+        }
+    }
+
+    /// Every way to cut `wire` into two reads (and the whole of it in one).
+    fn two_reads(wire: &[u8]) -> Vec<[&[u8]; 2]> {
+        (0..=wire.len()).map(|i| [&wire[..i], &wire[i..]]).collect()
+    }
+
+    #[test]
+    fn length_prefixed_exact_limit() {
+        for max in [1, 5, 300] {
+            let f = Framing::LengthPrefixed { max };
+            let ok = vec![b'x'; max];
+            let mut wire = (max as u32).to_be_bytes().to_vec();
+            wire.extend_from_slice(&ok);
+            for reads in two_reads(&wire) {
+                assert_eq!(run(f.clone(), &reads), Ok(vec![ok.clone()]), "max {max}");
+            }
+            // max + 1 is refused as soon as the header is complete, before the body arrives.
+            let mut wire = (max as u32 + 1).to_be_bytes().to_vec();
+            wire.extend_from_slice(&vec![b'x'; max + 1]);
+            for reads in two_reads(&wire) {
+                assert_eq!(
+                    run(f.clone(), &reads),
+                    Err(TooLarge { len: max + 1, max }),
+                    "max {max}, reads of {} + {}",
+                    reads[0].len(),
+                    reads[1].len()
+                );
+                let header_only = [&wire[..4]];
+                assert_eq!(
+                    run(f.clone(), &header_only),
+                    Err(TooLarge { len: max + 1, max })
+                );
+            }
+            // The framer refuses the same sizes.
+            let d = Deframer::new(f.clone());
+            assert!(d.frame(&ok).is_ok());
+            assert_eq!(
+                d.frame(&vec![b'x'; max + 1]),
+                Err(SendError::TooLarge { len: max + 1, max })
+            );
+        }
+    }
+
+    #[test]
+    fn delimited_exact_limit_with_the_delimiter_split_across_reads() {
+        for (delim, max) in [(&b"\n"[..], 1), (b"\r\n", 5), (b"\r\n", 300), (b"<END>", 7)] {
+            let f = Framing::Delimited {
+                delim: Bytes::copy_from_slice(delim),
+                max,
+            };
+            let ok = vec![b'x'; max];
+            let wire = [&ok[..], delim].concat();
+            // Every cut, including every cut inside the delimiter.
+            for reads in two_reads(&wire) {
+                assert_eq!(run(f.clone(), &reads), Ok(vec![ok.clone()]), "max {max}");
+            }
+            // The same frame followed by others in the same reads: one of max, one shorter.
+            let short = b"y".to_vec();
+            let more = [&wire[..], &wire[..], &short[..], delim].concat();
+            for reads in two_reads(&more) {
+                assert_eq!(
+                    run(f.clone(), &reads),
+                    Ok(vec![ok.clone(), ok.clone(), short.clone()]),
+                    "max {max}"
+                );
+            }
+            let long = vec![b'x'; max + 1];
+            let wire = [&long[..], delim].concat();
+            for reads in two_reads(&wire) {
+                assert!(
+                    run(f.clone(), &reads).is_err(),
+                    "max {max}: a frame of max + 1 was accepted, reads of {} + {}",
+                    reads[0].len(),
+                    reads[1].len()
+                );
+            }
+            let d = Deframer::new(f.clone());
+            assert!(d.frame(&ok).is_ok());
+            assert_eq!(
+                d.frame(&long),
+                Err(SendError::TooLarge { len: max + 1, max })
+            );
+        }
+    }
+
+    /// What `Delimited` must yield for a byte stream, however it is split: the frames before
+    /// each delimiter, in order, or `TooLarge` once a frame (or an unfinished tail) passes `max`.
+    fn delimited_reference(wire: &[u8], delim: &[u8], max: usize) -> (Vec<Vec<u8>>, bool) {
+        let mut out = Vec::new();
+        let mut rest = wire;
+        while let Some(i) = find(rest, delim) {
+            if i > max {
+                return (out, false);
+            }
+            out.push(rest[..i].to_vec());
+            rest = &rest[i + delim.len()..];
+        }
+        (out, rest.len() < max + delim.len())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        #[test]
+        fn delimited_matches_reference_for_any_split(
+            // Mostly well-formed frames (the bytes may still hold the delimiter, or run long),
+            // then an optional unfinished tail.
+            frames in proptest::collection::vec(
+                proptest::collection::vec(proptest::prop_oneof![Just(b'a'), Just(b'b'), Just(b'\r'), Just(b'\n')], 0..8),
+                0..6,
+            ),
+            tail in proptest::collection::vec(proptest::prop_oneof![Just(b'a'), Just(b'\r')], 0..4),
+            cuts in proptest::collection::vec(0usize..60, 0..6),
+            delim in proptest::prop_oneof![Just(&b"\r\n"[..]), Just(&b"\n"[..]), Just(&b"aab"[..]), Just(&b"abab"[..])],
+            max in 1usize..8,
+        ) {
+            let mut wire = Vec::new();
+            for f in &frames {
+                wire.extend_from_slice(f);
+                wire.extend_from_slice(delim);
+            }
+            wire.extend_from_slice(&tail);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(wire.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([wire.len()]) {
+                chunks.push(&wire[at..c]);
+                at = c;
+            }
+            let f = Framing::Delimited { delim: Bytes::copy_from_slice(delim), max };
+            let mut d = Deframer::new(f);
+            let mut out = Vec::new();
+            let mut ok = true;
+            for c in &chunks {
+                if d.feed(c, &mut |b| out.push(b.to_vec())).is_err() {
+                    ok = false;
+                    break;
+                }
+                proptest::prop_assert!(d.buffered() <= d.max_buffered());
+            }
+            let (want, want_ok) = delimited_reference(&wire, delim, max);
+            proptest::prop_assert_eq!(ok, want_ok, "chunks {:?}", chunks);
+            if ok {
+                proptest::prop_assert_eq!(out, want, "chunks {:?}", chunks);
+            } else {
+                proptest::prop_assert!(want.starts_with(&out), "chunks {:?}: {:?} vs {:?}", chunks, out, want);
+            }
+        }
     }
 
     #[test]

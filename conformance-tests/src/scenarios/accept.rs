@@ -13,15 +13,24 @@ async fn accept_one<R: Runtime>(server: &Pipe<R>) -> Pipe<R> {
 /// Clients that connected before `accept()` come out in order; then a client that connects
 /// while `accept()` is pending, twice (the second call must not return the first again).
 pub async fn accept_order<S: Runtime, C: Runtime>(srv: S, cli: C, fam: Family) {
+    // The hook runs once the server has taken a connection into its accept queue: waiting on
+    // it (not on a sleep) makes "before the call" certain.
+    let hooked: Log<Option<SocketAddr>> = Log::new();
+    let hook = hooked.clone();
     let server = PipeBuilder::new(srv, Proto::Tcp)
         .bind(lo0(fam))
+        .on_accept(move |conn| {
+            let hook = hook.clone();
+            async move { hook.push(conn.dest()) }
+        })
         .open()
         .await
         .unwrap();
     let dest = server.local_addr().unwrap();
+    // No client exists yet, so nothing can be accepted: no waiting needed to show it.
     assert_eq!(
         server
-            .accept_timeout(Duration::from_millis(50))
+            .accept_timeout(Duration::ZERO)
             .await
             .unwrap()
             .map(|p| p.id()),
@@ -30,16 +39,18 @@ pub async fn accept_order<S: Runtime, C: Runtime>(srv: S, cli: C, fam: Family) {
 
     let a = client(cli.clone(), Proto::Tcp, dest).await;
     let b = client(cli.clone(), Proto::Tcp, dest).await;
-    // Give the listener a moment to accept both, so this really tests "before the call".
-    sleep(Duration::from_millis(50)).await;
+    // Both are in the server's accept queue before the first accept() call.
+    hooked.wait_len(2).await;
+    assert_eq!(server.connections().len(), 2);
     let ca = accept_one(&server).await;
     let cb = accept_one(&server).await;
     assert_eq!(ca.dest(), a.local_addr());
     assert_eq!(cb.dest(), b.local_addr());
 
     for _ in 0..2 {
+        // `zip` polls `accept` first, so accept() is pending before the client starts to
+        // connect: a client arriving during the call, with no sleep.
         let (conn, c) = futures_lite::future::zip(accept_one(&server), async {
-            sleep(Duration::from_millis(50)).await;
             client(cli.clone(), Proto::Tcp, dest).await
         })
         .await;
@@ -55,9 +66,13 @@ pub async fn accept_order<S: Runtime, C: Runtime>(srv: S, cli: C, fam: Family) {
         conn.send(b"down").await.unwrap();
         assert_eq!(recv_bytes(&c, 4).await, b"down");
     }
+    // Four clients, four connections taken in (the hook ran four times), all four handed out:
+    // an extra accept could only be one handed out twice, so the queue is checked at once
+    // instead of listening for a quiet window.
+    hooked.wait_len(4).await;
     assert_eq!(
         server
-            .accept_timeout(Duration::from_millis(50))
+            .accept_timeout(Duration::ZERO)
             .await
             .unwrap()
             .map(|p| p.id()),

@@ -43,11 +43,19 @@ pub async fn callbacks_run_in_order<R: Runtime>(rt: R) {
     assert!(server.del_cb(ids[2]), "callback 6 removed");
     assert!(!server.del_cb(ids[2]), "removing twice reports false");
     sender.send_to(b"m3", dest).await.unwrap();
-    let got = log.wait_exactly(23).await;
-    assert_eq!(
-        got[16..].iter().map(|(_, i)| *i).collect::<Vec<_>>(),
-        [0, 1, 2, 3, 4, 5, 7]
-    );
+    // m4 is a sentinel: callbacks run in order, one message after the other, so once m4's
+    // last callback has logged, every callback for m1..m3 has run; a second run of any of
+    // them would sit before m4's entries. No quiet window needed.
+    sender.send_to(b"m4", dest).await.unwrap();
+    let got = log.wait_exactly(30).await;
+    assert_eq!(got[..16], want[..], "m1 and m2, once each");
+    for (m, entries) in [("m3", &got[16..23]), ("m4", &got[23..])] {
+        assert_eq!(
+            entries,
+            [0, 1, 2, 3, 4, 5, 7].map(|i| (m.to_string(), i)),
+            "{m}: callback 6 removed, the others once each"
+        );
+    }
     server.close().await;
 }
 
@@ -149,6 +157,11 @@ pub async fn up_end_client_local_close<S: Runtime, C: Runtime>(srv: S, cli: C) {
         sw.end.wait_exactly(2).await[1],
         (listener_id, EndReason::Local)
     );
+    // After every pipe has ended: each up and end fired once.
+    assert_eq!(cw.up.snapshot(), [c.id()]);
+    assert_eq!(sw.up.snapshot().len(), 2);
+    assert_eq!(cw.end.snapshot(), [(c.id(), EndReason::Local)]);
+    assert_eq!(late.snapshot(), [EndReason::Local]);
 }
 
 /// The accepted connection closes locally: its end fires once with `Local` (P2PD never fired
@@ -173,6 +186,16 @@ pub async fn up_end_accepted_local_close<S: Runtime, C: Runtime>(srv: S, cli: C)
     assert_eq!(conn.send(b"x").await, Err(SendError::Closed));
     assert_eq!(c.send(b"x").await, Err(SendError::Closed));
     server.close().await;
+    // The listener's end comes after the connection's: still one end for the connection.
+    assert_eq!(
+        sw.end.wait_exactly(2).await,
+        [
+            (conn.id(), EndReason::Local),
+            (server.id(), EndReason::Local)
+        ]
+    );
+    assert_eq!(cw.end.snapshot(), [(c.id(), EndReason::PeerClosed)]);
+    assert_eq!(sw.up.snapshot().len(), 2);
 }
 
 /// A peer that resets (SO_LINGER 0): the accepted connection's end, and a client's end, fire
@@ -190,6 +213,14 @@ pub async fn up_end_peer_reset<R: Runtime>(rt: R) {
         [(conn.id(), EndReason::Reset)]
     );
     server.close().await;
+    assert_eq!(
+        sw.end.wait_exactly(2).await,
+        [
+            (conn.id(), EndReason::Reset),
+            (server.id(), EndReason::Local)
+        ],
+        "one end for the connection, then the listener's"
+    );
 
     // Reset towards a client.
     let listener = smol::Async::<std::net::TcpListener>::bind(lo0(Family::V4)).unwrap();
@@ -202,6 +233,8 @@ pub async fn up_end_peer_reset<R: Runtime>(rt: R) {
     assert_eq!(cw.end.wait_exactly(1).await, [(c.id(), EndReason::Reset)]);
     assert_eq!(cw.up.snapshot(), [c.id()]);
     assert_eq!(c.send(b"x").await, Err(SendError::Closed));
+    c.close().await;
+    assert_eq!(cw.end.snapshot(), [(c.id(), EndReason::Reset)]);
 }
 
 /// Closing a server ends each accepted connection once (`ServerClosed`), then the listener
@@ -234,6 +267,9 @@ pub async fn up_end_server_close<S: Runtime, C: Runtime>(srv: S, cli: C) {
         );
         assert_eq!(cw.up.snapshot().len(), 1);
     }
+    // After every client has ended too: still three ups and three ends on the server side.
+    assert_eq!(sw.up.snapshot().len(), 3);
+    assert_eq!(sw.end.snapshot().len(), 3);
 }
 
 /// UDP pipes fire up once when bound (P2PD ignored up for UDP) and end once on close.
@@ -244,6 +280,17 @@ pub async fn up_end_udp<R: Runtime>(rt: R) {
     p.close().await;
     p.close().await;
     assert_eq!(w.end.wait_exactly(1).await, [(p.id(), EndReason::Local)]);
+    // Checked again after a later event (a late end callback, which fires at once on an
+    // ended pipe): still one up and one end.
+    let late: Log<EndReason> = Log::new();
+    let l = late.clone();
+    p.add_end_cb(move |r, _| {
+        let l = l.clone();
+        async move { l.push(r) }
+    });
+    late.wait_exactly(1).await;
+    assert_eq!(w.up.snapshot(), [p.id()]);
+    assert_eq!(w.end.snapshot(), [(p.id(), EndReason::Local)]);
 }
 
 /// An accepted connection's up callback can already send (P2PD ran it before the writer was

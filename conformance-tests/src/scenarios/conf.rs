@@ -217,6 +217,12 @@ pub async fn linger_zero_resets<S: Runtime, C: Runtime>(srv: S, cli: C) {
             "linger {linger:?}"
         );
         server.close().await;
+        // The listener's end comes after: still one end for the connection.
+        assert_eq!(
+            ends.wait_exactly(2).await,
+            [(conn, want.clone()), (server.id(), EndReason::Local)],
+            "linger {linger:?}"
+        );
     }
 }
 

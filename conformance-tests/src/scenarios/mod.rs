@@ -27,8 +27,8 @@ mod prelude {
     };
 
     pub use crate::{
-        assert_at_least, assert_silent, client, echo_builder, echo_server, lo, lo0, raw_recv,
-        raw_tcp, raw_udp, recv_bytes, recv_msg, refusing_port, round_trip, set_rst_on_close, sleep,
-        text, timed, timeout, within, BuilderExt, Log, QUIET, WAIT,
+        assert_at_least, client, echo_builder, echo_server, lo, lo0, raw_recv, raw_tcp, raw_udp,
+        recv_bytes, recv_msg, refusing_port, round_trip, set_rst_on_close, sleep, text, timed,
+        timeout, within, BuilderExt, Log, WAIT,
     };
 }

@@ -414,7 +414,11 @@ impl Engine {
         if !p.is_open() {
             return Err(SendError::Closed);
         }
-        if p.out_bytes >= p.conf.max_out_bytes || p.out.len() >= MAX_OUT_TRANSMITS {
+        // Backpressure: a message that does not fit beside what is queued waits; one larger
+        // than the whole buffer is taken only when nothing is queued, so the buffer holds at
+        // most `max_out_bytes`, or one message.
+        let fits = p.out_bytes + data.len() <= p.conf.max_out_bytes || p.out_bytes == 0;
+        if !fits || p.out.len() >= MAX_OUT_TRANSMITS {
             return Err(SendError::WouldBlock);
         }
         let (dst, payload) = Self::frame_out(p, data, dest)?;
@@ -997,7 +1001,10 @@ impl Engine {
         self.events.len() <= MAX_EVENTS + 4 * self.pipes.len() + self.timers.len()
             && self.dirty.len() <= self.pipes.len()
             && self.pipes.values().all(|p| {
-                let internal_cap = p.conf.max_out_bytes * INTERNAL_OUT_FACTOR + MAX_UDP_V6 + 64;
+                // One message larger than the buffer may be queued alone (see `send`).
+                let largest = p.out.iter().map(|t| t.payload.len()).max().unwrap_or(0);
+                let internal_cap =
+                    p.conf.max_out_bytes * INTERNAL_OUT_FACTOR + MAX_UDP_V6 + 64 + largest;
                 p.subs.len() <= MAX_SUBSCRIPTIONS
                     && p.links.len() <= MAX_LINKS
                     && p.subs.iter().all(|s| s.queue.within_caps())
