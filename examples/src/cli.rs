@@ -308,9 +308,19 @@ impl Spec {
                     return Err(usage(format!("--{flag} needs a value ({value_name})")).into())
                 }
             };
-            let value = value
+            let mut value = value
                 .into_string()
                 .map_err(|v| usage(format!("--{flag}: {v:?} is not UTF-8")))?;
+            // A value name with a space takes two values (`--tls CERT KEY`), kept as one
+            // string split by a newline (see `Args::pair`).
+            if value_name.contains(' ') {
+                let second = p
+                    .value()
+                    .map_err(|_| usage(format!("--{flag} needs two values ({value_name})")))?
+                    .into_string()
+                    .map_err(|v| usage(format!("--{flag}: {v:?} is not UTF-8")))?;
+                value = format!("{value}\n{second}");
+            }
             if value.starts_with("--") && value.len() > 2 {
                 return Err(usage(format!(
                     "--{flag} needs a value ({value_name}), not the flag {value}"
@@ -417,6 +427,24 @@ pub struct Args {
 }
 
 impl Args {
+    /// A two-valued flag's values (`--tls CERT KEY`).
+    pub fn pair(&self, name: &str) -> Option<(&str, &str)> {
+        self.get(name).and_then(|v| v.split_once('\n'))
+    }
+
+    /// A TLS server config from a `CERT KEY` pair of PEM files.
+    pub fn tls_server(&self, name: &str) -> Res<Option<pipe_io::Tls>> {
+        let Some((cert, key)) = self.pair(name) else {
+            return Ok(None);
+        };
+        let certs = pipe_io::tls::load_certs(cert).map_err(|e| format!("--{name}: {e}"))?;
+        let key = pipe_io::tls::load_key(key).map_err(|e| format!("--{name}: {e}"))?;
+        let tls = pipe_io::TlsServer::new(certs, key)
+            .build()
+            .map_err(|e| format!("--{name}: {e}"))?;
+        Ok(Some(tls))
+    }
+
     /// A flag's value.
     pub fn get(&self, name: &str) -> Option<&str> {
         debug_assert!(

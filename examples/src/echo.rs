@@ -44,6 +44,8 @@ pub struct EchoServer {
     pub reliable: bool,
     /// `-v`: log connections, and a summary on Ctrl-C.
     pub tally: Option<Arc<Tally>>,
+    /// TCP: serve TLS with this config (`--tls CERT KEY`).
+    pub tls: Option<pipe_io::Tls>,
 }
 
 impl Program for EchoServer {
@@ -54,7 +56,10 @@ impl Program for EchoServer {
             return Err(crate::Usage("--reliable needs --proto udp".into()).into());
         }
         let conf = match self.proto {
-            Proto::Tcp => self.deadlines.conf(),
+            Proto::Tcp => pipe_io::Conf {
+                tls: self.tls.clone(),
+                ..self.deadlines.conf()
+            },
             // The UDP server is one socket for every peer: it never idles out.
             Proto::Udp => pipe_io::Conf {
                 reliable_udp: self.reliable,

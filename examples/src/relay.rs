@@ -45,6 +45,18 @@ pub struct Relay {
     pub deadlines: Deadlines,
     /// `-v`: log clients, and a summary on Ctrl-C.
     pub tally: Option<Arc<Tally>>,
+    /// TLS toward clients (`--tls-listen CERT KEY`) and toward the upstream (`--tls-to`).
+    pub tls: RelayTls,
+}
+
+/// The TLS sides of a TCP relay: terminate TLS from clients, originate it to the upstream,
+/// or both (the relay then sees plaintext in between).
+#[derive(Debug, Clone, Default)]
+pub struct RelayTls {
+    /// Serve TLS to clients with this config.
+    pub listen: Option<pipe_io::Tls>,
+    /// Connect to the upstream with TLS, with this (client) config.
+    pub to: Option<pipe_io::Tls>,
 }
 
 impl Program for Relay {
@@ -53,7 +65,9 @@ impl Program for Relay {
     async fn run<R: Runtime>(self, rt: R) -> Res {
         let (tally, rt2) = (self.tally.clone(), rt.clone());
         let server = match self.proto {
-            Proto::Tcp => tcp_relay_with(rt, self.listen, self.to, self.deadlines, tally).await?,
+            Proto::Tcp => {
+                tcp_relay_tls(rt, self.listen, self.to, self.deadlines, tally, self.tls).await?
+            }
             Proto::Udp => udp_relay(rt, self.listen, self.to, self.deadlines, tally).await?,
         };
         if serve(&server).await? == Ended::Signal {
@@ -87,8 +101,7 @@ pub async fn tcp_relay<R: Runtime>(rt: R, listen: SocketAddr, to: SocketAddr) ->
     tcp_relay_with(rt, listen, to, none, None).await
 }
 
-/// A TCP relay from `listen` to `to`. An upstream that refuses or fails ends its client at
-/// once. A `tally` logs each client's open and close.
+/// A TCP relay with deadlines and a log, no TLS.
 pub async fn tcp_relay_with<R: Runtime>(
     rt: R,
     listen: SocketAddr,
@@ -96,9 +109,29 @@ pub async fn tcp_relay_with<R: Runtime>(
     deadlines: Deadlines,
     tally: Option<Arc<Tally>>,
 ) -> Res<Pipe<R>> {
+    tcp_relay_tls(rt, listen, to, deadlines, tally, RelayTls::default()).await
+}
+
+/// A TCP relay from `listen` to `to`. An upstream that refuses or fails ends its client at
+/// once. A `tally` logs each client's open and close. `tls` terminates and/or originates TLS.
+pub async fn tcp_relay_tls<R: Runtime>(
+    rt: R,
+    listen: SocketAddr,
+    to: SocketAddr,
+    deadlines: Deadlines,
+    tally: Option<Arc<Tally>>,
+    tls: RelayTls,
+) -> Res<Pipe<R>> {
     let up_rt = rt.clone();
-    let conf = relay_conf(deadlines);
-    let up_conf = conf.clone();
+    let base = relay_conf(deadlines);
+    let conf = Conf {
+        tls: tls.listen,
+        ..base.clone()
+    };
+    let up_conf = Conf {
+        tls: tls.to,
+        ..base
+    };
     let log = Arc::new(RateLimited::default());
     let server = PipeBuilder::new(rt, Proto::Tcp)
         .bind(listen)

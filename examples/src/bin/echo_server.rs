@@ -21,6 +21,13 @@ static SPEC: Spec = Spec {
             required: false,
             help: "UDP: P2PD's reliable UDP: ACK each data frame, echo it with send_reliable",
         },
+        Opt {
+            long: "tls",
+            short: None,
+            value: Some("CERT KEY"),
+            required: false,
+            help: "TCP: serve TLS with this certificate chain and key (PEM files)",
+        },
         VERBOSE,
     ],
     positional: &[],
@@ -36,6 +43,10 @@ fn main() -> std::process::ExitCode {
         }
         let bind = args.addr("bind")?;
         let tally = args.switch("verbose").then(Tally::new);
+        let tls = args.tls_server("tls")?;
+        if tls.is_some() && proto != pipe_io::Proto::Tcp {
+            return Err(examples::Usage("--tls needs --proto tcp".into()).into());
+        }
         run_on(
             runtime,
             EchoServer {
@@ -44,6 +55,7 @@ fn main() -> std::process::ExitCode {
                 deadlines,
                 reliable,
                 tally,
+                tls,
             },
         )
     })
