@@ -17,6 +17,7 @@ mod report;
 mod roles;
 mod rt;
 mod spec;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::process::{Command, ExitCode};
@@ -54,6 +55,7 @@ fn role(args: &[String]) -> Res {
         "client" => roles::client(
             Spec::parse(rest)?,
             rest.get(4).ok_or("no address")?.parse()?,
+            rest.get(5).map(String::as_str),
         ),
         "relay" => {
             let [imp, fl, to, ..] = rest else {
@@ -229,7 +231,7 @@ fn orchestrate(args: &[String]) -> Res {
     for round in 0..o.rounds {
         for &w in &o.workloads {
             let mut runs: Vec<(Imp, Option<Flavour>)> = Vec::new();
-            for &fl in &o.flavours {
+            for &fl in o.flavours.iter().filter(|&&fl| w.runs_on(fl)) {
                 // Alternate which side goes first, so a drift within a round hits both alike.
                 let order = if round % 2 == 0 {
                     [Imp::Raw, Imp::Pipes]
@@ -325,15 +327,24 @@ fn header(o: &Opts, netns: bool, c: &Counts) -> String {
         if netns { "yes" } else { "no" },
     ));
     h.push_str(&format!(
-        "Per run: {} ping-pong round trips (TCP and UDP, {} warm-up), {} MiB bulk, {} UDP stream datagrams, {} connects, {} concurrent connections, {} MiB through the relay.\n",
+        "Per run: {} ping-pong round trips (TCP and UDP, {} warm-up), {} MiB bulk, {} UDP stream datagrams, {} connects, {} concurrent connections, {} MiB through the relay, {} TLS ping-pong round trips ({} warm-up), {} MiB TLS bulk.\n",
         c.tcp_pingpong,
         spec::warmup(c.tcp_pingpong),
         c.tcp_bulk >> 20,
         c.udp_stream,
         c.connect_close,
         c.many,
-        c.relay >> 20
+        c.relay >> 20,
+        c.tls_pingpong,
+        spec::warmup(c.tls_pingpong),
+        c.tls_bulk >> 20,
     ));
+    if o.workloads.iter().any(|w| w.is_tls()) {
+        h.push_str(&format!(
+            "TLS (8, 9): {}; raw is tokio over tokio-rustls, pipes is `Conf::tls`; tokio flavours only (no raw smol TLS to compare with). Certificates are made at run time; the handshake is outside the timed part.\n",
+            tls::describe()
+        ));
+    }
     for fl in &o.flavours {
         h.push_str(&format!(
             "`{}`: {}, in the server and the client process alike. ",

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pipe_io::{Pipe, PipeBuilder, Proto, Runtime};
+use pipe_io::{Conf, Pipe, PipeBuilder, Proto, Runtime, Tls};
 
 use crate::rt::{held, secs, STUCK};
 use crate::spec::{
@@ -17,15 +17,19 @@ use crate::spec::{
     WINDOW,
 };
 
-/// Open the server of `w` on 127.0.0.1 (a free port). Keep the returned pipe to keep it open.
-pub async fn server<R: Runtime>(rt: R, w: Workload, count: u64) -> Res<Pipe<R>> {
+/// Open the server of `w` on 127.0.0.1 (a free port), in TLS with `tls` (`Conf::tls`).
+/// Keep the returned pipe to keep it open.
+pub async fn server<R: Runtime>(rt: R, w: Workload, count: u64, tls: Option<Tls>) -> Res<Pipe<R>> {
     let proto = match w {
         Workload::UdpPingPong | Workload::UdpStream => Proto::Udp,
         _ => Proto::Tcp,
     };
-    let b = PipeBuilder::new(rt, proto);
+    let b = PipeBuilder::new(rt, proto).conf(Conf {
+        tls,
+        ..Conf::default()
+    });
     let b = match w {
-        Workload::TcpBulk => {
+        Workload::TcpBulk | Workload::TlsBulk => {
             // Count bytes; acknowledge with one byte when `count` have arrived.
             let got = Arc::new(AtomicU64::new(0));
             b.on_message(move |msg, pipe| {
@@ -76,11 +80,21 @@ pub async fn relay<R: Runtime>(rt: R, to: SocketAddr) -> Res<Pipe<R>> {
     examples::relay::tcp_relay(rt, "127.0.0.1:0".parse()?, to).await
 }
 
-/// Run the client of `w` against `addr`.
-pub async fn client<R: Runtime>(rt: R, w: Workload, count: u64, addr: SocketAddr) -> Res<Metrics> {
+/// Run the client of `w` against `addr` (in TLS with `tls` for the TLS workloads).
+pub async fn client<R: Runtime>(
+    rt: R,
+    w: Workload,
+    count: u64,
+    addr: SocketAddr,
+    tls: Option<Tls>,
+) -> Res<Metrics> {
     match w {
-        Workload::TcpPingPong => tcp_pingpong(rt, count, addr).await,
-        Workload::TcpBulk => tcp_bulk(rt, count, addr).await,
+        Workload::TcpPingPong | Workload::TlsPingPong => {
+            tcp_pingpong(open_tcp(rt, addr, tls).await?, count).await
+        }
+        Workload::TcpBulk | Workload::TlsBulk => {
+            tcp_bulk(open_tcp(rt, addr, tls).await?, count).await
+        }
         Workload::UdpPingPong => udp_pingpong(rt, count, addr).await,
         Workload::UdpStream => udp_stream(rt, count, addr).await,
         Workload::ConnectClose => connect_close(rt, count, addr).await,
@@ -91,6 +105,18 @@ pub async fn client<R: Runtime>(rt: R, w: Workload, count: u64, addr: SocketAddr
 
 async fn open<R: Runtime>(rt: R, proto: Proto, addr: SocketAddr) -> Res<Pipe<R>> {
     Ok(PipeBuilder::new(rt, proto).dest(addr).open().await?)
+}
+
+/// A TCP client pipe, in TLS with `tls` (`open()` returns once the handshake is done).
+async fn open_tcp<R: Runtime>(rt: R, addr: SocketAddr, tls: Option<Tls>) -> Res<Pipe<R>> {
+    Ok(PipeBuilder::new(rt, Proto::Tcp)
+        .dest(addr)
+        .conf(Conf {
+            tls,
+            ..Conf::default()
+        })
+        .open()
+        .await?)
 }
 
 /// One 64-byte message and its echo (TCP chunks may in principle split, so count bytes).
@@ -108,8 +134,7 @@ async fn tcp_round<R: Runtime>(p: &Pipe<R>, msg: &[u8]) -> Res {
     Ok(())
 }
 
-async fn tcp_pingpong<R: Runtime>(rt: R, n: u64, addr: SocketAddr) -> Res<Metrics> {
-    let p = open(rt, Proto::Tcp, addr).await?;
+async fn tcp_pingpong<R: Runtime>(p: Pipe<R>, n: u64) -> Res<Metrics> {
     let msg = [0x5a; MSG];
     for _ in 0..warmup(n) {
         tcp_round(&p, &msg).await?;
@@ -123,8 +148,7 @@ async fn tcp_pingpong<R: Runtime>(rt: R, n: u64, addr: SocketAddr) -> Res<Metric
     Ok(vec![metric("rate", rate)])
 }
 
-async fn tcp_bulk<R: Runtime>(rt: R, total: u64, addr: SocketAddr) -> Res<Metrics> {
-    let p = open(rt, Proto::Tcp, addr).await?;
+async fn tcp_bulk<R: Runtime>(p: Pipe<R>, total: u64) -> Res<Metrics> {
     let chunk = vec![0xab; CHUNK];
     let t = Instant::now();
     let mut sent = 0u64;

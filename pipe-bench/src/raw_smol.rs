@@ -132,6 +132,7 @@ pub async fn client(ex: Ex, w: Workload, count: u64, addr: SocketAddr) -> Res<Me
         Workload::ConnectClose => connect_close(count, addr).await,
         Workload::Many => many(ex, count, addr).await,
         Workload::Relay => Err("the relay client is raw tokio".into()),
+        Workload::TlsPingPong | Workload::TlsBulk => Err("no raw smol TLS".into()),
     }
 }
 

@@ -1,6 +1,11 @@
 //! Raw tokio: plain `TcpListener`/`TcpStream`/`UdpSocket` loops, one task per connection,
 //! servers read up to 64 KiB into a per-thread buffer (pipes' default `reader_limit`), TCP_NODELAY on every stream (pipes
 //! set it too). Also the relay workload's fixed client and echo server.
+//!
+//! TLS: tokio-rustls over the same loops, with the rustls configs of pipes' `Tls` values
+//! (see `crate::tls`); a TLS server reads into a 64 KiB buffer of the connection (the
+//! decrypting stream has no `try_read` to borrow the thread's buffer with), and every write
+//! is flushed, as an application must with tokio-rustls.
 
 use std::cell::RefCell;
 use std::io;
@@ -8,9 +13,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::timeout;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use pipe_io::Tls;
 
 use crate::pipes::{final_report, parse_reply};
 use crate::rt::{announce, held, secs, STUCK};
@@ -19,10 +27,31 @@ use crate::spec::{
     WINDOW,
 };
 
-/// Run the server of `w` on 127.0.0.1 (a free port) forever, after announcing its port.
-pub async fn server(w: Workload, count: u64) -> Res {
+/// Run the server of `w` on 127.0.0.1 (a free port) forever, after announcing its port; in
+/// TLS with `tls`'s rustls config for the TLS workloads.
+pub async fn server(w: Workload, count: u64, tls: Option<Tls>) -> Res {
     let local: SocketAddr = "127.0.0.1:0".parse()?;
     match w {
+        Workload::TlsPingPong | Workload::TlsBulk => {
+            let acceptor = TlsAcceptor::from(crate::tls::server_config(
+                tls.as_ref().ok_or("a TLS server needs a config")?,
+            )?);
+            let l = TcpListener::bind(local).await?;
+            announce(l.local_addr()?.port());
+            loop {
+                let (s, _) = l.accept().await?;
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    s.set_nodelay(true)?;
+                    let s = timeout(STUCK, acceptor.accept(s)).await??;
+                    if w == Workload::TlsBulk {
+                        tls_sink(s, count).await
+                    } else {
+                        tls_echo(s).await
+                    }
+                });
+            }
+        }
         Workload::UdpPingPong | Workload::UdpStream => {
             let sock = UdpSocket::bind(local).await?;
             announce(sock.local_addr()?.port());
@@ -115,8 +144,46 @@ async fn sink(mut s: TcpStream, count: u64) -> Res {
     }
 }
 
-/// Run the client of `w` against `addr`.
-pub async fn client(w: Workload, count: u64, addr: SocketAddr) -> Res<Metrics> {
+/// TLS echo: read up to 64 KiB, write it back, flush.
+async fn tls_echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Res {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        s.write_all(&buf[..n]).await?;
+        s.flush().await?;
+    }
+}
+
+/// TLS sink: count bytes; acknowledge with one byte every `count`.
+async fn tls_sink<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, count: u64) -> Res {
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        got += n as u64;
+        if got >= count {
+            got -= count;
+            s.write_all(b"k").await?;
+            s.flush().await?;
+        }
+    }
+}
+
+/// Run the client of `w` against `addr` (in TLS with `tls` for the TLS workloads).
+pub async fn client(w: Workload, count: u64, addr: SocketAddr, tls: Option<Tls>) -> Res<Metrics> {
+    if w.is_tls() {
+        let s = tls_connect(addr, tls.as_ref().ok_or("a TLS client needs a config")?).await?;
+        return match w {
+            Workload::TlsBulk => tls_bulk(s, count).await,
+            _ => tls_pingpong(s, count).await,
+        };
+    }
     match w {
         Workload::TcpPingPong => tcp_pingpong(count, addr).await,
         Workload::TcpBulk => tcp_bulk(count, addr).await,
@@ -125,7 +192,58 @@ pub async fn client(w: Workload, count: u64, addr: SocketAddr) -> Res<Metrics> {
         Workload::ConnectClose => connect_close(count, addr).await,
         Workload::Many => many(count, addr).await,
         Workload::Relay => relay_client(count, addr).await,
+        Workload::TlsPingPong | Workload::TlsBulk => unreachable!("handled above"),
     }
+}
+
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Connect and finish the handshake (as pipes' `open()` does); check what was negotiated.
+async fn tls_connect(addr: SocketAddr, tls: &Tls) -> Res<TlsStream> {
+    let (config, name) = crate::tls::client_config(tls)?;
+    let s = connect(addr).await?;
+    let s = timeout(STUCK, TlsConnector::from(config).connect(name, s)).await??;
+    crate::tls::check(s.get_ref().1)?;
+    Ok(s)
+}
+
+async fn tls_round(s: &mut TlsStream, msg: &[u8], buf: &mut [u8]) -> Res {
+    s.write_all(msg).await?;
+    s.flush().await?;
+    timeout(STUCK, s.read_exact(&mut buf[..msg.len()])).await??;
+    Ok(())
+}
+
+async fn tls_pingpong(mut s: TlsStream, n: u64) -> Res<Metrics> {
+    let (msg, mut buf) = ([0x5a; MSG], [0u8; MSG]);
+    for _ in 0..warmup(n) {
+        tls_round(&mut s, &msg, &mut buf).await?;
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        tls_round(&mut s, &msg, &mut buf).await?;
+    }
+    let rate = n as f64 / secs(t);
+    // close_notify, as pipes' `close()` sends.
+    let _ = s.shutdown().await;
+    Ok(vec![metric("rate", rate)])
+}
+
+async fn tls_bulk(mut s: TlsStream, total: u64) -> Res<Metrics> {
+    let chunk = vec![0xab; CHUNK];
+    let t = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let k = (total - sent).min(CHUNK as u64) as usize;
+        s.write_all(&chunk[..k]).await?;
+        sent += k as u64;
+    }
+    s.flush().await?;
+    let mut ack = [0u8; 1];
+    timeout(STUCK, s.read_exact(&mut ack)).await??;
+    let rate = total as f64 / secs(t) / 1e6;
+    let _ = s.shutdown().await;
+    Ok(vec![metric("rate", rate)])
 }
 
 async fn connect(addr: SocketAddr) -> Res<TcpStream> {

@@ -11,45 +11,61 @@ use std::time::{Duration, Instant};
 
 use crate::rt::{self, announce, raise_nofile, rss_kib, run_smol, run_tokio, watch_stdin};
 use crate::spec::{Flavour, Imp, Res, Spec, Workload, CHUNK};
-use crate::{pipes, raw_smol, raw_tokio};
+use crate::{pipes, raw_smol, raw_tokio, tls};
 
-/// `--role server <spec>`: serve until stdin closes.
+/// `--role server <spec>`: serve until stdin closes. A TLS server first prints
+/// `CERT <hex DER>`, the certificate it made, for the client to trust.
 pub fn server(spec: Spec) -> Res {
     raise_nofile()?;
     watch_stdin(true);
     let (w, count, fl) = (spec.workload, spec.count, spec.flavour);
+    let tls = if w.is_tls() {
+        let (tls, cert) = tls::server()?;
+        println!("CERT {cert}");
+        Some(tls)
+    } else {
+        None
+    };
     match (spec.imp, fl.is_tokio()) {
         (Imp::Pipes, true) => run_tokio(fl, move || async move {
-            let p = pipes::server(pipe_tokio::Tokio::current(), w, count).await?;
+            let p = pipes::server(pipe_tokio::Tokio::current(), w, count, tls).await?;
             announce(p.local_addr().ok_or("no local address")?.port());
             p.closed().await;
             Err("the server closed".into())
         }),
         (Imp::Pipes, false) => run_smol(fl, move |ex| async move {
-            let p = pipes::server(rt::pipe_smol(&ex), w, count).await?;
+            let p = pipes::server(rt::pipe_smol(&ex), w, count, tls).await?;
             announce(p.local_addr().ok_or("no local address")?.port());
             p.closed().await;
             Err("the server closed".into())
         }),
-        (Imp::Raw, true) => run_tokio(fl, move || raw_tokio::server(w, count)),
+        (Imp::Raw, true) => run_tokio(fl, move || raw_tokio::server(w, count, tls)),
+        (Imp::Raw, false) if w.is_tls() => Err("no raw smol TLS server".into()),
         (Imp::Raw, false) => run_smol(fl, move |ex| raw_smol::server(ex, w, count)),
         (imp, _) => Err(format!("no {} server", imp.name()).into()),
     }
 }
 
-/// `--role client <spec> <addr>`: run the workload, print `RESULT key=value ...`.
-pub fn client(spec: Spec, addr: SocketAddr) -> Res {
+/// `--role client <spec> <addr> [<cert hex>]`: run the workload, print `RESULT key=value ...`.
+/// A TLS client trusts the server's certificate (`CERT` of the server) alone.
+pub fn client(spec: Spec, addr: SocketAddr, cert: Option<&str>) -> Res {
     raise_nofile()?;
     watch_stdin(false);
     let (w, count, fl) = (spec.workload, spec.count, spec.flavour);
+    let tls = match (w.is_tls(), cert) {
+        (true, Some(c)) => Some(tls::client(c)?),
+        (true, None) => return Err("a TLS client needs the server's certificate".into()),
+        (false, _) => None,
+    };
     let metrics = match (spec.imp, fl.is_tokio()) {
         (Imp::Pipes, true) => run_tokio(fl, move || async move {
-            pipes::client(pipe_tokio::Tokio::current(), w, count, addr).await
+            pipes::client(pipe_tokio::Tokio::current(), w, count, addr, tls).await
         }),
         (Imp::Pipes, false) => run_smol(fl, move |ex| async move {
-            pipes::client(rt::pipe_smol(&ex), w, count, addr).await
+            pipes::client(rt::pipe_smol(&ex), w, count, addr, tls).await
         }),
-        (Imp::Raw, true) => run_tokio(fl, move || raw_tokio::client(w, count, addr)),
+        (Imp::Raw, true) => run_tokio(fl, move || raw_tokio::client(w, count, addr, tls)),
+        (Imp::Raw, false) if w.is_tls() => Err("no raw smol TLS client".into()),
         (Imp::Raw, false) => run_smol(fl, move |ex| raw_smol::client(ex, w, count, addr)),
         (imp, _) => Err(format!("no {} client", imp.name()).into()),
     }?;
@@ -196,12 +212,18 @@ fn run_pair(spec: Spec, deadline: Instant, procs: &mut Vec<Proc>) -> Res<String>
         return run_relay(spec, deadline, procs);
     }
     let server = Proc::role("server", "server", &spec.args())?;
+    let cert = if spec.workload.is_tls() {
+        Some(server.expect("CERT ", deadline)?)
+    } else {
+        None
+    };
     let addr = local(&server.expect("PORT ", deadline)?)?;
     let base = rss_kib(server.pid())?;
     let spid = server.pid();
     procs.push(server);
     let mut args = spec.args();
     args.push(addr.to_string());
+    args.extend(cert);
     procs.push(Proc::role("client", "client", &args)?);
     let client = procs.last_mut().ok_or("no client")?;
     let mut extra = String::new();

@@ -32,10 +32,12 @@ pub enum Workload {
     ConnectClose,
     Many,
     Relay,
+    TlsPingPong,
+    TlsBulk,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 9] = [
         Workload::TcpPingPong,
         Workload::TcpBulk,
         Workload::UdpPingPong,
@@ -43,6 +45,8 @@ impl Workload {
         Workload::ConnectClose,
         Workload::Many,
         Workload::Relay,
+        Workload::TlsPingPong,
+        Workload::TlsBulk,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +58,8 @@ impl Workload {
             Workload::ConnectClose => "connect-close",
             Workload::Many => "many-conns",
             Workload::Relay => "relay",
+            Workload::TlsPingPong => "tls-pingpong",
+            Workload::TlsBulk => "tls-bulk",
         }
     }
 
@@ -67,7 +73,21 @@ impl Workload {
             Workload::ConnectClose => "5 TCP connect+close, 1 echo per 50 (connections/s)",
             Workload::Many => "6 many connections",
             Workload::Relay => "7 TCP relay bulk (MB/s)",
+            Workload::TlsPingPong => "8 TLS ping-pong 64 B (round trips/s)",
+            Workload::TlsBulk => "9 TLS bulk 64 KiB writes (MB/s)",
         }
+    }
+
+    /// TCP in TLS: pipes with `Conf::tls` against raw tokio over tokio-rustls.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Workload::TlsPingPong | Workload::TlsBulk)
+    }
+
+    /// Whether the workload runs in `fl`. The TLS workloads run on the tokio flavours only:
+    /// their raw side is tokio-rustls, and a pipes-on-smol row would have no raw smol TLS
+    /// to be compared with.
+    pub fn runs_on(self, fl: Flavour) -> bool {
+        !self.is_tls() || fl.is_tokio()
     }
 
     pub fn parse(s: &str) -> Res<Self> {
@@ -236,6 +256,8 @@ pub struct Counts {
     pub connect_close: u64,
     pub many: u64,
     pub relay: u64,
+    pub tls_pingpong: u64,
+    pub tls_bulk: u64,
 }
 
 impl Counts {
@@ -248,6 +270,8 @@ impl Counts {
             connect_close: 2_000,
             many: 10_000,
             relay: 512 << 20,
+            tls_pingpong: 20_000,
+            tls_bulk: 512 << 20,
         }
     }
 
@@ -260,6 +284,8 @@ impl Counts {
             connect_close: 50,
             many: 200,
             relay: 4 << 20,
+            tls_pingpong: 200,
+            tls_bulk: 4 << 20,
         }
     }
 
@@ -272,6 +298,8 @@ impl Counts {
             Workload::ConnectClose => self.connect_close,
             Workload::Many => self.many,
             Workload::Relay => self.relay,
+            Workload::TlsPingPong => self.tls_pingpong,
+            Workload::TlsBulk => self.tls_bulk,
         }
     }
 }
