@@ -58,7 +58,8 @@ pub struct Conf {
     /// The TLS configuration of a TCP pipe ([`crate::Tls::Client`] to connect,
     /// [`crate::Tls::Server`] for a listener); `Some` turns TLS on.
     pub tls: Option<crate::tls::Tls>,
-    /// A TLS server's handshakes in progress; connections past it are refused. Default 1,024.
+    /// A TLS server's handshakes in progress; a new connection past it ends the oldest
+    /// handshake (`TlsError::HandshakeEvicted`). Default 1,024.
     pub max_handshakes: usize,
     /// The `protocol` argument of `socket(2)`. P2PD: 0.
     pub sock_proto: i32,

@@ -210,7 +210,4 @@ pub enum AcceptError {
     /// The listener is closed (or is not a listener).
     #[error("listener is closed")]
     Closed,
-    /// A TLS listener already has `max_handshakes` handshakes in progress: close this one.
-    #[error("TLS handshake limit of {0} reached")]
-    TooManyHandshakes(usize),
 }

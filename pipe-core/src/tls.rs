@@ -48,6 +48,10 @@ pub enum TlsError {
     /// The handshake did not finish within `Conf::ssl_handshake`.
     #[error("the TLS handshake did not finish in time")]
     HandshakeTimeout,
+    /// The server had `Conf::max_handshakes` handshakes in progress when a new connection
+    /// came: the oldest (this one) gave way.
+    #[error("the TLS handshake gave way to a newer one (server at its handshake limit)")]
+    HandshakeEvicted,
     /// The peer closed the connection without `close_notify`: the data may be cut short.
     #[error("the peer closed without close_notify (truncation)")]
     Truncated,

@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use pipe_core::rustls_types::*;
 use pipe_core::{
-    AcceptError, Conf, EndReason, Engine, Event, Framing, PipeId, SubId, Tls, TlsClient, TlsError,
-    TlsServer,
+    Conf, EndReason, Engine, Event, Framing, PipeId, SubId, Tls, TlsClient, TlsError, TlsServer,
 };
 
 fn sa(s: &str) -> SocketAddr {
@@ -388,11 +387,28 @@ fn handshakes_in_progress_are_capped_per_listener() {
         )
     };
     let a = accept(&mut e, 1).unwrap();
-    accept(&mut e, 2).unwrap();
-    assert_eq!(accept(&mut e, 3), Err(AcceptError::TooManyHandshakes(2)));
-    // One handshake ends (the peer leaves): a slot frees.
-    e.handle_peer_closed(now, a, true);
-    assert!(accept(&mut e, 4).is_ok());
+    let b = accept(&mut e, 2).unwrap();
+    while e.poll_event().is_some() {}
+    // At the cap, a newcomer is accepted and the oldest handshake gives way.
+    let c = accept(&mut e, 3).unwrap();
+    let ends: Vec<_> = std::iter::from_fn(|| e.poll_event())
+        .filter_map(|ev| match ev {
+            Event::End { pipe, reason } => Some((pipe, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, [(a, EndReason::Tls(TlsError::HandshakeEvicted))]);
+    assert_eq!(e.stats(l).unwrap().handshakes_evicted, 1);
+    // The next newcomer evicts b, never c before b.
+    accept(&mut e, 4).unwrap();
+    let ends: Vec<_> = std::iter::from_fn(|| e.poll_event())
+        .filter_map(|ev| match ev {
+            Event::End { pipe, .. } => Some(pipe),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, [b]);
+    assert!(e.state(c).is_some());
 }
 
 #[test]
@@ -418,4 +434,22 @@ fn tls_conf_is_checked_against_the_pipe_kind() {
     assert!(e
         .open_udp(now, sa("10.0.0.1:3"), Some(sa("10.0.0.2:3")), client, false)
         .is_err());
+}
+
+#[test]
+fn alpn_is_negotiated() {
+    let c = cert(&["pipes.test"]);
+    let s = TlsServer::new(vec![c.der.clone()], c.key.clone_key())
+        .alpn([b"http/1.1".to_vec()])
+        .build()
+        .unwrap();
+    let k = TlsClient::with_roots([c.der.clone()])
+        .server_name(ServerName::try_from("pipes.test").unwrap())
+        .alpn([b"h2".to_vec(), b"http/1.1".to_vec()])
+        .build()
+        .unwrap();
+    let (sc, kc) = confs(s, k);
+    let mut p = Pair::new(sc, kc);
+    assert_eq!(p.e.alpn(p.client), Some(b"http/1.1".to_vec()));
+    assert_eq!(p.e.alpn(p.conn), Some(b"http/1.1".to_vec()));
 }

@@ -160,10 +160,14 @@ impl Engine {
         if l.children.len() >= l.conf.max_connections {
             return Err(AcceptError::TooManyConnections(l.conf.max_connections));
         }
+        // At the cap of handshakes in progress the oldest one gives way: a flood of stalled
+        // handshakes then cannot lock a genuine client out (it would have to outpace every
+        // new connection), and the count never passes the cap.
+        let mut evict = None;
         let session = match &l.conf.tls {
             Some(Tls::Server { config }) => {
-                if l.t.handshakes >= l.conf.max_handshakes {
-                    return Err(AcceptError::TooManyHandshakes(l.conf.max_handshakes));
+                if l.t.handshakes.len() >= l.conf.max_handshakes {
+                    evict = l.t.handshakes.first().copied();
                 }
                 let s = TlsSession::server(config.clone(), l.conf.max_out_bytes)
                     .map_err(|_| AcceptError::Closed)?;
@@ -173,6 +177,18 @@ impl Engine {
         };
         let tls = !session.is_plain();
         let (conf, parent_callbacks) = (Arc::clone(&l.conf), l.callbacks);
+        if let Some(old) = evict {
+            self.tick(now);
+            self.end(
+                old,
+                State::Closing,
+                EndReason::Tls(crate::tls::TlsError::HandshakeEvicted),
+            );
+            if let Some(l) = self.pipes.get_mut(&listener) {
+                l.stats.handshakes_evicted += 1;
+            }
+        }
+
         let id = self.insert(
             now,
             Kind::TcpConn { listener },
@@ -191,7 +207,7 @@ impl Engine {
             return Err(AcceptError::Closed);
         };
         if tls {
-            l.t.handshakes += 1;
+            l.t.handshakes.insert(id);
         }
         l.children.insert(id);
         l.accept_q.push_back(id);
@@ -294,7 +310,7 @@ impl Engine {
         }
         if let Kind::TcpConn { listener } = p.kind {
             if let Some(l) = self.pipes.get_mut(&listener) {
-                l.t.handshakes = l.t.handshakes.saturating_sub(1);
+                l.t.handshakes.remove(&pipe);
             }
         }
     }
@@ -1016,6 +1032,7 @@ impl Engine {
                     && p.stamps.as_ref().is_none_or(|s| s.within_caps())
                     && p.accept_q.len() <= p.conf.accept_backlog
                     && p.children.len() <= p.conf.max_connections
+                    && p.t.handshakes.len() <= p.conf.max_handshakes
                     && p.deframer
                         .as_ref()
                         .is_none_or(|d| d.buffered() <= d.max_buffered())

@@ -121,6 +121,8 @@ pub struct Stats {
     pub send_failed: u64,
     /// Times the pipe stopped reading because of a cap (see [`crate::Event::Pause`]).
     pub paused: u64,
+    /// A TLS listener: handshakes ended to make room at `max_handshakes` (oldest first).
+    pub handshakes_evicted: u64,
     /// Stamped messages (`Conf::relay_stamp`) delivered locally but not forwarded through the
     /// pipe's links because they had no hops left.
     pub hop_limited: u64,
@@ -199,8 +201,9 @@ pub(crate) struct Timing {
     /// Bytes this pipe holds as last counted into its server's budget.
     pub(crate) mem: usize,
     pub(crate) paused: bool,
-    /// Listener: TLS handshakes in progress; connection: this one is counted there.
-    pub(crate) handshakes: usize,
+    /// Listener: its connections in a TLS handshake, oldest first; connection: this one is
+    /// counted there.
+    pub(crate) handshakes: std::collections::BTreeSet<PipeId>,
     pub(crate) counted_handshake: bool,
     /// Listener: the bytes all its connections hold, and whether that is over its budget.
     pub(crate) budget_used: usize,
@@ -223,7 +226,7 @@ impl Timing {
             held_jobs: 0,
             mem: 0,
             paused: false,
-            handshakes: 0,
+            handshakes: std::collections::BTreeSet::new(),
             counted_handshake: false,
             budget_used: 0,
             over_budget: false,
