@@ -44,11 +44,20 @@ impl Session {
     pub(crate) fn outbound(&mut self, bytes: Bytes) -> Result<Bytes, crate::error::SendError> {
         match self {
             Session::Plain => Ok(bytes),
+            Session::Tls(_) => self.outbound_slice(&bytes),
+        }
+    }
+
+    /// Like `outbound`, from the caller's buffer: TLS encrypts straight from it (no copy into
+    /// a framing buffer first).
+    pub(crate) fn outbound_slice(&mut self, data: &[u8]) -> Result<Bytes, crate::error::SendError> {
+        match self {
+            Session::Plain => Ok(Bytes::copy_from_slice(data)),
             Session::Tls(t) => {
-                if !t.write_plain(&bytes) {
+                if !t.write_plain(data) {
                     return Err(crate::error::SendError::WouldBlock);
                 }
-                Ok(t.take_outgoing().unwrap_or_default())
+                Ok(t.take_outgoing_sized(data.len()).unwrap_or_default())
             }
         }
     }

@@ -403,14 +403,9 @@ impl TlsSession {
             let state = self.conn.process_new_packets().map_err(TlsError::from)?;
             let pending = state.plaintext_bytes_to_read();
             if pending > 0 {
-                let start = out.plain.len();
-                out.plain.resize(start + pending, 0);
-                let n = self
-                    .conn
-                    .reader()
-                    .read(&mut out.plain[start..])
-                    .unwrap_or(0);
-                out.plain.truncate(start + n);
+                // Appended without zero-filling first; `WouldBlock` ends it when drained.
+                out.plain.reserve(pending);
+                let _ = self.conn.reader().read_to_end(&mut out.plain);
             }
             if state.peer_has_closed() {
                 self.peer_closed = true;
@@ -433,6 +428,22 @@ impl TlsSession {
     /// Start the clean close: queue `close_notify`.
     pub(crate) fn close_notify(&mut self) {
         self.conn.send_close_notify();
+    }
+
+    /// TLS records waiting to go to the socket, if any. `hint`: the plaintext just written,
+    /// so the buffer is sized once (records add 22 bytes each, per 16 KiB at most).
+    pub(crate) fn take_outgoing_sized(&mut self, hint: usize) -> Option<Bytes> {
+        if !self.conn.wants_write() {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(hint + (hint / 16_384 + 1) * 64 + 64);
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        (!buf.is_empty()).then(|| Bytes::from(buf))
     }
 
     /// TLS records waiting to go to the socket, if any.

@@ -1348,11 +1348,14 @@ impl Engine {
                         return Err(SendError::NotConnectedTo(d));
                     }
                 }
-                let framed = match &p.deframer {
-                    Some(deframer) => deframer.frame(data)?,
-                    None => Bytes::copy_from_slice(data),
+                let out = match &p.deframer {
+                    Some(deframer) => {
+                        let framed = deframer.frame(data)?;
+                        p.session.outbound(framed)?
+                    }
+                    None => p.session.outbound_slice(data)?,
                 };
-                Ok((peer, p.session.outbound(framed)?))
+                Ok((peer, out))
             }
             Kind::Udp => {
                 let dst = udp_dest(p, dest)?;
