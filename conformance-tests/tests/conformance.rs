@@ -100,6 +100,10 @@ macro_rules! suite {
         fn tls_bulk_64_mib() {
             go(|rt| tls::bulk(rt.clone(), rt))
         }
+        #[test]
+        fn tls_wrapped_socket_dedup_and_filters() {
+            go(|rt| tls::wrapped_socket_dedup_and_filters(rt.clone(), rt))
+        }
 
         // receiving
         #[test]
@@ -521,6 +525,27 @@ macro_rules! mixed {
             $run(|t, s| {
                 let (srv, cli) = $pick(t, s);
                 tls::bulk(srv, cli)
+            })
+        }
+        #[test]
+        fn tls_mutual() {
+            $run(|t, s| {
+                let (srv, cli) = $pick(t, s);
+                tls::mutual(srv, cli)
+            })
+        }
+        #[test]
+        fn tls_truncation() {
+            $run(|t, s| {
+                let (srv, cli) = $pick(t, s);
+                tls::truncation(srv, cli)
+            })
+        }
+        #[test]
+        fn tls_wrapped_socket_dedup_and_filters() {
+            $run(|t, s| {
+                let (srv, cli) = $pick(t, s);
+                tls::wrapped_socket_dedup_and_filters(srv, cli)
             })
         }
         #[test]

@@ -330,3 +330,78 @@ fn openssl_s_client_through_a_tls_terminating_relay() {
         }
     }
 }
+
+/// `relay --tls-to localhost --ca CERT` originates TLS toward a TLS echo-server: a plain
+/// client on one side, verified TLS on the other (and both: terminate and re-originate).
+#[test]
+fn relay_originates_tls_to_the_upstream() {
+    if !have_openssl() {
+        return;
+    }
+    let (cert, key) = make_cert("relay-to");
+    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    for runtime in ["tokio", "smol"] {
+        let (_echo, echo) = start(
+            env!("CARGO_BIN_EXE_echo-server"),
+            &[
+                "--proto",
+                "tcp",
+                "--bind",
+                "127.0.0.1:0",
+                "--runtime",
+                runtime,
+                "--tls",
+                c,
+                k,
+            ],
+        );
+        let to = echo.to_string();
+        let (_relay, relay) = start(
+            env!("CARGO_BIN_EXE_relay"),
+            &[
+                "--proto",
+                "tcp",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                &to,
+                "--runtime",
+                runtime,
+                "--tls-to",
+                "localhost",
+                "--ca",
+                c,
+            ],
+        );
+        // A plain client: the relay adds the TLS.
+        let mut s = std::net::TcpStream::connect(relay).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"plain in, tls out").unwrap();
+        let mut got = vec![0u8; 17];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"plain in, tls out", "{runtime}");
+        // Terminate and re-originate: openssl's TLS in, TLS out.
+        let (_both, both) = start(
+            env!("CARGO_BIN_EXE_relay"),
+            &[
+                "--proto",
+                "tcp",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                &to,
+                "--runtime",
+                runtime,
+                "--tls-listen",
+                c,
+                k,
+                "--tls-to",
+                "localhost",
+                "--ca",
+                c,
+            ],
+        );
+        let got = s_client(both, &cert, "-tls1_3", "tls both ways\n", "tls both ways");
+        assert!(got.contains("tls both ways"), "{runtime}: {got:?}");
+    }
+}

@@ -316,3 +316,56 @@ pub async fn bulk<S: Runtime, C: Runtime>(srv: S, cli: C) {
     client.close().await;
     server.close().await;
 }
+
+/// TLS composes with the rest: a client wrapping an existing connected socket, with dedup on
+/// and a subscription filter; the server's callback sees each message once.
+pub async fn wrapped_socket_dedup_and_filters<S: Runtime, C: Runtime>(srv: S, cli: C) {
+    let c = cert(&["localhost"]);
+    let seen: Log<Vec<u8>> = Log::new();
+    let log = seen.clone();
+    let server = PipeBuilder::new(srv, Proto::Tcp)
+        .bind(lo0(Family::V4))
+        .conf(Conf {
+            enable_msg_ids: true,
+            framing: Framing::LengthPrefixed { max: 1024 },
+            ..server_conf(&c)
+        })
+        .on_message(move |m, p| {
+            let log = log.clone();
+            async move {
+                log.push(m.data.to_vec());
+                let _ = p.send(&m.data).await;
+            }
+        })
+        .open()
+        .await
+        .unwrap();
+    let sock = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+    let client = PipeBuilder::new(cli, Proto::Tcp)
+        .socket(sock)
+        .conf(Conf {
+            framing: Framing::LengthPrefixed { max: 1024 },
+            ..with_tls(client_tls(&c, Some("localhost")).build().unwrap())
+        })
+        .open()
+        .await
+        .expect("TLS over a wrapped socket");
+    let only_b = client.subscribe(Filter::pattern("^b").unwrap()).unwrap();
+    for m in [&b"a1"[..], b"b1", b"a1", b"b2"] {
+        client.send(m).await.unwrap();
+    }
+    // The server's dedup drops the repeated "a1": three messages reach its callback.
+    let got = seen.wait_len(3).await;
+    assert_eq!(got, [b"a1".to_vec(), b"b1".to_vec(), b"b2".to_vec()]);
+    let m1 = within(WAIT, "b1", client.recv_on(only_b, Some(WAIT)))
+        .await
+        .unwrap()
+        .unwrap();
+    let m2 = within(WAIT, "b2", client.recv_on(only_b, Some(WAIT)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&m1.data[..], &m2.data[..]), (&b"b1"[..], &b"b2"[..]));
+    client.close().await;
+    server.close().await;
+}
