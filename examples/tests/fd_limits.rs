@@ -2,57 +2,33 @@
 //! descriptors (`ulimit -n 256`). At the limit the server must not spin (accept backs off on
 //! EMFILE), and once descriptors are free again it must serve at once. Loopback only.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A child process killed on drop.
-struct Proc(Child);
+mod support;
+use support::Server;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start echo-server with `RLIMIT_NOFILE` = `nofile`; its address from its first line.
-fn echo_server_limited(runtime: &str, nofile: u32) -> (Proc, SocketAddr) {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_echo-server"))
-        .args([
+/// Start echo-server with `RLIMIT_NOFILE` = `nofile` (`sh` sets it, then becomes the server:
+/// same pid); its address from its first line.
+fn echo_server_limited(runtime: &str, nofile: u32) -> (Server, SocketAddr) {
+    let script = format!("ulimit -n {nofile} && exec \"$0\" \"$@\"");
+    let server = Server::start(
+        "sh",
+        &[
+            "-c",
+            &script,
+            env!("CARGO_BIN_EXE_echo-server"),
             "--proto",
             "tcp",
             "--bind",
             "127.0.0.1:0",
             "--runtime",
             runtime,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start echo-server");
-    let stdout = child.stdout.take().expect("stdout");
-    let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("first line within 20 s");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line was {line:?}"))
-        .parse()
-        .expect("address");
-    (proc, addr)
+        ],
+    );
+    let addr = server.addr;
+    (server, addr)
 }
 
 /// CPU time (user + system) the process used, from `/proc/<pid>/stat`.
@@ -83,7 +59,7 @@ fn echo_once(addr: SocketAddr, timeout: Duration) -> std::io::Result<()> {
 
 fn flood_at_the_fd_limit(runtime: &str) {
     let (server, addr) = echo_server_limited(runtime, 256);
-    let pid = server.0.id();
+    let pid = server.child.id();
     echo_once(addr, Duration::from_secs(5)).expect("a first echo");
 
     // 1,280 connection attempts from 8 threads: about 250 are served, the rest wait in the

@@ -9,19 +9,18 @@
 //! see the figures.
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::{clients_that_fit, is_end, Server};
+
 const ECHO: &str = env!("CARGO_BIN_EXE_echo-server");
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
-
-/// How often a wait looks again.
-const POLL: Duration = Duration::from_millis(20);
 
 /// The library's close flush deadline.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
@@ -39,51 +38,13 @@ fn heavy() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A server child process, killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
+/// The programs under test, started the way these tests need them.
+trait Programs {
+    fn echo(proto: &str, runtime: &str, extra: &[&str]) -> Server;
+    fn relay(proto: &str, runtime: &str, to: SocketAddr, extra: &[&str]) -> Server;
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Start one of our binaries and read its `listening on <addr>` first line.
-    fn start(bin: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start binary");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut server = Server {
-            child,
-            addr: "127.0.0.1:0".parse().expect("addr"),
-        };
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("first line within 20 s");
-        server.addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line was {line:?}"))
-            .parse()
-            .expect("a socket address");
-        server
-    }
-
+impl Programs for Server {
     fn echo(proto: &str, runtime: &str, extra: &[&str]) -> Server {
         let mut args = vec![
             "--proto",
@@ -112,102 +73,6 @@ impl Server {
         args.extend_from_slice(extra);
         Server::start(RELAY, &args)
     }
-
-    /// Panics if the process has exited: a dead server holds no descriptors, and must not
-    /// pass a test for it.
-    fn assert_alive(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("the server exited: {status}");
-        }
-    }
-
-    /// Open descriptors: entries of `/proc/<pid>/fd`.
-    fn fds(&mut self) -> usize {
-        self.assert_alive();
-        let dir = format!("/proc/{}/fd", self.child.id());
-        std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("read {dir}: {e}"))
-            .count()
-    }
-
-    /// The descriptor count once it holds still for 100 ms (at most 3 s): the count at start.
-    fn settled_fds(&mut self) -> usize {
-        let t0 = Instant::now();
-        let (mut last, mut same) = (self.fds(), 0);
-        while same < 5 && t0.elapsed() < Duration::from_secs(3) {
-            thread::sleep(POLL);
-            let n = self.fds();
-            same = if n == last { same + 1 } else { 0 };
-            last = n;
-        }
-        last
-    }
-
-    /// A `kB` figure of `/proc/<pid>/status` (`VmRSS`, `VmHWM`).
-    fn status_kb(&mut self, key: &str) -> u64 {
-        self.assert_alive();
-        let path = format!("/proc/{}/status", self.child.id());
-        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {path}"))
-    }
-
-    /// Poll until the descriptor count is at most `limit`; how long that took, or the count
-    /// last seen.
-    fn wait_fds_at_most(&mut self, limit: usize, within: Duration) -> Result<Duration, usize> {
-        let t0 = Instant::now();
-        loop {
-            let n = self.fds();
-            if n <= limit {
-                return Ok(t0.elapsed());
-            }
-            if t0.elapsed() > within {
-                return Err(n);
-            }
-            thread::sleep(POLL);
-        }
-    }
-}
-
-/// Errors that mean the peer ended the connection.
-fn is_end(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
-    )
-}
-
-/// The soft limit on open files of this process (the servers inherit it).
-fn fd_soft_limit() -> usize {
-    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .expect("Max open files");
-    match line.split_whitespace().nth(3) {
-        Some("unlimited") => usize::MAX,
-        Some(v) => v.parse().expect("a number"),
-        None => panic!("bad line {line:?}"),
-    }
-}
-
-/// `want` clients if the fd limit fits them twice (our side and the server's) with 500 to
-/// spare; else as many as fit, said loudly.
-fn clients_that_fit(want: usize, test: &str) -> usize {
-    let soft = fd_soft_limit();
-    if soft >= want * 2 + 500 {
-        return want;
-    }
-    let n = soft.saturating_sub(500) / 2;
-    let _ = writeln!(
-        io::stderr().lock(),
-        "\n!!!!! {test}: the open-file limit is {soft}: {n} clients instead of {want} !!!!!\n"
-    );
-    assert!(n >= 50, "{test}: an open-file limit of {soft} is too low");
-    n
 }
 
 /// A TCP address nothing listens on: a listener's port, after the listener is gone.

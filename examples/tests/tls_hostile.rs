@@ -22,10 +22,9 @@
 //!
 //! A missing `openssl` prints a loud SKIP line (a failure with `PIPES_REQUIRE_PEERS=1`).
 
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -33,10 +32,10 @@ use std::time::{Duration, Instant};
 use pipe_io::tls::{self, ServerName};
 use pipe_io::{Conf, PipeBuilder, Proto, TlsClient};
 
-const ECHO: &str = env!("CARGO_BIN_EXE_echo-server");
+mod support;
+use support::{clients_that_fit, is_end, Server};
 
-/// How often a wait looks again.
-const POLL: Duration = Duration::from_millis(20);
+const ECHO: &str = env!("CARGO_BIN_EXE_echo-server");
 
 /// The tolerance around the handshake deadline, and the bound on "closed at once".
 const SLACK: Duration = Duration::from_secs(1);
@@ -77,214 +76,36 @@ fn cap() -> usize {
     Conf::default().max_handshakes
 }
 
-fn have_openssl() -> bool {
-    let ok = Command::new("openssl")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let line = "SKIP tls_hostile: openssl is not installed (apt-get install openssl)";
-        if std::env::var_os("PIPES_REQUIRE_PEERS").is_some_and(|v| !v.is_empty() && v != "0") {
-            panic!("{line} (PIPES_REQUIRE_PEERS is set: a missing peer is a failure)");
-        }
-        let _ = writeln!(io::stderr().lock(), "\n!!!!! {line} !!!!!\n");
-    }
-    ok
-}
-
 /// `cert.pem` and `key.pem` for localhost and 127.0.0.1, made once per test process; `None`
 /// (after a loud SKIP line) without openssl.
 fn cert() -> Option<&'static (PathBuf, PathBuf)> {
     static CERT: OnceLock<Option<(PathBuf, PathBuf)>> = OnceLock::new();
     CERT.get_or_init(|| {
-        if !have_openssl() {
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("pipes-tls-hostile-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let st = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-subj", "/CN=localhost", "-days", "2"])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            // An end-entity certificate (OpenSSL 3 marks `req -x509` certificates as CAs,
-            // which webpki refuses as a server's certificate).
-            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-            .args(["-addext", "extendedKeyUsage=serverAuth"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl req");
-        assert!(st.success(), "openssl req failed");
-        Some((cert, key))
+        support::have_openssl("tls_hostile").then(|| support::openssl_cert("hostile"))
     })
     .as_ref()
 }
 
-/// A server child process, killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// `echo-server --proto tcp --tls CERT KEY` on `runtime`; its address from its
-    /// `listening on <addr>` first line.
-    fn tls_echo(runtime: &str, cert: &(PathBuf, PathBuf)) -> Server {
-        let mut child = Command::new(ECHO)
-            .args([
-                "--proto",
-                "tcp",
-                "--bind",
-                "127.0.0.1:0",
-                "--runtime",
-                runtime,
-            ])
-            .arg("--tls")
-            .arg(&cert.0)
-            .arg(&cert.1)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start echo-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut server = Server {
-            child,
-            addr: "127.0.0.1:0".parse().expect("addr"),
-        };
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("first line within 20 s");
-        server.addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line was {line:?}"))
-            .parse()
-            .expect("a socket address");
-        server
-    }
-
-    /// Panics if the process has exited: a dead server holds no descriptors, and must not
-    /// pass a test for it.
-    fn assert_alive(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("the server exited: {status}");
-        }
-    }
-
-    /// Open descriptors: entries of `/proc/<pid>/fd`.
-    fn fds(&mut self) -> usize {
-        self.assert_alive();
-        let dir = format!("/proc/{}/fd", self.child.id());
-        std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("read {dir}: {e}"))
-            .count()
-    }
-
-    /// The descriptor count once it holds still for 100 ms (at most 3 s): the count at start.
-    fn settled_fds(&mut self) -> usize {
-        let t0 = Instant::now();
-        let (mut last, mut same) = (self.fds(), 0);
-        while same < 5 && t0.elapsed() < Duration::from_secs(3) {
-            thread::sleep(POLL);
-            let n = self.fds();
-            same = if n == last { same + 1 } else { 0 };
-            last = n;
-        }
-        last
-    }
-
-    /// A `kB` figure of `/proc/<pid>/status` (`VmRSS`, `VmHWM`).
-    fn status_kb(&mut self, key: &str) -> u64 {
-        self.assert_alive();
-        let path = format!("/proc/{}/status", self.child.id());
-        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {path}"))
-    }
-
-    /// Poll until the descriptor count is at most `limit`; how long that took, or the count
-    /// last seen.
-    fn wait_fds_at_most(&mut self, limit: usize, within: Duration) -> Result<Duration, usize> {
-        let t0 = Instant::now();
-        loop {
-            let n = self.fds();
-            if n <= limit {
-                return Ok(t0.elapsed());
-            }
-            if t0.elapsed() > within {
-                return Err(n);
-            }
-            thread::sleep(POLL);
-        }
-    }
-}
-
-/// Errors that mean the peer ended the connection.
-fn is_end(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
-    )
-}
-
-/// The soft limit on open files of this process (the server inherits it).
-fn fd_soft_limit() -> usize {
-    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .expect("Max open files");
-    match line.split_whitespace().nth(3) {
-        Some("unlimited") => usize::MAX,
-        Some(v) => v.parse().expect("a number"),
-        None => panic!("bad line {line:?}"),
-    }
-}
-
-/// `want` clients if the fd limit fits them twice (our side and the server's) with 500 to
-/// spare; else as many as fit, said loudly.
-fn clients_that_fit(want: usize, test: &str) -> usize {
-    let soft = fd_soft_limit();
-    if soft >= want * 2 + 500 {
-        return want;
-    }
-    let n = soft.saturating_sub(500) / 2;
-    let _ = writeln!(
-        io::stderr().lock(),
-        "\n!!!!! {test}: the open-file limit is {soft}: {n} clients instead of {want} !!!!!\n"
+/// `echo-server --proto tcp --tls CERT KEY` on `runtime`.
+fn tls_echo(runtime: &str, cert: &(PathBuf, PathBuf)) -> Server {
+    let (c, k) = (
+        cert.0.to_str().expect("path"),
+        cert.1.to_str().expect("path"),
     );
-    assert!(n >= 50, "{test}: an open-file limit of {soft} is too low");
-    n
+    Server::start(
+        ECHO,
+        &[
+            "--proto",
+            "tcp",
+            "--bind",
+            "127.0.0.1:0",
+            "--runtime",
+            runtime,
+            "--tls",
+            c,
+            k,
+        ],
+    )
 }
 
 /// `TcpExt: ListenOverflows` of `/proc/net/netstat`: SYNs and ACKs the kernel dropped because
@@ -519,7 +340,7 @@ fn attack(
     let scale = |k: usize| if n == want { k } else { (k * n / want).max(1) };
     let order = connect_order(scale(silent), scale(partial), scale(trickle));
     let n = order.len();
-    let mut server = Server::tls_echo(runtime, cert);
+    let mut server = tls_echo(runtime, cert);
     let fd0 = server.settled_fds();
     let rss0 = server.status_kb("VmRSS");
 

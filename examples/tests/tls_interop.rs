@@ -8,7 +8,7 @@
 //!
 //! A missing `openssl` prints a loud SKIP line (a failure with `PIPES_REQUIRE_PEERS=1`).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -16,7 +16,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use pipe_io::tls::{self, ServerName};
+
+mod support;
 use pipe_io::{Conf, PipeBuilder, Proto, Runtime, TlsClient};
+use support::Server;
 
 /// A child process killed on drop.
 struct Proc(Child);
@@ -29,52 +32,12 @@ impl Drop for Proc {
 }
 
 fn have_openssl() -> bool {
-    let ok = Command::new("openssl")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let line = "SKIP tls_interop: openssl is not installed (apt-get install openssl)";
-        if std::env::var_os("PIPES_REQUIRE_PEERS").is_some_and(|v| !v.is_empty() && v != "0") {
-            panic!("{line} (PIPES_REQUIRE_PEERS is set: a missing peer is a failure)");
-        }
-        let _ = writeln!(std::io::stderr().lock(), "\n!!!!! {line} !!!!!\n");
-    }
-    ok
+    support::have_openssl("tls_interop")
 }
 
-/// A fresh directory with `cert.pem` and `key.pem` for localhost and 127.0.0.1.
+/// A fresh certificate and key for localhost and 127.0.0.1.
 fn make_cert(tag: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("pipes-tls-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-subj", "/CN=localhost", "-days", "2"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        // An end-entity certificate (OpenSSL 3 marks `req -x509` certificates as CAs, which
-        // webpki refuses as a server's certificate).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl req");
-    assert!(st.success(), "openssl req failed");
-    (cert, key)
+    support::openssl_cert(tag)
 }
 
 fn free_port() -> u16 {
@@ -86,31 +49,10 @@ fn free_port() -> u16 {
 }
 
 /// Start one of our binaries; its address from its first line.
-fn start(bin: &str, args: &[&str]) -> (Proc, SocketAddr) {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start binary");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("first line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line was {line:?}"))
-        .parse()
-        .unwrap();
-    (proc, addr)
+fn start(bin: &str, args: &[&str]) -> (Server, SocketAddr) {
+    let server = Server::start(bin, args);
+    let addr = server.addr;
+    (server, addr)
 }
 
 /// `openssl s_client` to `addr` with `version` (`-tls1_2` / `-tls1_3`), trusting `ca`: send

@@ -53,14 +53,13 @@ pub(crate) struct Entry {
     pub(crate) readable: Signal,
     /// The outbound buffer drained, or the pipe ended.
     pub(crate) writable: Signal,
-    /// The pipe's I/O task has something to do (flush, timer change, end, release).
+    /// The pipe's I/O task has something to do (flush, timer change, end, release, the
+    /// engine resumed its reading).
     pub(crate) wake_io: Signal,
     /// An accepted connection is waiting, or the listener ended.
     pub(crate) accept: Signal,
     /// A reliable send finished.
     pub(crate) reliable: Signal,
-    /// The engine lets the pipe read again.
-    pub(crate) resume: Signal,
     /// The pipe ended and its socket is closed.
     pub(crate) closed: Signal,
     pub(crate) ended: AtomicBool,
@@ -86,7 +85,6 @@ impl Entry {
             wake_io: Signal::new(),
             accept: Signal::new(),
             reliable: Signal::new(),
-            resume: Signal::new(),
             closed: Signal::new(),
             ended: AtomicBool::new(false),
             released: AtomicBool::new(false),
@@ -130,7 +128,6 @@ impl Entry {
             &self.wake_io,
             &self.accept,
             &self.reliable,
-            &self.resume,
         ] {
             s.notify(usize::MAX);
         }
@@ -383,7 +380,7 @@ impl<R: Runtime> Group<R> {
                 Event::Resume { pipe } => {
                     if let Some(e) = g.entry(pipe) {
                         e.paused.store(false, Ordering::Release);
-                        e.resume.notify(usize::MAX);
+                        e.wake_io.notify(usize::MAX);
                     }
                 }
                 _ => {}

@@ -382,7 +382,6 @@ async fn wait<R: Runtime, S: Readiness>(
     read: bool,
 ) -> Wake {
     let signal = entry.wake_io.listen();
-    let resume = entry.resume.listen();
     let (deadline, want_write) = {
         let mut g = group.lock();
         let deadline = if g.timer_task == Some(id) {
@@ -397,10 +396,11 @@ async fn wait<R: Runtime, S: Readiness>(
         return Wake::Signal;
     }
     if read && entry.is_paused() {
-        // Paused: wait for the engine's resume instead of the socket (the resume listener
-        // was registered above, before the check, so a resume in between is not lost).
+        // Paused: wait for the engine's resume (it signals `wake_io`, listened to above,
+        // before the check, so a resume in between is not lost) instead of the socket. An
+        // idle task holds one listener, not two: ~250 bytes less per connection.
         let sig = async {
-            future::or(signal, resume).await;
+            signal.await;
             Wake::Signal
         };
         return Box::pin(future::or(sig, timed(group, deadline, want_write, sock))).await;

@@ -1,5 +1,6 @@
-//! `stun-client SERVER [--bind ADDR] [--runtime tokio|smol]`: print the mapped address a
-//! STUN server sees for us. SERVER is `HOST[:PORT]`, port 3478 by default.
+//! `stun-client SERVER [--bind ADDR] [--nat] [--runtime tokio|smol]`: print the mapped
+//! address a STUN server sees for us, or with `--nat` each NAT behaviour (RFC 5780) and
+//! P2PD's class. SERVER is `HOST[:PORT]`, port 3478 by default.
 use std::net::{IpAddr, SocketAddr};
 
 use examples::cli::{self, HostPort, Opt, Pos, Spec, RUNTIME};
@@ -20,6 +21,14 @@ static SPEC: Spec = Spec {
             required: false,
             help: "the local address to send from (default: any address of SERVER's family)",
         },
+        Opt {
+            long: "nat",
+            short: None,
+            value: None,
+            required: false,
+            help: "discover the NAT's behaviour (mapping, filtering, port preservation, \
+                   hairpinning) and class; SERVER must be an RFC 5780 server (stun-server --alt)",
+        },
         RUNTIME,
     ],
     positional: &[Pos {
@@ -34,11 +43,18 @@ static SPEC: Spec = Spec {
 struct Main {
     server: SocketAddr,
     bind: Option<IpAddr>,
+    nat: bool,
 }
 
 impl Program for Main {
     type Output = ();
     async fn run<R: Runtime>(self, rt: R) -> Res {
+        if self.nat {
+            let report =
+                examples::stun_responder::nat_report(rt, vec![self.server], self.bind).await?;
+            print!("{report}");
+            return Ok(());
+        }
         let route = match self.bind {
             Some(ip) => Route::from_ip(ip),
             None => Route::any(pipe_io::Family::of_addr(&self.server)),
@@ -77,6 +93,7 @@ fn main() -> std::process::ExitCode {
             Main {
                 server,
                 bind: bind.map(|b| b.ip()),
+                nat: args.switch("nat"),
             },
         )
     })

@@ -178,7 +178,7 @@ pub(crate) struct PipeState {
     pub(crate) accept_q: VecDeque<PipeId>,
     pub(crate) in_accept_q: bool,
     pub(crate) stats: Box<Stats>,
-    pub(crate) t: Box<Timing>,
+    pub(crate) t: Timing,
     /// Reliable outcomes not yet taken by the driver.
     pub(crate) outcomes: Vec<(crate::event::MessageId, crate::event::Outcome)>,
 }
@@ -282,7 +282,7 @@ impl PipeState {
             accept_q: VecDeque::new(),
             in_accept_q: false,
             stats: Box::default(),
-            t: Box::new(Timing::new(now)),
+            t: Timing::new(now),
             outcomes: Vec::new(),
         }
     }
