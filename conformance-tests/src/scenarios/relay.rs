@@ -105,6 +105,17 @@ pub async fn udp_link<S: Runtime, C: Runtime>(srv: S, cli: C, fam: Family) {
     let other = raw_udp(fam);
     hub.link_with(&out, None, Some(other.get_ref().local_addr().unwrap()))
         .unwrap();
+    // A forward to a pipe of another group counts when the driver reports its result, a
+    // moment after the datagram left: wait for the three above to be counted.
+    let counted = |n: u64| {
+        let hub = &hub;
+        async move {
+            while hub.stats().unwrap().forwarded < n {
+                sleep(Duration::from_millis(5)).await; // a poll of a counter, bounded below
+            }
+        }
+    };
+    within(WAIT, "three forwards counted", counted(3)).await;
     let forwarded = hub.stats().unwrap().forwarded;
     sender.send(b"from sender").await.unwrap();
     other
@@ -118,6 +129,9 @@ pub async fn udp_link<S: Runtime, C: Runtime>(srv: S, cli: C, fam: Family) {
     let mut local = [text(&recv_msg(&hub).await), text(&recv_msg(&hub).await)];
     local.sort();
     assert_eq!(local, ["from other", "from sender"]);
+    // Each forward is decided in the step that delivers the message (both are done), and
+    // "from other"'s was sent (the sink has it): one, not two.
+    within(WAIT, "the forward counted", counted(forwarded + 1)).await;
     assert_eq!(hub.stats().unwrap().forwarded, forwarded + 1);
 
     // A dead target: local delivery goes on.
