@@ -1230,26 +1230,39 @@ impl Engine {
         };
         let held = p.held();
         let old = std::mem::replace(&mut p.t.mem, held);
+        let own = p.over_own_caps();
         let listener = match p.kind {
             Kind::TcpConn { listener } => listener,
             _ => {
-                let own = p.over_own_caps();
-                self.set_paused(pipe, own, None);
+                // No server budget: only the pipe's own caps (one lookup on the hot path).
+                if own != p.t.paused {
+                    self.set_paused(pipe, own, None);
+                }
                 return;
             }
         };
-        if held != old {
-            if let Some(l) = self.pipes.get_mut(&listener) {
-                l.t.budget_used = (l.t.budget_used + held).saturating_sub(old);
+        if held == old && own == p.t.paused && !p.t.paused {
+            // Nothing this pipe holds changed: its standing against the budget did not
+            // either (a budget crossing is handled where it happens, for every holder).
+            return;
+        }
+        let paused = p.t.paused;
+        let over = match self.pipes.get_mut(&listener) {
+            Some(l) => {
+                if held != old {
+                    l.t.budget_used = (l.t.budget_used + held).saturating_sub(old);
+                }
+                l.t.budget_used >= l.conf.max_server_bytes
             }
+            None => false,
+        };
+        if held != old {
             self.budget_changed(listener);
         }
-        let over = self
-            .pipes
-            .get(&listener)
-            .is_some_and(|l| l.t.budget_used >= l.conf.max_server_bytes);
-        let own = self.pipes.get(&pipe).is_some_and(|p| p.over_own_caps());
-        self.set_paused(pipe, own || (over && held > 0), Some(listener));
+        let pause = own || (over && held > 0);
+        if pause != paused || self.pipes.get(&pipe).is_some_and(|p| p.t.paused != pause) {
+            self.set_paused(pipe, pause, Some(listener));
+        }
     }
 
     /// A server's budget use changed. Crossing the budget pauses every connection that
