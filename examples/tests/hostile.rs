@@ -19,9 +19,6 @@ use std::time::{Duration, Instant};
 mod support;
 use support::{clients_that_fit, is_end, Server};
 
-const ECHO: &str = env!("CARGO_BIN_EXE_echo-server");
-const RELAY: &str = env!("CARGO_BIN_EXE_relay");
-
 /// The library's close flush deadline.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -36,43 +33,6 @@ static LOCK: Mutex<()> = Mutex::new(());
 
 fn heavy() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The programs under test, started the way these tests need them.
-trait Programs {
-    fn echo(proto: &str, runtime: &str, extra: &[&str]) -> Server;
-    fn relay(proto: &str, runtime: &str, to: SocketAddr, extra: &[&str]) -> Server;
-}
-
-impl Programs for Server {
-    fn echo(proto: &str, runtime: &str, extra: &[&str]) -> Server {
-        let mut args = vec![
-            "--proto",
-            proto,
-            "--bind",
-            "127.0.0.1:0",
-            "--runtime",
-            runtime,
-        ];
-        args.extend_from_slice(extra);
-        Server::start(ECHO, &args)
-    }
-
-    fn relay(proto: &str, runtime: &str, to: SocketAddr, extra: &[&str]) -> Server {
-        let to = to.to_string();
-        let mut args = vec![
-            "--proto",
-            proto,
-            "--listen",
-            "127.0.0.1:0",
-            "--to",
-            &to,
-            "--runtime",
-            runtime,
-        ];
-        args.extend_from_slice(extra);
-        Server::start(RELAY, &args)
-    }
 }
 
 /// A TCP address nothing listens on: a listener's port, after the listener is gone.

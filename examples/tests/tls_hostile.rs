@@ -35,8 +35,6 @@ use pipe_io::{Conf, PipeBuilder, Proto, TlsClient};
 mod support;
 use support::{clients_that_fit, is_end, Server};
 
-const ECHO: &str = env!("CARGO_BIN_EXE_echo-server");
-
 /// The tolerance around the handshake deadline, and the bound on "closed at once".
 const SLACK: Duration = Duration::from_secs(1);
 
@@ -92,20 +90,7 @@ fn tls_echo(runtime: &str, cert: &(PathBuf, PathBuf)) -> Server {
         cert.0.to_str().expect("path"),
         cert.1.to_str().expect("path"),
     );
-    Server::start(
-        ECHO,
-        &[
-            "--proto",
-            "tcp",
-            "--bind",
-            "127.0.0.1:0",
-            "--runtime",
-            runtime,
-            "--tls",
-            c,
-            k,
-        ],
-    )
+    Server::echo("tcp", runtime, &["--tls", c, k])
 }
 
 /// `TcpExt: ListenOverflows` of `/proc/net/netstat`: SYNs and ACKs the kernel dropped because

@@ -48,9 +48,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Start one of our binaries; its address from its first line.
-fn start(bin: &str, args: &[&str]) -> (Server, SocketAddr) {
-    let server = Server::start(bin, args);
+/// A started program and its address.
+fn serve(server: Server) -> (Server, SocketAddr) {
     let addr = server.addr;
     (server, addr)
 }
@@ -197,20 +196,7 @@ fn openssl_s_client_to_echo_server() {
     let (cert, key) = make_cert("echo");
     let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
     for runtime in ["tokio", "smol"] {
-        let (_srv, addr) = start(
-            env!("CARGO_BIN_EXE_echo-server"),
-            &[
-                "--proto",
-                "tcp",
-                "--bind",
-                "127.0.0.1:0",
-                "--runtime",
-                runtime,
-                "--tls",
-                c,
-                k,
-            ],
-        );
+        let (_srv, addr) = serve(Server::echo("tcp", runtime, &["--tls", c, k]));
         for version in ["-tls1_2", "-tls1_3"] {
             let got = s_client(addr, &cert, version, "ping over tls\n", "ping over tls");
             assert!(
@@ -229,34 +215,8 @@ fn openssl_s_client_through_a_tls_terminating_relay() {
     let (cert, key) = make_cert("relay");
     let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
     for runtime in ["tokio", "smol"] {
-        let (_echo, echo) = start(
-            env!("CARGO_BIN_EXE_echo-server"),
-            &[
-                "--proto",
-                "tcp",
-                "--bind",
-                "127.0.0.1:0",
-                "--runtime",
-                runtime,
-            ],
-        );
-        let to = echo.to_string();
-        let (_relay, relay) = start(
-            env!("CARGO_BIN_EXE_relay"),
-            &[
-                "--proto",
-                "tcp",
-                "--listen",
-                "127.0.0.1:0",
-                "--to",
-                &to,
-                "--runtime",
-                runtime,
-                "--tls-listen",
-                c,
-                k,
-            ],
-        );
+        let (_echo, echo) = serve(Server::echo("tcp", runtime, &[]));
+        let (_relay, relay) = serve(Server::relay("tcp", runtime, echo, &["--tls-listen", c, k]));
         for version in ["-tls1_2", "-tls1_3"] {
             let got = s_client(
                 relay,
@@ -283,38 +243,13 @@ fn relay_originates_tls_to_the_upstream() {
     let (cert, key) = make_cert("relay-to");
     let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
     for runtime in ["tokio", "smol"] {
-        let (_echo, echo) = start(
-            env!("CARGO_BIN_EXE_echo-server"),
-            &[
-                "--proto",
-                "tcp",
-                "--bind",
-                "127.0.0.1:0",
-                "--runtime",
-                runtime,
-                "--tls",
-                c,
-                k,
-            ],
-        );
-        let to = echo.to_string();
-        let (_relay, relay) = start(
-            env!("CARGO_BIN_EXE_relay"),
-            &[
-                "--proto",
-                "tcp",
-                "--listen",
-                "127.0.0.1:0",
-                "--to",
-                &to,
-                "--runtime",
-                runtime,
-                "--tls-to",
-                "localhost",
-                "--ca",
-                c,
-            ],
-        );
+        let (_echo, echo) = serve(Server::echo("tcp", runtime, &["--tls", c, k]));
+        let (_relay, relay) = serve(Server::relay(
+            "tcp",
+            runtime,
+            echo,
+            &["--tls-to", "localhost", "--ca", c],
+        ));
         // A plain client: the relay adds the TLS.
         let mut s = std::net::TcpStream::connect(relay).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -323,26 +258,12 @@ fn relay_originates_tls_to_the_upstream() {
         s.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"plain in, tls out", "{runtime}");
         // Terminate and re-originate: openssl's TLS in, TLS out.
-        let (_both, both) = start(
-            env!("CARGO_BIN_EXE_relay"),
-            &[
-                "--proto",
-                "tcp",
-                "--listen",
-                "127.0.0.1:0",
-                "--to",
-                &to,
-                "--runtime",
-                runtime,
-                "--tls-listen",
-                c,
-                k,
-                "--tls-to",
-                "localhost",
-                "--ca",
-                c,
-            ],
-        );
+        let (_both, both) = serve(Server::relay(
+            "tcp",
+            runtime,
+            echo,
+            &["--tls-listen", c, k, "--tls-to", "localhost", "--ca", c],
+        ));
         let got = s_client(both, &cert, "-tls1_3", "tls both ways\n", "tls both ways");
         assert!(got.contains("tls both ways"), "{runtime}: {got:?}");
     }

@@ -19,11 +19,9 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use pipe_core::stun::{ExternalLookup, LookupConfig, LookupError};
-use pipe_core::{Conf, Family, Proto};
 
 use crate::route::Route;
 use crate::runtime::{Readiness, Runtime, UdpIo};
-use crate::socket::bind_socket;
 
 /// How to look up an external address.
 #[derive(Debug, Clone)]
@@ -140,17 +138,11 @@ pub async fn external_address<R: Runtime>(
     route: &Route,
     conf: &ExternalConf,
 ) -> Result<SocketAddr, ExternalError> {
-    let servers: Vec<SocketAddr> = conf
-        .servers
-        .iter()
-        .copied()
-        .filter(|s| Family::of_addr(s) == route.family())
-        .collect();
+    let servers = crate::nat::servers_on(route, &conf.servers);
     if servers.is_empty() {
         return Err(ExternalError::NoServers);
     }
-    let socket = bind_socket(Proto::Udp, route.bind_addr(0), &Conf::default())?;
-    let socket = rt.udp(socket.into())?;
+    let socket = crate::nat::udp_on(rt, route)?;
     let local = socket.local_addr()?;
     let mut lookup_conf = LookupConfig::new(servers);
     lookup_conf.parallel = conf.parallel;

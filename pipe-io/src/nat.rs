@@ -42,6 +42,21 @@ pub enum DiscoverError {
 
 /// A 256-bit key for STUN transaction ids from the OS's CSPRNG (`getrandom`: the system
 /// call or device every Rust crypto crate ends up at, no user-space generator to seed).
+/// The servers of `route`'s family, in order (a STUN client on one route asks only those).
+pub(crate) fn servers_on(route: &Route, servers: &[SocketAddr]) -> Vec<SocketAddr> {
+    servers
+        .iter()
+        .copied()
+        .filter(|s| Family::of_addr(s) == route.family())
+        .collect()
+}
+
+/// A UDP socket on `route`, any port, registered with `rt`.
+pub(crate) fn udp_on<R: Runtime>(rt: &R, route: &Route) -> io::Result<R::Udp> {
+    let socket = bind_socket(Proto::Udp, route.bind_addr(0), &Conf::default())?;
+    rt.udp(socket.into())
+}
+
 pub(crate) fn stun_key() -> io::Result<[u8; 32]> {
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
@@ -57,18 +72,12 @@ pub async fn discover_nat<R: Runtime>(
     route: &Route,
     conf: &NatConfig,
 ) -> Result<NatReport, DiscoverError> {
-    let servers: Vec<SocketAddr> = conf
-        .servers
-        .iter()
-        .copied()
-        .filter(|s| Family::of_addr(s) == route.family())
-        .collect();
+    let servers = servers_on(route, &conf.servers);
     let Some(first) = servers.first().copied() else {
         return Err(DiscoverError::NoServers);
     };
     let open = |rt: &R| -> io::Result<(R::Udp, SocketAddr)> {
-        let socket = bind_socket(Proto::Udp, route.bind_addr(0), &Conf::default())?;
-        let socket = rt.udp(socket.into())?;
+        let socket = udp_on(rt, route)?;
         let mut local = socket.local_addr()?;
         if local.ip().is_unspecified() {
             local.set_ip(source_ip(local.ip(), first));

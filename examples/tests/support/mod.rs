@@ -58,6 +58,37 @@ impl Server {
         server
     }
 
+    /// `echo-server --proto PROTO --bind 127.0.0.1:0 --runtime RUNTIME` and `extra` flags.
+    pub fn echo(proto: &str, runtime: &str, extra: &[&str]) -> Server {
+        let mut args = vec![
+            "--proto",
+            proto,
+            "--bind",
+            "127.0.0.1:0",
+            "--runtime",
+            runtime,
+        ];
+        args.extend_from_slice(extra);
+        Server::start(env!("CARGO_BIN_EXE_echo-server"), &args)
+    }
+
+    /// `relay --proto PROTO --listen 127.0.0.1:0 --to TO --runtime RUNTIME` and `extra`.
+    pub fn relay(proto: &str, runtime: &str, to: SocketAddr, extra: &[&str]) -> Server {
+        let to = to.to_string();
+        let mut args = vec![
+            "--proto",
+            proto,
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            &to,
+            "--runtime",
+            runtime,
+        ];
+        args.extend_from_slice(extra);
+        Server::start(env!("CARGO_BIN_EXE_relay"), &args)
+    }
+
     /// Panics if the process has exited: a dead server holds no descriptors, and must not
     /// pass a test for it.
     pub fn assert_alive(&mut self) {
