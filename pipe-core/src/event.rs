@@ -257,6 +257,24 @@ pub enum Event {
         /// Bytes dropped unsent (also in [`crate::Stats::unsent_dropped`]).
         unsent: usize,
     },
+    /// The pipe's write side is shut ([`crate::Engine::shutdown_write`]) and everything queued
+    /// before was written: the driver shuts the socket's write side now (`shutdown(Write)`,
+    /// a FIN). The pipe still reads. Once per pipe.
+    WriteShut {
+        /// The pipe.
+        pipe: PipeId,
+    },
+    /// The peer of a pipe linked both ways with another engine's pipe sent its FIN (or the
+    /// pipe ended): shut the target's write side, after the [`Event::Forward`]s emitted
+    /// before this event (half-close propagation through a relay).
+    ForwardShutdown {
+        /// The pipe whose read side closed.
+        from: PipeId,
+        /// The link.
+        link: LinkId,
+        /// The target.
+        target: TargetToken,
+    },
     /// The pipe holds as much as its caps allow (messages waiting for callbacks, or its
     /// server's memory budget): stop reading its socket until [`Event::Resume`].
     Pause {

@@ -149,6 +149,12 @@ impl Queue {
         self.items.is_empty()
     }
 
+    /// Whether one more message of `len` bytes would make the queue drop its oldest.
+    pub(crate) fn would_drop(&self, len: usize) -> bool {
+        (self.max_len != 0 && self.items.len() + 1 > self.max_len)
+            || (self.max_bytes != 0 && self.bytes + len > self.max_bytes)
+    }
+
     pub(crate) fn within_caps(&self) -> bool {
         (self.max_len == 0 || self.items.len() <= self.max_len)
             && (self.max_bytes == 0 || self.bytes <= self.max_bytes)

@@ -72,6 +72,8 @@ pub(crate) struct Entry {
     pub(crate) starved: AtomicBool,
     /// The pipe is up (a TLS pipe: its handshake is done); `writable` is notified.
     pub(crate) up: AtomicBool,
+    /// The socket's write side was shut (the engine's `WriteShut`); `writable` is notified.
+    pub(crate) write_shut: AtomicBool,
     /// Why the pipe ended, kept for end callbacks added later.
     pub(crate) reason: OnceLock<EndReason>,
 }
@@ -92,6 +94,7 @@ impl Entry {
             paused: AtomicBool::new(false),
             starved: AtomicBool::new(false),
             up: AtomicBool::new(false),
+            write_shut: AtomicBool::new(false),
             reason: OnceLock::new(),
         })
     }
@@ -180,6 +183,9 @@ pub(crate) struct Forward<R: Runtime> {
     pub(crate) target: Pipe<R>,
     pub(crate) dest: Option<SocketAddr>,
     pub(crate) data: Bytes,
+    /// Not data: shut the target's write side (half-close through a relay pair), in order
+    /// with the forwards before it.
+    pub(crate) shutdown: bool,
 }
 
 pub(crate) struct GroupState<R: Runtime> {
@@ -343,7 +349,31 @@ impl<R: Runtime> Group<R> {
                             target: t.clone(),
                             dest,
                             data,
+                            shutdown: false,
                         });
+                    }
+                }
+                Event::ForwardShutdown { from, link, target } => {
+                    if let Some(t) = g.link_targets.get(&target) {
+                        forwards.push(Forward {
+                            from,
+                            link,
+                            target: t.clone(),
+                            dest: None,
+                            data: Bytes::new(),
+                            shutdown: true,
+                        });
+                    }
+                }
+                Event::WriteShut { pipe } => {
+                    if let Some(slot) = g.slots.get(&pipe) {
+                        if let Some(Sock::Tcp(s)) = &slot.sock {
+                            if let Err(e) = s.shutdown_write() {
+                                log::debug!("{pipe}: shutdown(Write): {e}");
+                            }
+                        }
+                        slot.entry.write_shut.store(true, Ordering::Release);
+                        slot.entry.writable.notify(usize::MAX);
                     }
                 }
                 Event::Unlinked { target, .. } => {

@@ -41,6 +41,7 @@ mod pipe;
 pub mod route;
 pub mod runtime;
 pub mod socket;
+mod stream;
 mod tasks;
 pub mod tls;
 
@@ -53,6 +54,7 @@ pub use nat::{discover_nat, DiscoverError};
 pub use pipe::Pipe;
 pub use pipe_core::stun::{Filtering, Mapping, NatClass, NatConfig, NatReport, PortDelta};
 pub use route::Route;
+pub use stream::{Messages, PipeStream, StreamError};
 pub use runtime::{BoxFuture, ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
 
 pub use pipe_core;

@@ -212,7 +212,7 @@ impl<R: Runtime> Pipe<R> {
         }
     }
 
-    fn try_send(&self, data: &[u8], dest: Option<SocketAddr>) -> Result<(), SendError> {
+    pub(crate) fn try_send(&self, data: &[u8], dest: Option<SocketAddr>) -> Result<(), SendError> {
         let mut g = self.group.lock();
         if let Some(dst) = g.engine.can_send_direct(self.id, data.len(), dest)? {
             // Write straight from the caller's buffer; queue (copy) only what the socket does
@@ -520,6 +520,9 @@ impl<R: Runtime> Pipe<R> {
             let handle = Pipe::handle(target.group.clone(), target.id, target.entry.clone());
             g.link_targets.insert(token, handle);
         }
+        drop(g);
+        // Linked both ways (a relay): the pair propagates half-close (stream.rs).
+        self.pair_links(target, id);
         Ok(id)
     }
 
@@ -666,6 +669,11 @@ fn refused(e: io::Error, len: usize) -> SendError {
 pub(crate) async fn run_forwards<R: Runtime>(group: &Arc<Group<R>>, forwards: Vec<Forward<R>>) {
     let mut results = Vec::with_capacity(forwards.len());
     for f in forwards {
+        if f.shutdown {
+            // Half-close through a relay pair: after the forwards before it (stream.rs).
+            f.target.shutdown_link_target();
+            continue;
+        }
         let res = f.target.send_inner(&f.data, f.dest).await;
         if let Err(e) = &res {
             if *e != SendError::Closed {

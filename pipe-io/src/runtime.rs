@@ -88,6 +88,12 @@ pub trait TcpIo: Readiness {
     fn peer_addr(&self) -> io::Result<SocketAddr>;
     /// The pending socket error (`SO_ERROR`), used after a non-blocking connect.
     fn take_error(&self) -> io::Result<Option<io::Error>>;
+    /// Shut the write side (`shutdown(SHUT_WR)`: a FIN after the bytes written); reading
+    /// goes on. Used for half-close. The default reports `Unsupported`: the driver then
+    /// leaves the FIN to the socket's close.
+    fn shutdown_write(&self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A registered TCP listener.

@@ -105,8 +105,12 @@ enum Read<R: Runtime> {
     Empty,
     /// A harmless error; read again.
     Retry,
-    /// The pipe ended (end of stream, reset, socket failure).
+    /// The pipe ended (reset, socket failure).
     Ended,
+    /// The peer's FIN: nothing more to read. The pipe may live on half-closed (it writes
+    /// until the engine releases it); these forwards (a relay partner's shutdown among
+    /// them) must be run first.
+    Fin(Vec<Forward<R>>),
 }
 
 /// The read loop shared by UDP and TCP pipes: read up to a budget, then yield; when nothing
@@ -139,6 +143,12 @@ async fn read_loop<R: Runtime, S: Readiness>(
                 Read::Empty => break,
                 Read::Retry => {}
                 Read::Ended => break 'read,
+                Read::Fin(forwards) => {
+                    if !forwards.is_empty() {
+                        Box::pin(run_forwards(group, forwards)).await;
+                    }
+                    break 'read;
+                }
             }
         }
         if n == READ_BUDGET {
@@ -154,8 +164,9 @@ async fn read_loop<R: Runtime, S: Readiness>(
     drain(group, id, entry, sock).await;
 }
 
-/// The pipe ended: write what is queued until the engine releases the socket (all written,
-/// or its close deadline passed), running the group's timer if this task holds it.
+/// The pipe ended, or its peer sent a FIN (half-closed: it still writes, and sends may still
+/// come): write what is queued until the engine releases the socket (all written, or its
+/// close deadline passed), running the group's timer if this task holds it.
 async fn drain<R: Runtime, S: Readiness>(
     group: &Arc<Group<R>>,
     id: PipeId,
@@ -238,7 +249,7 @@ async fn run_tcp<R: Runtime>(
             },
         );
         match read {
-            Ok((0, _)) => Read::Ended,
+            Ok((0, forwards)) => Read::Fin(forwards),
             Ok((_, forwards)) => Read::Fed(forwards),
             Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
             Err(e) if e.kind() == ErrorKind::Interrupted => Read::Retry,

@@ -143,6 +143,9 @@ impl TcpIo for Tcp {
     fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.0.get_ref().take_error()
     }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.0.get_ref().shutdown(std::net::Shutdown::Write)
+    }
 }
 
 impl ListenerIo for Listener {

@@ -139,6 +139,10 @@ impl TcpIo for Tcp {
     fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.0.take_error()
     }
+    fn shutdown_write(&self) -> io::Result<()> {
+        // tokio's own shutdown needs `&mut` and a poll; the syscall is the same.
+        socket2::SockRef::from(&self.0).shutdown(std::net::Shutdown::Write)
+    }
 }
 
 impl ListenerIo for Listener {

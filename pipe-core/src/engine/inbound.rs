@@ -138,7 +138,8 @@ impl Engine {
                     self.stream_plain(pipe, from, &tin.plain);
                 }
                 if tin.peer_closed {
-                    self.end(pipe, State::PeerClosed, EndReason::PeerClosed);
+                    // `close_notify`: the read side is closed (half-close, `half.rs`).
+                    self.peer_fin(pipe);
                 }
             }
         }
@@ -410,7 +411,7 @@ impl Engine {
         let Some(t) = self.pipes.get_mut(&target) else {
             return false;
         };
-        if !t.is_open() {
+        if !t.can_write() {
             return false;
         }
         match Self::frame_out(t, data, dest) {
@@ -431,7 +432,7 @@ fn self_state_closed(
     t: PipeId,
     pipes: &std::collections::BTreeMap<PipeId, Box<super::PipeState>>,
 ) -> bool {
-    pipes.get(&t).is_none_or(|p| !p.is_open())
+    pipes.get(&t).is_none_or(|p| !p.can_write())
 }
 
 fn canonical(a: SocketAddr) -> SocketAddr {

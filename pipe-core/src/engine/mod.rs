@@ -11,6 +11,7 @@
 //! - **outputs**, drained after every input or command in this order: `poll_transmit` (or
 //!   `poll_transmit_for` per socket), then `poll_event`, then `poll_timeout`.
 
+mod half;
 mod inbound;
 mod state;
 
@@ -368,7 +369,8 @@ impl Engine {
         } else if truncated {
             EndReason::Tls(crate::tls::TlsError::Truncated)
         } else {
-            EndReason::PeerClosed
+            // A FIN closes the read side only (half-close, `half.rs`).
+            return self.peer_fin(pipe);
         };
         self.end(pipe, State::PeerClosed, reason);
     }
@@ -427,7 +429,7 @@ impl Engine {
     ) -> Result<(), SendError> {
         self.tick(now);
         let p = self.pipes.get_mut(&pipe).ok_or(SendError::Closed)?;
-        if !p.is_open() {
+        if !p.can_write() {
             return Err(SendError::Closed);
         }
         // Backpressure: a message that does not fit beside what is queued waits; one larger
@@ -473,7 +475,7 @@ impl Engine {
         dest: Option<SocketAddr>,
     ) -> Result<Option<SocketAddr>, SendError> {
         let p = self.pipes.get(&pipe).ok_or(SendError::Closed)?;
-        if !p.is_open() {
+        if !p.can_write() {
             return Err(SendError::Closed);
         }
         if !p.out.is_empty() {
@@ -585,6 +587,7 @@ impl Engine {
         p.t.held_bytes = p.t.held_bytes.saturating_sub(len);
         p.t.held_jobs = p.t.held_jobs.saturating_sub(1);
         self.settle(pipe);
+        self.check_half(pipe);
         self.maybe_remove(pipe);
     }
 
@@ -641,7 +644,8 @@ impl Engine {
     /// pipe is open, `Err(Closed)` once the pipe has ended and the queue is drained.
     pub fn recv(&mut self, pipe: PipeId, sub: SubId) -> Result<Option<Message>, RecvError> {
         let p = self.pipes.get_mut(&pipe).ok_or(RecvError::Closed)?;
-        let open = p.is_open();
+        // After the peer's FIN nothing more arrives: a drained queue says so.
+        let open = p.is_open() && !p.half.read_closed;
         let s = p.sub_mut(sub).ok_or(RecvError::NotSubscribed)?;
         match s.queue.pop() {
             Some(m) => {
@@ -722,7 +726,11 @@ impl Engine {
             target,
             dest,
             from,
+            paired: false,
         });
+        if let Target::Local(t) = target {
+            self.pair_local(pipe, id, t);
+        }
         Ok(id)
     }
 
@@ -933,6 +941,7 @@ impl Engine {
             p.state = State::Closed;
         }
         self.settle(pipe);
+        self.maybe_fin(pipe);
         if done {
             self.maybe_remove(pipe);
         }
@@ -1080,6 +1089,8 @@ impl Engine {
             self.outcome(pipe, seq, pending.forgotten, Outcome::Unconfirmed);
         }
         self.events.push_back(Event::End { pipe, reason });
+        // A relay partner's write side ends with this pipe, after what was forwarded.
+        self.propagate_shutdown(pipe);
         // Nothing more arrives to forward: the driver's handles on external targets go.
         if let Some(p) = self.pipes.get_mut(&pipe) {
             let links = std::mem::take(&mut p.links);

@@ -137,6 +137,23 @@ pub(crate) struct Link {
     pub(crate) target: Target,
     pub(crate) dest: Option<SocketAddr>,
     pub(crate) from: Option<SocketAddr>,
+    /// The target links back to this pipe (a relay pair): the peer's FIN, or this pipe's end,
+    /// shuts the target's write side after what was forwarded (half-close propagation).
+    pub(crate) paired: bool,
+}
+
+/// Half-close state of a stream pipe (all false for the others).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Half {
+    /// The peer sent its FIN (or TLS `close_notify`): nothing more will be read.
+    pub(crate) read_closed: bool,
+    /// The local side shut its write side: sends fail; the FIN follows the queued bytes.
+    pub(crate) write_shut: bool,
+    /// `Event::WriteShut` was emitted (the driver shut the socket's write side).
+    pub(crate) fin_out: bool,
+    /// Stream mode: after the peer's FIN the pipe stays writable until it is shut down or
+    /// closed locally (like a `TcpStream`), instead of ending once idle.
+    pub(crate) keep_writable: bool,
 }
 
 /// Where a link goes, as the engine knows it.
@@ -178,6 +195,7 @@ pub(crate) struct PipeState {
     pub(crate) accept_q: VecDeque<PipeId>,
     pub(crate) in_accept_q: bool,
     pub(crate) stats: Box<Stats>,
+    pub(crate) half: Half,
     pub(crate) t: Timing,
     /// Reliable outcomes not yet taken by the driver.
     pub(crate) outcomes: Vec<(crate::event::MessageId, crate::event::Outcome)>,
@@ -282,6 +300,7 @@ impl PipeState {
             accept_q: VecDeque::new(),
             in_accept_q: false,
             stats: Box::default(),
+            half: Half::default(),
             t: Timing::new(now),
             outcomes: Vec::new(),
         }
@@ -289,6 +308,11 @@ impl PipeState {
 
     pub(crate) fn is_open(&self) -> bool {
         self.state == State::Open
+    }
+
+    /// Open, and the write side not shut: sends are taken.
+    pub(crate) fn can_write(&self) -> bool {
+        self.state == State::Open && !self.half.write_shut
     }
 
     pub(crate) fn sub_mut(&mut self, id: SubId) -> Option<&mut Subscription> {
@@ -318,5 +342,14 @@ impl PipeState {
     pub(crate) fn over_own_caps(&self) -> bool {
         self.t.held_bytes >= self.conf.max_callback_bytes
             || self.t.held_jobs >= self.conf.max_callback_jobs
+            || (self.half.keep_writable && self.stream_queue_full())
+    }
+
+    /// Stream mode never drops bytes: reading pauses while a subscription queue could not
+    /// take one more read (a read is at most `reader_limit` bytes, or one TLS read's
+    /// plaintext), instead of letting the queue drop its oldest message.
+    fn stream_queue_full(&self) -> bool {
+        let read = self.conf.reader_limit.max(1 << 14);
+        self.subs.iter().any(|s| s.queue.would_drop(read))
     }
 }
