@@ -54,8 +54,8 @@ pub use nat::{discover_nat, DiscoverError};
 pub use pipe::Pipe;
 pub use pipe_core::stun::{Filtering, Mapping, NatClass, NatConfig, NatReport, PortDelta};
 pub use route::Route;
-pub use stream::{Messages, PipeStream, StreamError};
 pub use runtime::{BoxFuture, ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
+pub use stream::{Messages, PipeStream, StreamError};
 
 pub use pipe_core;
 pub use pipe_core::{
