@@ -874,6 +874,13 @@ impl Engine {
         let t = p.out.pop_front()?;
         p.out_bytes -= t.payload.len();
         p.stats.bytes_out += t.payload.len() as u64;
+        if !t.payload.is_empty() {
+            // Taken as written at the engine's time: bytes out are idle activity, as they are
+            // through `advance_transmit`.
+            if let Some(now) = self.now {
+                p.t.last_activity = p.t.last_activity.max(now);
+            }
+        }
         self.after_write(pipe);
         Some(t)
     }
