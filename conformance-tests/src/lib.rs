@@ -472,6 +472,78 @@ impl<R: Runtime> Runtime for SlowDns<R> {
     }
 }
 
+// ---- a runtime whose DNS answers a given list ---------------------------------------------
+
+/// Wraps a runtime and makes `resolve` answer every name with `addrs` (as given: the
+/// destination's port is not applied), the way a name with several A and AAAA records
+/// resolves. The seam of the Happy Eyeballs tests: the addresses are loopback ones.
+#[derive(Debug, Clone)]
+pub struct FixedDns<R> {
+    inner: R,
+    addrs: Arc<Vec<SocketAddr>>,
+}
+
+impl<R: Runtime> FixedDns<R> {
+    /// Every name resolves to `addrs`, in this order.
+    pub fn new(inner: R, addrs: Vec<SocketAddr>) -> Self {
+        Self {
+            inner,
+            addrs: Arc::new(addrs),
+        }
+    }
+}
+
+impl<R: Runtime> Runtime for FixedDns<R> {
+    type Udp = R::Udp;
+    type Tcp = R::Tcp;
+    type Listener = R::Listener;
+
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        self.inner.sleep_until(deadline)
+    }
+    fn spawn(&self, future: BoxFuture<()>) {
+        self.inner.spawn(future)
+    }
+    fn udp(&self, socket: UdpSocket) -> io::Result<Self::Udp> {
+        self.inner.udp(socket)
+    }
+    fn tcp(&self, stream: TcpStream) -> io::Result<Self::Tcp> {
+        self.inner.tcp(stream)
+    }
+    fn listener(&self, listener: std::net::TcpListener) -> io::Result<Self::Listener> {
+        self.inner.listener(listener)
+    }
+    fn resolve(&self, _host: String, _port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        let addrs = self.addrs.as_ref().clone();
+        Box::pin(async move { Ok(addrs) })
+    }
+}
+
+/// A loopback address whose TCP connects hang (no SYN-ACK) for as long as the returned
+/// sockets live: a listener with a backlog of 0 that never accepts, its one accept-queue
+/// place taken by a connection made here. Linux drops SYNs to a listener whose accept queue
+/// is full, so a connect to it stays in progress: a dead address that stays on loopback.
+pub fn hanging_port(fam: Family) -> (socket2::Socket, TcpStream, SocketAddr) {
+    let l = socket2::Socket::new(
+        socket2::Domain::for_address(lo0(fam)),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    l.bind(&lo0(fam).into()).expect("bind");
+    l.listen(0).expect("listen");
+    let addr = l
+        .local_addr()
+        .expect("local addr")
+        .as_socket()
+        .expect("inet");
+    let filler = TcpStream::connect_timeout(&addr, WAIT).expect("fill the accept queue");
+    (l, filler, addr)
+}
+
 /// The environment setting that turns every skip into a failure: `PIPES_REQUIRE_PEERS=1`.
 /// `.ci/run` sets it, so a green CI run means every interop peer really ran.
 pub const REQUIRE_PEERS: &str = "PIPES_REQUIRE_PEERS";

@@ -65,8 +65,12 @@ pub struct Conf {
     pub sock_proto: i32,
     /// Default wait of `recv` when no timeout is passed. P2PD: 2 s.
     pub recv_timeout: Duration,
-    /// Bound on a TCP connect. P2PD: 2 s.
+    /// Bound on a TCP connect (all Happy Eyeballs attempts together). P2PD: 2 s.
     pub con_timeout: Duration,
+    /// Happy Eyeballs (RFC 8305 §5 "Connection Attempt Delay"): when a name resolves to
+    /// several addresses, the next connection attempt starts this long after the last one
+    /// unless it failed first ([`crate::connect_plan`]). Default 250 ms; 10 ms ..= 10 s.
+    pub attempt_delay: Duration,
     /// Messages held per subscription queue; the oldest is dropped when full. 0 = unbounded.
     pub max_qsize: usize,
     /// Drop duplicate messages (keyed by [`DedupKey`]).
@@ -161,6 +165,7 @@ impl Default for Conf {
             sock_proto: 0,
             recv_timeout: Duration::from_secs(2),
             con_timeout: Duration::from_secs(2),
+            attempt_delay: crate::connect_plan::DEFAULT_ATTEMPT_DELAY,
             max_qsize: 1024,
             enable_msg_ids: false,
             max_msg_ids: 1000,
@@ -238,6 +243,14 @@ impl Conf {
             if d > hour {
                 return Err(ConfError::DurationTooLong { key, max: hour });
             }
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&self.attempt_delay) {
+            return Err(ConfError::OutOfRange {
+                key: "attempt_delay",
+                value: i64::try_from(self.attempt_delay.as_millis()).unwrap_or(i64::MAX),
+                min: 10,
+                max: 10_000,
+            });
         }
         let day = Duration::from_secs(86_400);
         for (key, d) in [

@@ -202,6 +202,18 @@ pub enum Event {
         /// The message.
         msg: Message,
     },
+    /// A message for the handler of a subscription made with
+    /// [`crate::Engine::subscribe_handler`] (instead of queueing it there). Emitted after the
+    /// message's callbacks finished; report the handler done with
+    /// [`crate::Engine::handle_handler_done`].
+    SubMessage {
+        /// The pipe it arrived on.
+        pipe: PipeId,
+        /// The subscription.
+        sub: SubId,
+        /// The message.
+        msg: Message,
+    },
     /// One or more subscription queues of the pipe gained messages since the last such event.
     Readable {
         /// The pipe.

@@ -76,6 +76,7 @@
 //!
 //! - [`addr`]: protocols, families, destinations (`SocketAddr` everywhere, scope ids kept).
 //! - [`conf`]: P2PD's `NET_CONF`, typed and validated per pipe.
+//! - [`connect_plan`]: Happy Eyeballs (RFC 8305): the order and timing of connection attempts.
 //! - [`Engine`]: the pipes of one group; the inbound pipeline is reliable-UDP control →
 //!   relay stamp → dedup → links → callback event → subscriptions.
 //! - [`rudp`]: P2PD's reliable-UDP wire format.
@@ -87,6 +88,7 @@
 
 pub mod addr;
 pub mod conf;
+pub mod connect_plan;
 mod dedup;
 mod engine;
 pub mod error;
@@ -101,6 +103,7 @@ pub mod tls;
 
 pub use addr::{Dest, Family, Host, Proto};
 pub use conf::{Conf, DedupKey, Framing};
+pub use connect_plan::{AttemptError, ConnectFailed, ConnectPlan, PlanOutcome};
 pub use dedup::{sender_cap, MAX_RELIABLE_SENDERS};
 pub use engine::{
     Engine, Kind, State, Stats, MAX_EVENTS, MAX_LINKS, MAX_SUBSCRIPTIONS, MAX_UDP_V4, MAX_UDP_V6,

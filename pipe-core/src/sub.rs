@@ -166,4 +166,19 @@ pub(crate) struct Subscription {
     pub(crate) id: crate::event::SubId,
     pub(crate) filter: Filter,
     pub(crate) queue: Queue,
+    /// Matching messages go to the driver's handler ([`crate::Event::SubMessage`]), not
+    /// to the queue.
+    pub(crate) handler: bool,
+}
+
+/// A message waiting for its callbacks before it is offered to the subscriptions
+/// (`engine/subs.rs`).
+#[derive(Debug)]
+pub(crate) struct Held {
+    /// Its callbacks have not finished (false: it waits only for those ahead of it).
+    pub(crate) waits: bool,
+    /// A link or a callback took it (for the fallback subscription and `unclaimed`).
+    pub(crate) claimed: bool,
+    /// `None` when the pipe had no subscription when it arrived.
+    pub(crate) msg: Option<Message>,
 }

@@ -314,23 +314,38 @@ impl<R: Runtime> PipeBuilder<R> {
         let dest = self.dest?;
         if let Some(existing) = self.existing {
             let dest_addr = match &dest {
-                Some(d) => Some(resolve(&self.rt, d, None, self.conf.dns_timeout).await?),
+                Some(d) => Some(resolve(&self.rt, d, None, self.conf.dns_timeout).await?[0]),
                 None => None,
             };
             return wrap_existing(&self.rt, self.proto, existing, dest_addr);
         }
-        let dest_addr = match &dest {
-            Some(d) => Some(
-                resolve(
-                    &self.rt,
-                    d,
-                    self.bind.map(|b| Family::of_addr(&b)),
-                    self.conf.dns_timeout,
-                )
-                .await?,
-            ),
-            None => None,
+        // Every address of the name, in Happy Eyeballs order (IPv6 first, interleaved), of
+        // the bind address's family when one is given (a route pins the family).
+        let dest_addrs = match &dest {
+            Some(d) => {
+                let family = self.bind.map(|b| Family::of_addr(&b));
+                resolve(&self.rt, d, family, self.conf.dns_timeout).await?
+            }
+            None => Vec::new(),
         };
+        // A TCP name with several addresses: race them (RFC 8305). UDP has no handshake to
+        // race: it takes the first address in that order.
+        if let (Proto::Tcp, Some(Host::Name(host)), true) = (
+            self.proto,
+            dest.as_ref().map(Dest::host),
+            dest_addrs.len() > 1,
+        ) {
+            let local = crate::happy_eyeballs::Local {
+                bind: self.bind,
+                device: self.device.as_deref(),
+            };
+            return crate::happy_eyeballs::connect_any(
+                &self.rt, host, dest_addrs, local, &self.conf, want_fd,
+            )
+            .await
+            .map(Opened::Tcp);
+        }
+        let dest_addr = dest_addrs.first().copied();
         let bind = match (self.bind, dest_addr) {
             (Some(b), _) => b,
             (None, Some(d)) => SocketAddr::new(unspecified(Family::of_addr(&d)), 0),
@@ -373,10 +388,10 @@ enum Opened<R: Runtime> {
 
 /// A connected stream registered with the runtime, plus a duplicate descriptor so that
 /// `open_socket` can hand the plain socket back.
-struct Connected<R: Runtime> {
-    stream: R::Tcp,
-    peer: SocketAddr,
-    dup: Option<Socket>,
+pub(crate) struct Connected<R: Runtime> {
+    pub(crate) stream: R::Tcp,
+    pub(crate) peer: SocketAddr,
+    pub(crate) dup: Option<Socket>,
 }
 
 impl<R: Runtime> Connected<R> {
@@ -454,7 +469,7 @@ async fn connect<R: Runtime>(
     }
     Ok(Connected {
         stream,
-        peer: addr,
+        peer,
         dup: want_fd.then_some(dup).flatten(),
     })
 }
@@ -506,6 +521,9 @@ fn wrap_existing<R: Runtime>(
             Ok(Opened::Tcp(Connected {
                 stream: rt.tcp(s)?,
                 peer,
+    // The address really connected to: `0.0.0.0:p` (P2PD's way to reach a local server)
+    // reports the loopback address the OS used.
+    let peer = stream.peer_addr().unwrap_or(addr);
                 dup: Some(dup),
             }))
         }
@@ -522,15 +540,19 @@ fn wrap_existing<R: Runtime>(
     }
 }
 
-/// Resolve a destination, bounded by `dns_timeout`, preferring `family` when given.
+/// Resolve a destination, bounded by `dns_timeout`: its addresses in Happy Eyeballs order
+/// (RFC 8305 §4: IPv6 first, families interleaved), only `family`'s when given. Never empty.
+/// An unspecified address (`0.0.0.0`, `::`, P2PD's way to reach a local server) becomes the
+/// loopback address of its family, which is where the OS sends it: the pipe then reports
+/// the address it really talks to.
 async fn resolve<R: Runtime>(
     rt: &R,
     dest: &Dest,
     family: Option<Family>,
     timeout: Duration,
-) -> Result<SocketAddr, OpenError> {
+) -> Result<Vec<SocketAddr>, OpenError> {
     if let Some(addr) = dest.socket_addr() {
-        return Ok(addr);
+        return Ok(vec![unspecified_to_loopback(addr)]);
     }
     let Host::Name(name) = dest.host() else {
         unreachable!("an IP destination has a socket address");
@@ -557,16 +579,16 @@ async fn resolve<R: Runtime>(
         }
         Some(Ok(a)) => a,
     };
-    let pick = addrs
-        .iter()
-        .find(|a| family.is_none_or(|f| Family::of_addr(a) == f));
-    match (pick, family) {
-        (Some(a), _) => Ok(*a),
-        (None, Some(family)) if !addrs.is_empty() => Err(OpenError::NoAddress {
+    let any = !addrs.is_empty();
+    let ordered =
+        pipe_core::connect_plan::interleave(addrs.into_iter().map(unspecified_to_loopback), family);
+    match (ordered.is_empty(), family) {
+        (false, _) => Ok(ordered),
+        (true, Some(family)) if any => Err(OpenError::NoAddress {
             host: name.clone(),
             family,
         }),
-        (None, _) => Err(OpenError::Resolve {
+        (true, _) => Err(OpenError::Resolve {
             host: name.clone(),
             source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
         }),
@@ -580,3 +602,15 @@ pub(crate) fn entropy() -> u64 {
     h.write_u64(0x5049_5045);
     h.finish()
 }
+/// `0.0.0.0:p` → `127.0.0.1:p`, `[::]:p` → `[::1]:p` (what Linux and the BSDs connect and
+/// send to); any other address unchanged.
+fn unspecified_to_loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let mut a = addr;
+        a.set_ip(loopback(Family::of_addr(&addr)));
+        a
+    } else {
+        addr
+    }
+}
+

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Waker};
 
 use futures_lite::FutureExt;
-use pipe_core::{EndReason, Message, PipeId};
+use pipe_core::{EndReason, Message, PipeId, SubId};
 
 use crate::group::{Entry, Group};
 use crate::pipe::Pipe;
@@ -64,6 +64,8 @@ pub(crate) struct Callbacks<R: Runtime> {
     pub(crate) end: Arc<Vec<(CallbackId, EndFn<R>)>>,
     /// Listener only: run for each accepted connection before it reads.
     pub(crate) accept: Arc<Vec<(CallbackId, UpFn<R>)>>,
+    /// The pipe's subscription handlers (`Pipe::subscribe_with`), one per subscription.
+    pub(crate) sub: Arc<Vec<(SubId, MsgFn<R>)>>,
 }
 
 impl<R: Runtime> Default for Callbacks<R> {
@@ -73,6 +75,7 @@ impl<R: Runtime> Default for Callbacks<R> {
             up: Arc::default(),
             end: Arc::default(),
             accept: Arc::default(),
+            sub: Arc::default(),
         }
     }
 }
@@ -84,6 +87,7 @@ impl<R: Runtime> Clone for Callbacks<R> {
             up: self.up.clone(),
             end: self.end.clone(),
             accept: self.accept.clone(),
+            sub: self.sub.clone(),
         }
     }
 }
@@ -94,6 +98,8 @@ pub(crate) enum Job<R: Runtime> {
     Msg(Message),
     /// The end callbacks; with `Some`, only that one (an end callback added after the end).
     End(EndReason, Option<EndFn<R>>),
+    /// A subscription's handler (the engine's `SubMessage`), after the message callbacks.
+    Sub(SubId, Message),
 }
 
 impl<R: Runtime> Job<R> {
@@ -104,6 +110,7 @@ impl<R: Runtime> Job<R> {
             Job::Msg(_) => !c.msg.is_empty(),
             Job::End(_, Some(_)) => true,
             Job::End(_, None) => !c.end.is_empty(),
+            Job::Sub(sub, _) => c.sub.iter().any(|(s, _)| s == sub),
         }
     }
 }
@@ -154,6 +161,18 @@ pub(crate) async fn run_job<R: Runtime>(
                 for (_, f) in set.end.iter() {
                     guarded(id, f(reason.clone(), pipe.clone())).await;
                 }
+            }
+        }
+        // Subscriptions are the pipe's own: only its own handler.
+        Job::Sub(sub, msg) => {
+            let f = own.and_then(|c| {
+                c.sub
+                    .iter()
+                    .find(|(s, _)| *s == sub)
+                    .map(|(_, f)| f.clone())
+            });
+            if let Some(f) = f {
+                guarded(id, f(msg, pipe)).await;
             }
         }
     }
@@ -209,8 +228,16 @@ fn without_inline_jobs<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// A started job and the length of its message, if it carries one.
-type Started = (BoxFuture<()>, Option<usize>);
+/// What a finished job reports to the engine: the message callbacks of a message, or a
+/// subscription handler, each with the message's length.
+#[derive(Clone, Copy)]
+pub(crate) enum Done {
+    Msg(usize),
+    Sub(usize),
+}
+
+/// A started job and what it reports when done, if anything.
+type Started = (BoxFuture<()>, Option<Done>);
 
 impl<R: Runtime> Group<R> {
     /// Start the job queues that became runnable. On a pipe's I/O task (the read path) the
@@ -271,12 +298,19 @@ impl<R: Runtime> Group<R> {
         self: &Arc<Self>,
         pipe: PipeId,
         entry: &Arc<Entry>,
-        done: Option<Option<usize>>,
+        done: Option<Option<Done>>,
     ) -> Option<Started> {
         let mut g = self.lock();
-        if let Some(Some(len)) = done {
-            g.engine.handle_callback_done(pipe, len);
-            self.pump(&mut g);
+        match done {
+            Some(Some(Done::Msg(len))) => {
+                g.engine.handle_callback_done(pipe, len);
+                self.pump(&mut g);
+            }
+            Some(Some(Done::Sub(len))) => {
+                g.engine.handle_handler_done(pipe, len);
+                self.pump(&mut g);
+            }
+            _ => {}
         }
         let slot = g.slots.get_mut(&pipe)?;
         let Some(job) = slot.jobs.jobs.pop_front() else {
@@ -285,7 +319,8 @@ impl<R: Runtime> Group<R> {
             return None;
         };
         let len = match &job {
-            Job::Msg(m) => Some(m.data.len()),
+            Job::Msg(m) => Some(Done::Msg(m.data.len())),
+            Job::Sub(_, m) => Some(Done::Sub(m.data.len())),
             _ => None,
         };
         let own = g.own_cbs(pipe).cloned();

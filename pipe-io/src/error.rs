@@ -93,6 +93,17 @@ pub enum OpenError {
         /// The bound socket, kept when `Conf::do_close` is false.
         socket: Option<KeptSocket>,
     },
+    /// A name resolved to several addresses and every Happy Eyeballs (RFC 8305) attempt
+    /// failed: `failed` lists each address tried, in the order the attempts started, with
+    /// its error (and the addresses `con_timeout` left no time for). Printed once, in full;
+    /// no kept socket (`Conf::do_close` applies to single-address connects).
+    #[error("could not connect to {host}: {failed}")]
+    AllAttemptsFailed {
+        /// The host name.
+        host: String,
+        /// Every attempt and why it failed.
+        failed: pipe_core::ConnectFailed<io::Error>,
+    },
     /// The runtime could not register the socket, or another OS failure.
     #[error("socket error: {0}")]
     Io(#[from] io::Error),

@@ -109,7 +109,7 @@ impl ExternalCache {
             .get(&key)
         {
             if now.duration_since(*at) < conf.ttl {
-                return Ok(route.with_external(*ip));
+                return Ok(route.with_observed_external(*ip));
             }
         }
         let mapped = external_address(rt, route, conf).await?;
@@ -117,7 +117,7 @@ impl ExternalCache {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, (mapped.ip(), rt.now()));
-        Ok(route.with_external(mapped.ip()))
+        Ok(route.with_observed_external(mapped.ip()))
     }
 
     /// Forget every cached answer.

@@ -333,6 +333,13 @@ impl<R: Runtime> Group<R> {
                         g.engine.handle_callback_done(pipe, len);
                     }
                 }
+                // After the message's callbacks (the engine held it until they were done).
+                Event::SubMessage { pipe, sub, msg } => {
+                    let len = msg.data.len();
+                    if !self.queue_job(g, pipe, Job::Sub(sub, msg)) {
+                        g.engine.handle_handler_done(pipe, len);
+                    }
+                }
                 Event::Readable { pipe } => notify(g, pipe, |e| &e.readable),
                 Event::Accepted { listener, .. } => notify(g, listener, |e| &e.accept),
                 Event::Forward {

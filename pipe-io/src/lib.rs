@@ -34,6 +34,7 @@ mod callbacks;
 mod error;
 pub mod external;
 mod group;
+mod happy_eyeballs;
 pub mod iface;
 mod logs;
 pub mod nat;
@@ -42,6 +43,7 @@ pub mod route;
 pub mod runtime;
 pub mod socket;
 mod stream;
+mod sub_handler;
 mod tasks;
 pub mod tls;
 
@@ -53,7 +55,7 @@ pub use iface::{default_route, interfaces, refresh_interfaces, IfAddress, Interf
 pub use nat::{discover_nat, DiscoverError};
 pub use pipe::Pipe;
 pub use pipe_core::stun::{Filtering, Mapping, NatClass, NatConfig, NatReport, PortDelta};
-pub use route::Route;
+pub use route::{check_external, ExternalAddrError, NotExternal, Route};
 pub use runtime::{BoxFuture, ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
 pub use stream::{Messages, PipeStream, StreamError};
 

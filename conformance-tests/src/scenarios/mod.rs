@@ -10,10 +10,12 @@ pub mod deadlines;
 pub mod echo;
 pub mod errors;
 pub mod framing;
+pub mod happy_eyeballs;
 pub mod lifecycle;
 pub mod recv;
 pub mod relay;
 pub mod reliable;
+pub mod semantics;
 pub mod tls;
 
 /// What every scenario module uses.

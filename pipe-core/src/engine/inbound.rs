@@ -1,5 +1,6 @@
 //! The inbound pipeline, in P2PD's order with its bugs fixed:
-//! reliable-UDP control → relay stamp → dedup → links → callback event → subscriptions.
+//! reliable-UDP control → relay stamp → dedup → links → callback event → subscriptions
+//! (after the callbacks, `subs.rs`).
 //!
 //! On a pipe with `Conf::relay_stamp`, the stamp step splits off a message's stamp header (or
 //! stamps an unstamped one as an original of this engine) and drops a stamp seen before; local
@@ -368,9 +369,11 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
+        let mut waits = false;
         if p.callbacks || p.parent_callbacks {
             claimed = true;
             if self.events.len() < MAX_EVENTS {
+                waits = true;
                 p.t.held_bytes += data.len();
                 p.t.held_jobs += 1;
                 self.events.push_back(Event::Message {
@@ -384,26 +387,8 @@ impl Engine {
                 p.stats.events_dropped += 1;
             }
         }
-        let mut queued = false;
-        for s in &mut p.subs {
-            if s.filter.matches_parts(&data, &from) {
-                let before = s.queue.dropped;
-                s.queue.push(Message {
-                    data: data.clone(),
-                    from,
-                });
-                p.stats.queue_dropped += s.queue.dropped - before;
-                p.stats.queued += 1;
-                queued = true;
-            }
-        }
-        if queued && !p.readable_pending {
-            p.readable_pending = true;
-            self.events.push_back(Event::Readable { pipe });
-        }
-        if !claimed && !queued {
-            p.stats.unclaimed += 1;
-        }
+        // Subscriptions after the callbacks (`subs.rs`).
+        self.subscriptions_step(pipe, from, data, claimed, waits);
     }
 
     /// Send a linked message out through a pipe of this engine.

@@ -14,6 +14,7 @@
 mod half;
 mod inbound;
 mod state;
+mod subs;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -355,6 +356,7 @@ impl Engine {
     }
 
     // ---- inputs -----------------------------------------------------------------------
+                handler: false,
 
     /// The peer closed (`reset = false`: FIN) or reset the connection.
     pub fn handle_peer_closed(&mut self, now: Instant, pipe: PipeId, reset: bool) {
@@ -602,6 +604,8 @@ impl Engine {
             return Err(SubscribeError::Closed);
         }
         if let Some(s) = p.subs.iter().find(|s| s.filter.same_as(&filter)) {
+        // Its subscriptions get it now: callback, then subscriptions (`subs.rs`).
+        self.callbacks_finished(pipe);
             return Ok(s.id);
         }
         if p.subs.len() >= MAX_SUBSCRIPTIONS {
@@ -614,7 +618,12 @@ impl Engine {
             SubId(p.next_sub - 1)
         };
         let queue = Queue::new(p.conf.max_qsize, p.conf.max_queue_bytes);
-        p.subs.push(Subscription { id, filter, queue });
+        p.subs.push(Subscription {
+            id,
+            filter,
+            queue,
+            handler: false,
+        });
         Ok(id)
     }
 
@@ -669,6 +678,8 @@ impl Engine {
         p.callbacks = on;
         let children = if p.kind == Kind::TcpListener {
             p.children.iter().copied().collect()
+        // Messages still with their callbacks will reach the queue (`subs.rs`).
+        let open = open || !p.held.is_empty();
         } else {
             Vec::new()
         };

@@ -202,6 +202,8 @@ pub(crate) struct PipeState {
 }
 
 /// Deadlines, memory accounting and release state of one pipe.
+    /// Messages waiting for their callbacks before the subscriptions get them (`subs.rs`).
+    pub(crate) held: VecDeque<crate::sub::Held>,
 #[derive(Debug)]
 pub(crate) struct Timing {
     pub(crate) opened: Instant,
@@ -318,6 +320,7 @@ impl PipeState {
     pub(crate) fn sub_mut(&mut self, id: SubId) -> Option<&mut Subscription> {
         self.subs.iter_mut().find(|s| s.id == id)
     }
+            held: VecDeque::new(),
 
     /// Nothing left that a user could still read or the driver still send.
     pub(crate) fn is_spent(&self) -> bool {

@@ -1,0 +1,164 @@
+//! Subscription delivery, the last step of the inbound pipeline: a message reaches the
+//! subscriptions of its pipe only after its callbacks finished, and a subscription with a
+//! handler hands it to the driver instead of queueing it.
+//!
+//! - **Callback, then subscriptions.** A message given to the driver's callbacks
+//!   ([`Event::Message`]) waits in the pipe's held list until the driver reports its callbacks
+//!   done ([`Engine::handle_callback_done`]); then it is offered to the subscriptions. So
+//!   `recv` cannot return a message whose callbacks have not run, on any executor. Messages
+//!   behind a held one wait too (order is kept). A pipe without message callbacks pays
+//!   nothing: its messages go straight to the subscriptions. The held list is bounded by the
+//!   callback caps (`max_callback_jobs`, `max_callback_bytes`: past them the pipe stops
+//!   reading). A message callback that awaits `recv` on its own pipe therefore sees only
+//!   messages before the one it handles (and times out waiting for later ones).
+//! - **Handler subscriptions** (P2PD's `subscribe(sub, handler)`,
+//!   [`Engine::subscribe_handler`]): a matching message is emitted as
+//!   [`Event::SubMessage`] for the driver to run the subscription's handler, and is not queued
+//!   for that subscription. The driver reports the handler done with
+//!   [`Engine::handle_handler_done`]; until then the message counts against the same caps as
+//!   callback messages.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use super::{Engine, MAX_EVENTS};
+use crate::error::SubscribeError;
+use crate::event::{Event, Message, PipeId, SubId};
+use crate::sub::{Filter, Held};
+
+impl Engine {
+    /// Subscribe to messages matching `filter` with a handler: each matching message is
+    /// emitted as [`Event::SubMessage`] (after the pipe's message callbacks) instead of being
+    /// queued. An existing subscription with an equal filter becomes a handler subscription
+    /// (what it queued before stays readable with [`Engine::recv`]).
+    pub fn subscribe_handler(
+        &mut self,
+        pipe: PipeId,
+        filter: Filter,
+    ) -> Result<SubId, SubscribeError> {
+        let id = self.subscribe(pipe, filter)?;
+        if let Some(s) = self.pipes.get_mut(&pipe).and_then(|p| p.sub_mut(id)) {
+            s.handler = true;
+        }
+        Ok(id)
+    }
+
+    /// Whether `sub` of `pipe` exists and has a handler.
+    pub fn is_handler(&self, pipe: PipeId, sub: SubId) -> bool {
+        self.pipes
+            .get(&pipe)
+            .and_then(|p| p.subs.iter().find(|s| s.id == sub))
+            .is_some_and(|s| s.handler)
+    }
+
+    /// The driver finished a subscription handler for a message of `len` bytes that came
+    /// with [`Event::SubMessage`] (or has no handler for it): the pipe holds it no longer.
+    pub fn handle_handler_done(&mut self, pipe: PipeId, len: usize) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        p.t.held_bytes = p.t.held_bytes.saturating_sub(len);
+        p.t.held_jobs = p.t.held_jobs.saturating_sub(1);
+        self.settle(pipe);
+        self.maybe_remove(pipe);
+    }
+
+    /// The subscription step of the pipeline. `waits`: the message went to callbacks
+    /// ([`Event::Message`]) and waits for them; `claimed`: a link or a callback took it.
+    pub(super) fn subscriptions_step(
+        &mut self,
+        pipe: PipeId,
+        from: SocketAddr,
+        data: Bytes,
+        claimed: bool,
+        waits: bool,
+    ) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        if waits || !p.held.is_empty() {
+            let msg = (!p.subs.is_empty()).then_some(Message { data, from });
+            if msg.is_none() && !claimed {
+                p.stats.unclaimed += 1;
+            }
+            p.held.push_back(Held {
+                waits,
+                claimed,
+                msg,
+            });
+            return;
+        }
+        self.offer(pipe, from, data, claimed);
+    }
+
+    /// The callbacks of the oldest message waiting for them are done: it, and every message
+    /// behind it that waits for nothing, go to the subscriptions.
+    pub(super) fn callbacks_finished(&mut self, pipe: PipeId) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        if let Some(h) = p.held.iter_mut().find(|h| h.waits) {
+            h.waits = false;
+        }
+        loop {
+            let Some(p) = self.pipes.get_mut(&pipe) else {
+                return;
+            };
+            if p.held.front().is_none_or(|h| h.waits) {
+                return;
+            }
+            let Some(h) = p.held.pop_front() else { return };
+            if let Some(m) = h.msg {
+                self.offer(pipe, m.from, m.data, h.claimed);
+            }
+        }
+    }
+
+    /// Offer a message to every matching subscription: queue it, or emit it for the handler.
+    fn offer(&mut self, pipe: PipeId, from: SocketAddr, data: Bytes, claimed: bool) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        let mut queued = false;
+        let mut handled = false;
+        for s in &mut p.subs {
+            if !s.filter.matches_parts(&data, &from) {
+                continue;
+            }
+            if s.handler {
+                handled = true;
+                if self.events.len() < MAX_EVENTS {
+                    p.t.held_bytes += data.len();
+                    p.t.held_jobs += 1;
+                    self.events.push_back(Event::SubMessage {
+                        pipe,
+                        sub: s.id,
+                        msg: Message {
+                            data: data.clone(),
+                            from,
+                        },
+                    });
+                } else {
+                    p.stats.events_dropped += 1;
+                }
+                continue;
+            }
+            let before = s.queue.dropped;
+            s.queue.push(Message {
+                data: data.clone(),
+                from,
+            });
+            p.stats.queue_dropped += s.queue.dropped - before;
+            p.stats.queued += 1;
+            queued = true;
+        }
+        if queued && !p.readable_pending {
+            p.readable_pending = true;
+            self.events.push_back(Event::Readable { pipe });
+        }
+        if !claimed && !queued && !handled {
+            p.stats.unclaimed += 1;
+        }
+    }
+}
