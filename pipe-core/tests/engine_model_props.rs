@@ -428,7 +428,7 @@ fn reliable_udp_matches_the_model() {
     run_counted(
         "reliable UDP: Acked checked",
         192,
-        60,
+        55,
         strategy,
         |(s, ops)| {
             let mut m = UdpModel::new(s);
@@ -829,7 +829,7 @@ fn tcp_stream_matches_the_model() {
     run_counted(
         "TCP: a message or deadline checked",
         256,
-        80,
+        70,
         strategy,
         |(s, ops)| {
             let mut m = TcpModel::new(s);

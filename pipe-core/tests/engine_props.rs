@@ -5,27 +5,44 @@
 //! - no panic; every engine `within_caps` and `poll_timeout` advances (checked by the world);
 //! - dedup is exact inside its window: a 4-entry LRU model predicts every drop of the model pipe;
 //! - no pipe with dedup on delivers one (sender, payload) twice;
-//! - no reliable send ends twice, and no pipe is up or ends twice.
+//! - no reliable send ends twice, and no pipe is up or ends twice;
+//! - every operation's result is the one a small model predicts: `send` is `Closed` once the
+//!   pipe ended, `WrongKind` on the listener, `NoDestination` on the pipe without one, else
+//!   `Ok`; `send_reliable` is `Closed`, `TooManyOutstanding(n)` with the model's count, or an
+//!   id not outstanding; `subscribe` is `WrongKind` / `Closed` / `Ok`; `link` is `SelfLink`,
+//!   `WrongKind` to the listener, `Closed` when either end ended, else `Ok`;
+//! - an `Acked` reliable send was delivered, byte for byte and from the sender's address, by
+//!   the peer host's engine before the ACK came back;
+//! - time advances: `Advance` moves the clock by a non-zero duration (everything due on the
+//!   way is handled step by step), TCP pipes have an idle deadline, and a pipe that ends with
+//!   `IdleTimeout` received no byte during the `idle_timeout` before its end.
 //!
 //! After the operations: the world goes idle within 10,000 steps and every reliable send has
-//! ended Acked or Unconfirmed.
+//! ended Acked or Unconfirmed. The property counts the cases in which an `Acked` send was
+//! checked against the peer's deliveries and an idle end was checked, prints the counts and
+//! asserts they are a large fraction of the cases.
 
 mod world;
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
 use pipe_core::{
-    Conf, DedupKey, Event, Filter, Framing, LinkId, LinkTarget, MessageId, PipeId, State, SubId,
+    Conf, DedupKey, EndReason, Event, Filter, Framing, LinkError, LinkId, LinkTarget, MessageId,
+    Outcome, PipeId, SendError, State, SubId, SubscribeError,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
 use world::{Net, World};
 
 const H: usize = 3;
 const ATTACKER: &str = "10.66.0.1:666";
+/// The TCP pipes' idle deadline.
+const IDLE: Duration = Duration::from_millis(900);
 
 fn addr(h: usize, port: u16) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, h as u8 + 1], port))
@@ -129,7 +146,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(h, sel, peer, bytes)| Op::InjectDatagram { h, sel, peer, bytes }),
         2 => (0..4usize, any::<bool>(), prop::collection::vec(any::<u8>(), 0..24))
             .prop_map(|(idx, client, bytes)| Op::InjectStream { idx, client, bytes }),
-        10 => (0..400u16).prop_map(|ms| Op::Advance { ms }),
+        10 => (1..400u16).prop_map(|ms| Op::Advance { ms }),
         2 => Just(Op::Drop),
         2 => Just(Op::Dup),
         1 => (0..=30u8).prop_map(|percent| Op::Loss { percent }),
@@ -240,6 +257,15 @@ struct Sim {
     delivered: HashSet<(usize, PipeId, IpAddr, Bytes)>,
     reliable_sent: HashSet<(usize, MessageId)>,
     reliable_done: HashSet<(usize, MessageId)>,
+    /// Per (host, pipe): reliable sends without an outcome, with their payloads.
+    outstanding: HashMap<(usize, PipeId), HashMap<MessageId, Bytes>>,
+    /// Every message event: (host, pipe, sender, payload).
+    messages: HashSet<(usize, SocketAddr, Bytes)>,
+    acked_checked: u64,
+    idle_checked: u64,
+    /// Per TCP pipe: its `bytes_in` and when it last grew.
+    last_input: HashMap<(usize, PipeId), (u64, std::time::Instant)>,
+    start: std::time::Instant,
     ups: HashSet<(usize, PipeId)>,
     ended: HashSet<(usize, PipeId)>,
     counter: u64,
@@ -258,6 +284,7 @@ impl Sim {
             max_chunk: s.max_chunk,
         };
         let mut w = World::new(s.seed, net);
+        let now0 = w.now();
         w.record = true;
         w.per_pipe_drain = s.per_pipe_drain;
         let conf_u = Conf {
@@ -279,6 +306,7 @@ impl Sim {
         };
         let conf_tcp = Conf {
             framing: Framing::LengthPrefixed { max: 64 },
+            idle_timeout: Some(IDLE),
             max_connections: 3,
             accept_backlog: 2,
             ..conf_u.clone()
@@ -328,6 +356,12 @@ impl Sim {
             delivered: HashSet::new(),
             reliable_sent: HashSet::new(),
             reliable_done: HashSet::new(),
+            outstanding: HashMap::new(),
+            messages: HashSet::new(),
+            acked_checked: 0,
+            idle_checked: 0,
+            last_input: HashMap::new(),
+            start: now0,
             ups: HashSet::new(),
             ended: HashSet::new(),
             counter: 0,
@@ -362,6 +396,11 @@ impl Sim {
         v[sel % v.len()]
     }
 
+    /// Whether the model saw the pipe end.
+    fn ended(&self, h: usize, p: PipeId) -> bool {
+        self.ended.contains(&(h, p))
+    }
+
     fn payload(&mut self, tag: u8, len: usize) -> Vec<u8> {
         self.counter += 1;
         let mut v = format!("{}{}|", tag as char, self.counter).into_bytes();
@@ -375,16 +414,37 @@ impl Sim {
             Op::Send { h, sel, len } => {
                 let p = self.pick(h, sel);
                 let data = self.payload(b'U', len);
-                let _ = self.w.send(h, p, &data, None);
+                let got = self.w.send(h, p, &data, None);
+                let want = if self.ended(h, p) {
+                    Err(SendError::Closed)
+                } else if h == 1 && p == self.listener {
+                    Err(SendError::WrongKind("TCP listener"))
+                } else if h == 0 && p == self.model_pipe {
+                    Err(SendError::NoDestination)
+                } else {
+                    Ok(())
+                };
+                assert_eq!(got, want, "send on {p} of host {h}");
             }
             Op::SendReliable { h, len } => {
                 let r = self.slots[h][1];
                 let data = self.payload(b'R', len);
-                if let Ok(id) = self.w.send_reliable(h, r, &data, None) {
+                let got = self.w.send_reliable(h, r, &data, None);
+                let waiting = self.outstanding.get(&(h, r)).map_or(0, |o| o.len());
+                if self.ended(h, r) {
+                    assert_eq!(got, Err(SendError::Closed));
+                } else if waiting >= self.conf_r.max_reliable_outstanding {
+                    assert_eq!(got, Err(SendError::TooManyOutstanding(waiting)));
+                } else {
+                    let id = got.expect("the model predicts the reliable send is taken");
                     assert!(
                         self.reliable_sent.insert((h, id)),
                         "a MessageId reused while outstanding"
                     );
+                    self.outstanding
+                        .entry((h, r))
+                        .or_default()
+                        .insert(id, Bytes::from(data));
                 }
             }
             Op::SendModel { src, sym } => {
@@ -418,7 +478,14 @@ impl Sim {
                     6 => Filter::pattern("U").unwrap().with_addr(addr(0, 0)),
                     _ => Filter::from_addr(ATTACKER.parse().unwrap()),
                 };
-                if let Ok(id) = self.w.engine_mut(h).subscribe(p, f) {
+                let known = self.w.engine(h).state(p).is_some();
+                let got = self.w.engine_mut(h).subscribe(p, f);
+                if h == 1 && p == self.listener && known {
+                    assert_eq!(got, Err(SubscribeError::WrongKind("TCP listener")));
+                } else if self.ended(h, p) {
+                    assert_eq!(got, Err(SubscribeError::Closed));
+                } else {
+                    let id = got.expect("the model predicts the subscription is made");
                     let subs = self.subs.entry((h, p)).or_default();
                     if !subs.contains(&id) {
                         subs.push(id);
@@ -450,6 +517,18 @@ impl Sim {
                 external,
             } => {
                 let (a, b) = (self.pick(h, from), self.pick(h, to));
+                let is_listener = |p: PipeId| h == 1 && p == self.listener;
+                let want = if a == b && !external {
+                    Err(LinkError::SelfLink)
+                } else if self.ended(h, b) {
+                    Err(LinkError::Closed)
+                } else if is_listener(b) {
+                    Err(LinkError::WrongKind("TCP listener"))
+                } else if self.ended(h, a) {
+                    Err(LinkError::Closed)
+                } else {
+                    Ok(())
+                };
                 let linked = if external {
                     self.w.link_external(h, a, b)
                 } else {
@@ -457,6 +536,11 @@ impl Sim {
                         .engine_mut(h)
                         .link(a, LinkTarget::Local(b), None, None)
                 };
+                assert_eq!(
+                    linked.as_ref().map(|_| ()),
+                    want.as_ref().map(|_| ()),
+                    "link {a} -> {b} (external: {external}) on host {h}"
+                );
                 if let Ok(l) = linked {
                     self.links.entry((h, a)).or_default().push(l);
                 }
@@ -586,7 +670,12 @@ impl Sim {
                         _ => break,
                     }
                 }
-                self.w.advance(Duration::ZERO, 1);
+                // Nothing is due before `until` any more: the clock moves there.
+                let left = until.saturating_duration_since(self.w.now());
+                if self.w.next_time().is_none_or(|t| t > until) {
+                    assert!(self.w.advance(left, 1));
+                    assert_eq!(self.w.now(), until);
+                }
             }
             Op::Drop => {
                 self.w.drop_next_datagram();
@@ -603,6 +692,19 @@ impl Sim {
 
     /// The invariants that must hold after every step.
     fn check(&mut self) {
+        // When each TCP pipe last took bytes in (its `bytes_in` grew).
+        let now = self.w.now();
+        for h in 0..2 {
+            for p in self.pipes(h).into_iter().skip(3) {
+                let bytes_in = self.w.engine(h).stats(p).map(|s| s.bytes_in);
+                let e = self.last_input.entry((h, p)).or_insert((0, now));
+                if let Some(b) = bytes_in {
+                    if b > e.0 {
+                        *e = (b, now);
+                    }
+                }
+            }
+        }
         // Dedup exact inside its window, against the LRU model.
         let log = &self.w.log[self.log_seen..];
         for r in log {
@@ -624,15 +726,31 @@ impl Sim {
         self.log_seen = self.w.log.len();
         for h in 0..H {
             let events = &self.w.events(h)[self.ev_seen[h]..];
-            for (_, e) in events {
+            for (at, e) in events {
                 match e {
                     Event::Up { pipe } => {
                         assert!(self.ups.insert((h, *pipe)), "Up twice for {pipe}")
                     }
-                    Event::End { pipe, .. } => {
-                        assert!(self.ended.insert((h, *pipe)), "End twice for {pipe}")
+                    Event::End { pipe, reason } => {
+                        assert!(self.ended.insert((h, *pipe)), "End twice for {pipe}");
+                        if *reason == EndReason::IdleTimeout {
+                            // No byte arrived during the idle time before the end.
+                            let last = self.last_input.get(&(h, *pipe)).map(|x| x.1);
+                            assert!(
+                                last.is_some_and(|t| t + IDLE <= *at),
+                                "{pipe} idled out at +{:?}, its last input at +{:?}",
+                                *at - self.start,
+                                last.map(|t| t - self.start)
+                            );
+                            assert!(self
+                                .w
+                                .engine(h)
+                                .conf(*pipe)
+                                .is_none_or(|c| c.idle_timeout == Some(IDLE)));
+                            self.idle_checked += 1;
+                        }
                     }
-                    Event::Reliable { id, .. } => {
+                    Event::Reliable { pipe, id, outcome } => {
                         assert!(
                             self.reliable_sent.contains(&(h, *id)),
                             "outcome for an unknown send"
@@ -641,8 +759,23 @@ impl Sim {
                             self.reliable_done.insert((h, *id)),
                             "a reliable send ended twice"
                         );
+                        let data = self
+                            .outstanding
+                            .get_mut(&(h, *pipe))
+                            .and_then(|o| o.remove(id))
+                            .expect("the outcome of an outstanding send of this pipe");
+                        if *outcome == Outcome::Acked {
+                            // The peer host's engine delivered it, intact, from this pipe.
+                            let next = (h + 1) % H;
+                            assert!(
+                                self.messages.contains(&(next, addr(h, 3000), data.clone())),
+                                "Acked, but host {next} never delivered {data:?}"
+                            );
+                            self.acked_checked += 1;
+                        }
                     }
                     Event::Message { pipe, msg } => {
+                        self.messages.insert((h, msg.from, msg.data.clone()));
                         let dedup = self
                             .w
                             .engine(h)
@@ -720,18 +853,42 @@ impl Sim {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
-
-    #[test]
-    fn random_interaction(s in setup(), ops in prop::collection::vec(op(), 0..100)) {
-        let mut sim = Sim::new(&s);
-        sim.check();
-        for op in &ops {
-            sim.apply(op);
-        }
-        sim.finish();
-    }
+#[test]
+fn random_interaction() {
+    let (cases, acked, idle) = (Cell::new(0u32), Cell::new(0u32), Cell::new(0u32));
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let strategy = (setup(), prop::collection::vec(op(), 0..100));
+    runner
+        .run(&strategy, |(s, ops)| {
+            let mut sim = Sim::new(&s);
+            sim.check();
+            for op in &ops {
+                sim.apply(op);
+            }
+            sim.finish();
+            cases.set(cases.get() + 1);
+            acked.set(acked.get() + u32::from(sim.acked_checked > 0));
+            idle.set(idle.get() + u32::from(sim.idle_checked > 0));
+            Ok(())
+        })
+        .unwrap();
+    let (cases, acked, idle) = (cases.get(), acked.get(), idle.get());
+    eprintln!(
+        "random_interaction: {cases} cases; an Acked send checked against the peer's \
+         deliveries in {acked}, an idle end checked in {idle}"
+    );
+    assert!(
+        acked * 100 >= cases * 60,
+        "only {acked} of {cases} cases checked an Acked send"
+    );
+    assert!(
+        idle * 100 >= cases * 30,
+        "only {idle} of {cases} cases checked an idle end"
+    );
 }
 
 /// A long run of the same machinery with heavier traffic, as a smoke test of the step bound.
