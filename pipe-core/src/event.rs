@@ -107,8 +107,8 @@ pub enum EndReason {
         /// The limit.
         max: usize,
     },
-    /// The socket failed; the text is the OS error.
-    Error(String),
+    /// The socket failed: the OS error, kept whole (kind, OS code, source).
+    Error(crate::error::IoError),
     /// No bytes either way for [`crate::Conf::idle_timeout`].
     IdleTimeout,
     /// An accepted connection sent no complete message within

@@ -106,10 +106,11 @@ pub use conf::{Conf, DedupKey, Framing};
 pub use connect_plan::{AttemptError, ConnectFailed, ConnectPlan, PlanOutcome};
 pub use dedup::{sender_cap, MAX_RELIABLE_SENDERS};
 pub use engine::{
-    Engine, Kind, State, Stats, MAX_EVENTS, MAX_LINKS, MAX_SUBSCRIPTIONS, MAX_UDP_V4, MAX_UDP_V6,
+    ConnTotals, Engine, Kind, State, Stats, MAX_EVENTS, MAX_LINKS, MAX_SUBSCRIPTIONS, MAX_UDP_V4,
+    MAX_UDP_V6,
 };
 pub use error::{
-    AcceptError, ConfError, DestError, LinkError, RecvError, SendError, SubscribeError,
+    AcceptError, ConfError, DestError, IoError, LinkError, RecvError, SendError, SubscribeError,
 };
 pub use event::{
     EndReason, Event, LinkId, LinkTarget, Message, MessageId, Outcome, PipeId, SubId, TargetToken,

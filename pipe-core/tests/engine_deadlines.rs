@@ -541,12 +541,12 @@ fn partial_frames_are_not_a_first_message() {
     s.stream(9 * SEC, c3, &[0, 0]);
     s.stream(9 * SEC + 500 * MS, c3, &[0, 2, b'h']);
     s.stream(10 * SEC - MS, c3, b"i");
-    // No subscription and no callbacks: the frame is unclaimed, no event.
-    assert_eq!(s.ev(), NONE);
+    // No callbacks: the frame waits for `accept()` in the connection's fallback queue.
+    assert_eq!(s.ev(), [Event::Readable { pipe: c3 }]);
     let (st1, st2, st3) = (s.stats(c1), s.stats(c2), s.stats(c3));
     assert_eq!((st1.bytes_in, st1.received), (3, 0));
     assert_eq!((st2.bytes_in, st2.received), (5, 0));
-    assert_eq!((st3.bytes_in, st3.received, st3.unclaimed), (6, 1, 1));
+    assert_eq!((st3.bytes_in, st3.received, st3.queued), (6, 1, 1));
 
     assert_eq!(s.e.poll_timeout(), Some(s.at(10 * SEC)));
     assert_eq!(
@@ -572,7 +572,7 @@ fn a_complete_frame_cancels_the_first_message_deadline_then_idle_applies() {
     s.ev();
     assert_eq!(s.e.poll_timeout(), Some(s.at(10 * SEC)));
     s.stream(4 * SEC, c, &[0, 0, 0, 2, b'h', b'i']);
-    assert_eq!(s.ev(), NONE);
+    assert_eq!(s.ev(), [Event::Readable { pipe: c }]);
     // The stale entry fires and re-arms to the idle deadline: 30 s after the frame.
     assert_eq!(s.e.poll_timeout(), Some(s.at(10 * SEC)));
     assert_eq!(s.fire(10 * SEC), NONE);

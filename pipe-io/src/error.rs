@@ -11,13 +11,13 @@ use pipe_core::{ConfError, DestError, Family};
 #[non_exhaustive]
 pub enum OpenError {
     /// A conf value is invalid.
-    #[error("invalid conf: {0}")]
+    #[error("invalid conf")]
     Conf(#[from] ConfError),
     /// The destination is malformed (port 0, bad host name ...).
-    #[error("bad destination: {0}")]
+    #[error("bad destination")]
     Dest(#[from] DestError),
     /// DNS failed for the host.
-    #[error("could not resolve {host}: {source}")]
+    #[error("could not resolve {host}")]
     Resolve {
         /// The host name.
         host: String,
@@ -49,7 +49,7 @@ pub enum OpenError {
         dest: SocketAddr,
     },
     /// Creating or binding the socket failed (address in use, not local ...).
-    #[error("could not bind {addr}: {source}")]
+    #[error("could not bind {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -58,7 +58,7 @@ pub enum OpenError {
     },
     /// Binding the socket to the route's interface (SO_BINDTODEVICE) failed: not permitted
     /// (it needs CAP_NET_RAW), no such device, or not supported on this OS.
-    #[error("could not bind to device {device:?}: {source}")]
+    #[error("could not bind to device {device:?}")]
     BindDevice {
         /// The interface name.
         device: String,
@@ -84,7 +84,7 @@ pub enum OpenError {
         socket: Option<KeptSocket>,
     },
     /// The TCP connection failed otherwise (unreachable, reset ...).
-    #[error("connection to {addr} failed: {source}")]
+    #[error("connection to {addr} failed")]
     Connect {
         /// The peer.
         addr: SocketAddr,
@@ -105,7 +105,7 @@ pub enum OpenError {
         failed: pipe_core::ConnectFailed<io::Error>,
     },
     /// The runtime could not register the socket, or another OS failure.
-    #[error("socket error: {0}")]
+    #[error("socket error")]
     Io(#[from] io::Error),
     /// `Conf::sock_only` is set: call `open_socket` to get the socket instead of a pipe.
     #[error("conf.sock_only is set: use open_socket() to get the configured socket")]
@@ -132,5 +132,48 @@ impl OpenError {
             | OpenError::Connect { socket, .. } => socket.map(|k| k.0),
             _ => None,
         }
+    }
+}
+
+/// For code that speaks `std::io`. An OS failure keeps its kind (the whole `OpenError`, with
+/// its address and the OS error as its `source()`, is the inner error); a bare
+/// [`OpenError::Io`] gives back its own `io::Error`:
+///
+/// | `OpenError` | `io::ErrorKind` |
+/// |---|---|
+/// | `Io(e)` | `e` itself |
+/// | `Resolve`, `Bind`, `BindDevice`, `Connect` | the OS error's kind |
+/// | `ConnectRefused` | `ConnectionRefused` |
+/// | `ConnectTimeout`, `ResolveTimeout` | `TimedOut` |
+/// | `NoAddress` | `AddrNotAvailable` |
+/// | `Conf`, `Dest`, `FamilyMismatch`, `BadSocket`, `SockOnly` | `InvalidInput` |
+/// | `Tls` | `InvalidData` (as rustls's own streams report TLS failures) |
+/// | any other | `Other` |
+impl From<OpenError> for io::Error {
+    fn from(e: OpenError) -> Self {
+        use io::ErrorKind as K;
+        let e = match e {
+            OpenError::Io(inner) => return inner,
+            other => other,
+        };
+        let kind = match &e {
+            OpenError::Io(inner) => inner.kind(),
+            OpenError::Resolve { source, .. }
+            | OpenError::Bind { source, .. }
+            | OpenError::BindDevice { source, .. }
+            | OpenError::Connect { source, .. } => source.kind(),
+            OpenError::ConnectRefused { .. } => K::ConnectionRefused,
+            OpenError::ConnectTimeout { .. } | OpenError::ResolveTimeout { .. } => K::TimedOut,
+            OpenError::NoAddress { .. } => K::AddrNotAvailable,
+            OpenError::Conf(_)
+            | OpenError::Dest(_)
+            | OpenError::FamilyMismatch { .. }
+            | OpenError::BadSocket(_)
+            | OpenError::SockOnly => K::InvalidInput,
+            OpenError::Tls(_) => K::InvalidData,
+            #[allow(unreachable_patterns)]
+            _ => K::Other,
+        };
+        io::Error::new(kind, e)
     }
 }

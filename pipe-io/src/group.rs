@@ -574,8 +574,10 @@ pub(crate) fn flush<R: Runtime>(
                 );
             }
             Err(e) => {
-                engine.handle_error(now, pipe, e.to_string());
-                return Err(e);
+                // The end reason keeps the OS error whole; the caller gets an equal one.
+                let e = pipe_core::IoError::new(e);
+                engine.handle_error(now, pipe, e.clone());
+                return Err(e.into_io());
             }
         }
         first = false;

@@ -19,7 +19,24 @@ use crate::runtime::{Runtime, TcpIo, UdpIo};
 /// A pipe: one async API over a UDP socket, a TCP connection or a TCP listener.
 ///
 /// Handles are cheap to clone. The pipe closes when [`Pipe::close`] is called or when the last
-/// handle returned by opening it is dropped (handles given to callbacks do not keep it open).
+/// *owning* handle is dropped, as a `TcpStream` closes when dropped.
+///
+/// # Which handles own a pipe
+///
+/// | handle | owns the pipe |
+/// |---|---|
+/// | returned by opening it (`PipeBuilder::open`, `pipe_open`) | yes |
+/// | returned by [`Pipe::accept`] / [`Pipe::accept_timeout`] (each connection once) | yes |
+/// | a clone of a handle | as the handle it was cloned from |
+/// | given to callbacks and `on_accept` hooks, returned by [`Pipe::connections`] | no |
+///
+/// Dropping the last owning handle closes the pipe (what it queued for its peer is still
+/// written, within `close_timeout`) and drops the messages still queued for reading.
+/// Non-owning handles never keep a pipe open; once it is closed their operations fail with
+/// `Closed`. A connection that no `accept()` handed out is closed by its listener (when the
+/// listener closes, or by the engine's deadlines), by a callback, or by [`Pipe::close`].
+/// Closing or dropping a listener closes its connections, owned ones included (unlike
+/// `std::net::TcpListener`): keep the listener while its connections are in use.
 pub struct Pipe<R: Runtime> {
     pub(crate) group: Arc<Group<R>>,
     pub(crate) id: PipeId,
@@ -38,7 +55,9 @@ impl<R: Runtime> Drop for Owner<R> {
         let forwards = {
             let mut g = self.group.lock();
             let now = self.group.rt.now();
-            g.engine.close(now, self.id);
+            // Nobody owns it any more: close it and drop what it still queued for reading,
+            // so the engine can forget it (a listener's connection would otherwise stay).
+            g.engine.abandon(now, self.id);
             self.group.pump(&mut g)
         };
         drop(forwards);
@@ -147,6 +166,12 @@ impl<R: Runtime> Pipe<R> {
         self.group.lock().engine.stats(self.id)
     }
 
+    /// A TCP listener's totals over its connections, the ended ones included (connections
+    /// accepted and ended, bytes and messages in and out); `None` for other pipes.
+    pub fn conn_totals(&self) -> Option<pipe_core::ConnTotals> {
+        self.group.lock().engine.conn_totals(self.id)
+    }
+
     /// True once the pipe has ended (its socket may still be flushing).
     pub fn is_closed(&self) -> bool {
         self.entry.is_ended()
@@ -155,6 +180,16 @@ impl<R: Runtime> Pipe<R> {
     // ---- sending ----------------------------------------------------------------------
 
     /// Send to the default destination. TCP waits while the write buffer is full.
+    ///
+    /// `Ok` means the whole message was taken by the pipe (written to the socket, or queued
+    /// for it within `max_out_bytes`), not that the peer got it. A refused send took nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe, message by message: a message is taken whole, at once, or
+    /// not at all. If `send` is used as the event in a `tokio::select!` statement and some
+    /// other branch completes first, no part of the message was sent; sending it again
+    /// later sends it once. (The same holds for [`Pipe::send_to`].)
     pub async fn send(&self, data: &[u8]) -> Result<(), SendError> {
         self.send_inner(data, None).await
     }
@@ -233,12 +268,14 @@ impl<R: Runtime> Pipe<R> {
                     0
                 }
                 // A datagram the OS refused: this send fails, the pipe lives on.
-                Err(e) if self.entry.proto == Proto::Udp => return Err(refused(e, data.len())),
+                Err(e) if self.entry.proto == Proto::Udp => return Err(refused(e)),
                 Err(e) => {
+                    // The send and the pipe's end reason share the OS error, kept whole.
+                    let e = pipe_core::IoError::new(e);
                     g.engine
-                        .handle_error(self.group.rt.now(), self.id, e.to_string());
+                        .handle_error(self.group.rt.now(), self.id, e.clone());
                     self.group.pump(&mut g);
-                    return Err(SendError::from(e));
+                    return Err(SendError::Io(e));
                 }
             };
             if written > 0 {
@@ -254,11 +291,7 @@ impl<R: Runtime> Pipe<R> {
             self.group.pump(&mut g);
             return res;
         }
-        self.queue_send(
-            &mut g,
-            |engine, now| engine.send(now, self.id, data, dest),
-            data.len(),
-        )
+        self.queue_send(&mut g, |engine, now| engine.send(now, self.id, data, dest))
     }
 
     /// Queue a send with the engine and write it now if the socket takes it. When nothing
@@ -268,7 +301,6 @@ impl<R: Runtime> Pipe<R> {
         &self,
         g: &mut crate::group::GroupState<R>,
         send: impl FnOnce(&mut pipe_core::Engine, std::time::Instant) -> Result<T, SendError>,
-        len: usize,
     ) -> Result<T, SendError> {
         let now = self.group.rt.now();
         let own_first = g.engine.peek_transmit(self.id).is_none();
@@ -276,13 +308,19 @@ impl<R: Runtime> Pipe<R> {
         let flushed = flush(g, self.id, now, own_first && self.entry.proto == Proto::Udp);
         self.group.pump(g);
         match flushed {
-            Err(e) if self.entry.proto == Proto::Udp => Err(refused(e, len)),
+            Err(e) if self.entry.proto == Proto::Udp => Err(refused(e)),
             _ => Ok(res),
         }
     }
 
     /// Send reliably (UDP pipes opened with `Conf::reliable_udp`) and wait for the outcome:
     /// `Acked`, or `Unconfirmed` after `1 + send_retry` tries `retry_interval` apart.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe for the outcome: cancelled while waiting for room, nothing was sent;
+    /// cancelled after the message was queued, the pipe still sends and retries it, but its
+    /// outcome is forgotten (still counted in [`Stats::acked`] / [`Stats::unconfirmed`]).
     pub async fn send_reliable(
         &self,
         data: &[u8],
@@ -295,11 +333,9 @@ impl<R: Runtime> Pipe<R> {
                     .engine
                     .conf(self.id)
                     .map(|c| c.retry_interval * (c.reliable_tries() + 1) + Duration::from_secs(1));
-                self.queue_send(
-                    &mut g,
-                    |engine, now| engine.send_reliable(now, self.id, data, dest),
-                    data.len(),
-                )
+                self.queue_send(&mut g, |engine, now| {
+                    engine.send_reliable(now, self.id, data, dest)
+                })
                 .map(|id| (id, wait.unwrap_or(Duration::from_secs(10))))
             };
             match res {
@@ -346,11 +382,25 @@ impl<R: Runtime> Pipe<R> {
 
     /// Receive from the all-messages subscription, waiting up to the pipe's `recv_timeout`.
     /// `Ok(None)` on timeout.
+    ///
+    /// This keeps P2PD's `recv()` semantics: it gives up after `Conf::recv_timeout` (2 s by
+    /// default) with `Ok(None)`, so `while let Some(m) = pipe.recv().await?` also ends on an
+    /// idle pipe. To wait with no deadline use `recv_timeout(Duration::MAX)`, or
+    /// [`Pipe::messages`] (a `Stream` that ends only when the pipe does). After a TCP peer's
+    /// FIN, a drained queue gives `Err(Closed)`: nothing more will arrive.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. A message leaves its queue only in the same step that
+    /// returns it, so if `recv` is used as the event in a `tokio::select!` statement and
+    /// some other branch completes first, no message was taken: the next `recv` gets it.
+    /// (The same holds for [`Pipe::recv_timeout`] and [`Pipe::recv_on`].)
     pub async fn recv(&self) -> Result<Option<Message>, RecvError> {
         self.recv_on(SubId::ALL, None).await
     }
 
-    /// Receive from the all-messages subscription, waiting up to `timeout`.
+    /// Receive from the all-messages subscription, waiting up to `timeout`
+    /// (`Duration::MAX`: forever).
     pub async fn recv_timeout(&self, timeout: Duration) -> Result<Option<Message>, RecvError> {
         self.recv_on(SubId::ALL, Some(timeout)).await
     }
@@ -375,7 +425,11 @@ impl<R: Runtime> Pipe<R> {
                     .map_or(Duration::from_secs(2), |c| c.recv_timeout)
             })
         };
-        let mut sleep = self.group.rt.sleep_until(self.group.rt.now() + timeout);
+        // A timeout past the clock's range (`Duration::MAX`) waits forever, never panics.
+        let mut sleep = match self.group.rt.now().checked_add(timeout) {
+            Some(deadline) => self.group.rt.sleep_until(deadline),
+            None => Box::pin(future::pending()),
+        };
         loop {
             let listener = self.entry.readable.listen();
             if let Some(m) = self.group.lock().engine.recv(self.id, sub)? {
@@ -430,8 +484,29 @@ impl<R: Runtime> Pipe<R> {
 
     // ---- servers ----------------------------------------------------------------------
 
-    /// The next accepted connection of a TCP server, each exactly once, in accept order.
-    /// `Err(Closed)` once the server is closed and every accepted connection was handed out.
+    /// The next accepted connection of a TCP server, each exactly once, in accept order, as
+    /// an *owning* handle: dropping its last clone closes the connection, as dropping a
+    /// `TcpStream` does (see [Which handles own a pipe](Pipe#which-handles-own-a-pipe)).
+    ///
+    /// When the server has no message callbacks, the connection comes subscribed to every
+    /// message ([`SubId::ALL`]) from its first byte: what arrived before `accept()` returned
+    /// waits in that queue (within `max_qsize` / `max_queue_bytes` and the server's
+    /// `max_server_bytes`), so `loop { let c = server.accept().await?; spawn(serve(c)) }`
+    /// loses no first message. Until subscribed explicitly, that subscription takes only
+    /// messages no link and no callback took: a connection linked to an upstream queues
+    /// nothing (subscribe to `Filter::all()` to get a copy of those too). With message
+    /// callbacks on the server, the callbacks get the messages and the connection starts
+    /// unsubscribed.
+    ///
+    /// `Err(NotListener)` at once on a pipe that is not a TCP listener; `Err(Closed)` once
+    /// the server is closed and every accepted connection was handed out.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. A connection leaves the accept queue only in the same
+    /// step that returns it, so if `accept` is used as the event in a `tokio::select!`
+    /// statement and some other branch completes first, no connection was lost: the next
+    /// `accept` returns it. (The same holds for [`Pipe::accept_timeout`].)
     pub async fn accept(&self) -> Result<Pipe<R>, RecvError> {
         loop {
             let listener = self.entry.accept.listen();
@@ -465,10 +540,12 @@ impl<R: Runtime> Pipe<R> {
             .entry(conn)
             .cloned()
             .unwrap_or_else(|| Entry::gone(Proto::Tcp));
-        Ok(Some(Pipe::handle(self.group.clone(), conn, entry)))
+        // Handed out once: this handle owns the connection.
+        Ok(Some(Pipe::owned(self.group.clone(), conn, entry)))
     }
 
-    /// The live connections of a TCP server, in accept order.
+    /// The live connections of a TCP server, in accept order, as non-owning handles
+    /// (dropping them does not close the connections).
     pub fn connections(&self) -> Vec<Pipe<R>> {
         let g = self.group.lock();
         g.engine
@@ -651,16 +728,17 @@ fn cbs_mut<R: Runtime>(
         .map(|s| s.cbs.get_or_insert_with(Callbacks::default))
 }
 
-/// The error for a datagram of `len` bytes the OS refused to send.
-fn refused(e: io::Error, len: usize) -> SendError {
-    if crate::socket::is_msgsize(&e) {
-        SendError::TooLarge {
-            len,
-            max: len.saturating_sub(1),
-        }
-    } else {
-        SendError::from(e)
-    }
+/// The error for a datagram the OS refused to send: the OS error, kept whole.
+///
+/// A datagram over the protocol's limit (65,507 bytes on IPv4, 65,527 on IPv6) never gets
+/// here: the engine refuses it first with `TooLarge` and the real limit. Below that, the OS
+/// refuses a datagram as too long (`EMSGSIZE`) only for a limit of its own that this side
+/// cannot read back through the runtime seam (the path MTU of a socket that does not
+/// fragment, a BSD socket's send buffer): the refusal is then reported as the OS error it
+/// is (`SendError::Io`, `raw_os_error()` = EMSGSIZE) rather than as `TooLarge` with an
+/// invented limit.
+fn refused(e: io::Error) -> SendError {
+    SendError::from(e)
 }
 
 /// Run forwards produced by a pump: each is sent through its target, awaited (backpressure),

@@ -476,7 +476,7 @@ fn timer<R: Runtime>(group: &Arc<Group<R>>) {
 fn fail<R: Runtime>(group: &Arc<Group<R>>, id: PipeId, e: std::io::Error) {
     log::debug!("{id}: socket error: {e}");
     let mut g = group.lock();
-    g.engine.handle_error(group.rt.now(), id, e.to_string());
+    g.engine.handle_error(group.rt.now(), id, e.into());
     group.pump(&mut g);
 }
 

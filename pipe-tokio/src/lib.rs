@@ -51,6 +51,12 @@ impl Runtime for Tokio {
         self.0.spawn(future);
     }
 
+    /// tokio's clock, so that `tokio::time::pause()` and `#[tokio::test(start_paused = true)]`
+    /// move the engine's deadlines with the timers (the same instant as `std`'s otherwise).
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
         // Enter the handle: a pipe may be awaited from another runtime's thread, where
         // `tokio::time` finds no runtime in context and panics.

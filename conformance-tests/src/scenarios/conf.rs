@@ -159,7 +159,19 @@ pub async fn broadcast_allows_broadcast_sends<R: Runtime>(rt: R) {
         plain.local_addr().unwrap().port(),
     );
     match plain.send_to(b"everyone", bcast).await {
-        Err(SendError::Io { kind, .. }) => assert_eq!(kind, ErrorKind::PermissionDenied),
+        Err(e @ SendError::Io(_)) => {
+            // The OS error is kept whole: kind, OS code (EACCES), and back as an io::Error.
+            let SendError::Io(os) = &e else {
+                unreachable!()
+            };
+            assert_eq!(os.kind(), ErrorKind::PermissionDenied);
+            assert_eq!(os.raw_os_error(), Some(13));
+            let io = std::io::Error::from(e);
+            assert_eq!(
+                (io.kind(), io.raw_os_error()),
+                (ErrorKind::PermissionDenied, Some(13))
+            );
+        }
         other => panic!("expected EACCES without SO_BROADCAST, got {other:?}"),
     }
     round_trip(&plain, b"still usable").await;

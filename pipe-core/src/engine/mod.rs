@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-pub use state::{Kind, State, Stats};
+pub use state::{ConnTotals, Kind, State, Stats};
 use state::{Link, PipeState, Target};
 
 use crate::framing::Session;
@@ -144,8 +144,12 @@ impl Engine {
         self.open(now, Kind::TcpListener, local, None, conf, callbacks, false)
     }
 
-    /// Register a connection `listener` accepted. It inherits the listener's conf and starts
-    /// unsubscribed. Fails when the listener is closed or at `max_connections`: close the socket.
+    /// Register a connection `listener` accepted. It inherits the listener's conf. When the
+    /// listener has no message callbacks it starts with a fallback [`SubId::ALL`]
+    /// subscription that takes every message no link and no callback takes, so a connection
+    /// handed out by [`Engine::pop_accepted`] loses nothing that arrived before (bounded by
+    /// the queue caps and the server's budget); otherwise it starts unsubscribed. Fails when
+    /// the listener is closed or at `max_connections`: close the socket.
     pub fn handle_accepted(
         &mut self,
         now: Instant,
@@ -197,11 +201,12 @@ impl Engine {
             local,
             Some(peer),
             conf,
-            (false, false),
+            (false, !parent_callbacks),
             session,
         );
         if let Some(c) = self.pipes.get_mut(&id) {
             c.parent_callbacks = parent_callbacks;
+            c.fallback_all = !parent_callbacks;
             c.in_accept_q = true;
             c.t.counted_handshake = tls;
         }
@@ -212,6 +217,9 @@ impl Engine {
             l.t.handshakes.insert(id);
         }
         l.children.insert(id);
+        if let Some(t) = l.totals.as_mut() {
+            t.accepted += 1;
+        }
         l.accept_q.push_back(id);
         let mut evicted = None;
         if l.accept_q.len() > l.conf.accept_backlog {
@@ -221,7 +229,15 @@ impl Engine {
         if let Some(old) = evicted {
             if let Some(o) = self.pipes.get_mut(&old) {
                 o.in_accept_q = false;
+                // It can no longer be accepted: nobody will read its fallback queue.
+                if std::mem::take(&mut o.fallback_all) {
+                    if let Some(i) = o.subs.iter().position(|s| s.id == SubId::ALL) {
+                        let dropped = o.subs.remove(i).queue.len();
+                        o.stats.unclaimed += dropped as u64;
+                    }
+                }
             }
+            self.settle(old);
             self.maybe_remove(old);
         }
         self.events
@@ -340,6 +356,7 @@ impl Engine {
                 id: SubId::ALL,
                 filter: Filter::all(),
                 queue,
+                handler: false,
             });
         }
         let tls = !session.is_plain();
@@ -356,7 +373,6 @@ impl Engine {
     }
 
     // ---- inputs -----------------------------------------------------------------------
-                handler: false,
 
     /// The peer closed (`reset = false`: FIN) or reset the connection.
     pub fn handle_peer_closed(&mut self, now: Instant, pipe: PipeId, reset: bool) {
@@ -379,7 +395,7 @@ impl Engine {
 
     /// The pipe's socket failed with an error the driver cannot recover from.
     /// Nothing queued for its socket can be written any more: it is dropped and counted.
-    pub fn handle_error(&mut self, now: Instant, pipe: PipeId, error: String) {
+    pub fn handle_error(&mut self, now: Instant, pipe: PipeId, error: crate::error::IoError) {
         self.tick(now);
         self.end(pipe, State::PeerClosed, EndReason::Error(error));
         self.discard_out(pipe);
@@ -588,6 +604,8 @@ impl Engine {
         };
         p.t.held_bytes = p.t.held_bytes.saturating_sub(len);
         p.t.held_jobs = p.t.held_jobs.saturating_sub(1);
+        // Its subscriptions get it now: callback, then subscriptions (`subs.rs`).
+        self.callbacks_finished(pipe);
         self.settle(pipe);
         self.check_half(pipe);
         self.maybe_remove(pipe);
@@ -604,8 +622,10 @@ impl Engine {
             return Err(SubscribeError::Closed);
         }
         if let Some(s) = p.subs.iter().find(|s| s.filter.same_as(&filter)) {
-        // Its subscriptions get it now: callback, then subscriptions (`subs.rs`).
-        self.callbacks_finished(pipe);
+            if s.id == SubId::ALL {
+                // Asked for: the fallback becomes an ordinary subscription.
+                p.fallback_all = false;
+            }
             return Ok(s.id);
         }
         if p.subs.len() >= MAX_SUBSCRIPTIONS {
@@ -644,6 +664,9 @@ impl Engine {
         if p.subs.len() == before {
             return Err(RecvError::NotSubscribed);
         }
+        if sub == SubId::ALL {
+            p.fallback_all = false;
+        }
         self.settle(pipe);
         self.maybe_remove(pipe);
         Ok(())
@@ -655,6 +678,8 @@ impl Engine {
         let p = self.pipes.get_mut(&pipe).ok_or(RecvError::Closed)?;
         // After the peer's FIN nothing more arrives: a drained queue says so.
         let open = p.is_open() && !p.half.read_closed;
+        // Messages still with their callbacks will reach the queue (`subs.rs`).
+        let open = open || !p.held.is_empty();
         let s = p.sub_mut(sub).ok_or(RecvError::NotSubscribed)?;
         match s.queue.pop() {
             Some(m) => {
@@ -678,8 +703,6 @@ impl Engine {
         p.callbacks = on;
         let children = if p.kind == Kind::TcpListener {
             p.children.iter().copied().collect()
-        // Messages still with their callbacks will reach the queue (`subs.rs`).
-        let open = open || !p.held.is_empty();
         } else {
             Vec::new()
         };
@@ -794,11 +817,12 @@ impl Engine {
     }
 
     /// The next accepted connection not yet handed out, in accept order: `Ok(None)` when
-    /// none is waiting, `Err(Closed)` once the listener is closed and the queue is drained.
+    /// none is waiting, `Err(Closed)` once the listener is closed and the queue is drained,
+    /// `Err(NotListener)` at once for a pipe that is not a TCP listener.
     pub fn pop_accepted(&mut self, listener: PipeId) -> Result<Option<PipeId>, RecvError> {
         let l = self.pipes.get_mut(&listener).ok_or(RecvError::Closed)?;
         if l.kind != Kind::TcpListener {
-            return Err(RecvError::NotSubscribed);
+            return Err(RecvError::NotListener(l.kind.name()));
         }
         let open = l.is_open();
         match l.accept_q.pop_front() {
@@ -825,6 +849,25 @@ impl Engine {
             .copied()
             .filter(|c| self.pipes.get(c).is_some_and(|p| p.is_open()))
             .collect()
+    }
+
+    /// The user gave the pipe up (its last owning handle went): close it, and drop the
+    /// messages its subscriptions still hold (counted in [`Stats::queue_dropped`]), since
+    /// nobody will read them; the engine can then forget it once its output is flushed.
+    pub fn abandon(&mut self, now: Instant, pipe: PipeId) {
+        self.close(now, pipe);
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        let mut dropped = 0;
+        for s in &mut p.subs {
+            while s.queue.pop().is_some() {
+                dropped += 1;
+            }
+        }
+        p.stats.queue_dropped += dropped;
+        self.settle(pipe);
+        self.maybe_remove(pipe);
     }
 
     /// Close a pipe. A listener closes its connections first (each ends with
@@ -1022,6 +1065,20 @@ impl Engine {
         self.pipes.get(&pipe).map(|p| *p.stats)
     }
 
+    /// A TCP listener's totals over its connections, live and ended (`None` for other
+    /// pipes). Costs one pass over the connections the engine still holds; the forgotten
+    /// ones were added up when they went.
+    pub fn conn_totals(&self, listener: PipeId) -> Option<ConnTotals> {
+        let l = self.pipes.get(&listener)?;
+        let mut t = **l.totals.as_ref()?;
+        for c in &l.children {
+            if let Some(cp) = self.pipes.get(c) {
+                t.add(&cp.stats);
+            }
+        }
+        Some(t)
+    }
+
     /// Messages waiting in a subscription.
     pub fn queue_len(&self, pipe: PipeId, sub: SubId) -> Option<usize> {
         let p = self.pipes.get(&pipe)?;
@@ -1099,6 +1156,18 @@ impl Engine {
             state
         };
         p.t.ended = self.now;
+        if let Kind::TcpConn { listener } = p.kind {
+            if let Some(t) = self
+                .pipes
+                .get_mut(&listener)
+                .and_then(|l| l.totals.as_mut())
+            {
+                t.ended += 1;
+            }
+        }
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         let outstanding = std::mem::take(&mut p.outstanding);
         for (seq, pending) in &outstanding {
             self.timers.remove(&(pending.deadline, pipe, *seq));
@@ -1363,9 +1432,12 @@ impl Engine {
             self.dirty.retain(|d| *d != pipe);
         }
         let mem = p.t.mem;
-        self.pipes.remove(&pipe);
+        let gone = self.pipes.remove(&pipe);
         if let Some(l) = parent {
             if let Some(lp) = self.pipes.get_mut(&l) {
+                if let (Some(t), Some(c)) = (lp.totals.as_mut(), gone.as_ref()) {
+                    t.add(&c.stats);
+                }
                 lp.children.remove(&pipe);
                 lp.t.budget_used = lp.t.budget_used.saturating_sub(mem);
                 lp.t.paused_children.remove(&pipe);

@@ -131,6 +131,35 @@ pub struct Stats {
     pub reliable_too_old: u64,
 }
 
+/// Totals over a TCP listener's connections, the ended ones included
+/// ([`crate::Engine::conn_totals`]). Each connection's own figures are in its [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnTotals {
+    /// Connections the listener registered (refused ones are not counted).
+    pub accepted: u64,
+    /// Of those, connections that have ended.
+    pub ended: u64,
+    /// Bytes received from their sockets.
+    pub bytes_in: u64,
+    /// Bytes written to their sockets.
+    pub bytes_out: u64,
+    /// Messages that entered their inbound pipelines.
+    pub received: u64,
+    /// Messages written to their sockets.
+    pub sent: u64,
+}
+
+impl ConnTotals {
+    /// Add one connection's counters.
+    pub(crate) fn add(&mut self, s: &Stats) {
+        self.bytes_in += s.bytes_in;
+        self.bytes_out += s.bytes_out;
+        self.received += s.received;
+        self.sent += s.sent;
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Link {
     pub(crate) id: LinkId,
@@ -173,7 +202,14 @@ pub(crate) struct PipeState {
     pub(crate) callbacks: bool,
     pub(crate) parent_callbacks: bool,
     pub(crate) subs: Vec<Subscription>,
+    /// Messages waiting for their callbacks before the subscriptions get them (`subs.rs`).
+    pub(crate) held: VecDeque<crate::sub::Held>,
     pub(crate) next_sub: u64,
+    /// The [`SubId::ALL`] subscription is the fallback an accepted connection starts with when
+    /// its listener has no message callbacks: it takes only messages that no link and no
+    /// callback took (so `accept()` loses no bytes, and a linked connection queues nothing).
+    /// Subscribing to everything makes it an ordinary subscription.
+    pub(crate) fallback_all: bool,
     pub(crate) readable_pending: bool,
     pub(crate) dedup: Option<Box<Dedup>>,
     pub(crate) links: Vec<Link>,
@@ -194,6 +230,8 @@ pub(crate) struct PipeState {
     pub(crate) children: std::collections::BTreeSet<PipeId>,
     pub(crate) accept_q: VecDeque<PipeId>,
     pub(crate) in_accept_q: bool,
+    /// A listener: the counters of its connections already forgotten, and how many it had.
+    pub(crate) totals: Option<Box<ConnTotals>>,
     pub(crate) stats: Box<Stats>,
     pub(crate) half: Half,
     pub(crate) t: Timing,
@@ -202,8 +240,6 @@ pub(crate) struct PipeState {
 }
 
 /// Deadlines, memory accounting and release state of one pipe.
-    /// Messages waiting for their callbacks before the subscriptions get them (`subs.rs`).
-    pub(crate) held: VecDeque<crate::sub::Held>,
 #[derive(Debug)]
 pub(crate) struct Timing {
     pub(crate) opened: Instant,
@@ -284,7 +320,9 @@ impl PipeState {
             callbacks: false,
             parent_callbacks: false,
             subs: Vec::new(),
+            held: VecDeque::new(),
             next_sub: 1,
+            fallback_all: false,
             readable_pending: false,
             dedup,
             links: Vec::new(),
@@ -301,6 +339,7 @@ impl PipeState {
             children: std::collections::BTreeSet::new(),
             accept_q: VecDeque::new(),
             in_accept_q: false,
+            totals: (kind == Kind::TcpListener).then(Box::default),
             stats: Box::default(),
             half: Half::default(),
             t: Timing::new(now),
@@ -320,7 +359,6 @@ impl PipeState {
     pub(crate) fn sub_mut(&mut self, id: SubId) -> Option<&mut Subscription> {
         self.subs.iter_mut().find(|s| s.id == id)
     }
-            held: VecDeque::new(),
 
     /// Nothing left that a user could still read or the driver still send.
     pub(crate) fn is_spent(&self) -> bool {

@@ -122,7 +122,12 @@ impl Engine {
         };
         let mut queued = false;
         let mut handled = false;
+        // An accepted connection's fallback subscription takes only what nothing else took.
+        let skip_all = claimed && p.fallback_all;
         for s in &mut p.subs {
+            if skip_all && s.id == SubId::ALL {
+                continue;
+            }
             if !s.filter.matches_parts(&data, &from) {
                 continue;
             }
