@@ -102,3 +102,196 @@ async fn peer_fin_does_not_end_a_pipe_with_an_answer_left() {
         "each connection ended PeerClosed once its answer was out: {ends:?}"
     );
 }
+
+/// A plain tokio echo server: each connection's bytes back until EOF, then close.
+async fn tokio_echo() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// 2 MiB of a pattern that shows a lost, repeated or reordered chunk.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// A pipe stream accepted from a pipe server, spliced to a plain tokio echo server with
+/// `tokio::io::copy_bidirectional`: a plain client's 2 MiB come back byte-exact, and the
+/// client's FIN travels through the splice and back (copy_bidirectional shuts each side's
+/// write half at the other's EOF), so both copies finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_through_copy_bidirectional() {
+    let upstream = tokio_echo().await;
+    let server = pipe_tokio::pipe_open(Proto::Tcp, ()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let splice = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap();
+        let mut down = conn
+            .into_stream()
+            .expect("an accepted TCP pipe is a stream");
+        let mut up = TcpStream::connect(upstream).await.unwrap();
+        let moved = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+        (moved.expect("both directions end cleanly"), server)
+    });
+    let data = pattern(2 << 20);
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = c.split();
+    let send = async {
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let mut got = Vec::new();
+    let recv = async {
+        timeout(WAIT, r.read_to_end(&mut got))
+            .await
+            .expect("the echo ends within the deadline")
+            .unwrap();
+    };
+    tokio::join!(send, recv);
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the echo is byte-exact");
+    let ((up, down), _server) = timeout(WAIT, splice).await.unwrap().unwrap();
+    assert_eq!((up, down), (data.len() as u64, data.len() as u64));
+}
+
+/// `tokio_util::codec::Framed` with a lines codec over a pipe stream (the README's example),
+/// against a plain tokio line echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framed_lines_over_a_pipe_stream() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_util::codec::{Framed, LinesCodec};
+
+    let addr = tokio_echo().await;
+    // --- as in README.md, "Stream mode" ---
+    let pipe = pipe_tokio::pipe_open(Proto::Tcp, addr).await.unwrap();
+    let mut lines = Framed::new(pipe.into_stream().unwrap(), LinesCodec::new());
+    lines.send("hello").await.unwrap();
+    let echo = lines.next().await.unwrap().unwrap();
+    assert_eq!(echo, "hello");
+    // --- end ---
+    for i in 0..200 {
+        lines.send(format!("line {i}")).await.unwrap();
+    }
+    for i in 0..200 {
+        let got = timeout(WAIT, lines.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(got, format!("line {i}"));
+    }
+    // The stats are the pipe's: every byte counted.
+    let stats = lines.get_ref().pipe().stats().unwrap();
+    assert_eq!(stats.bytes_in, stats.bytes_out);
+    assert!(stats.bytes_out >= 200 * 7);
+}
+
+/// Half-close on a stream: write a request, `shutdown()` (the FIN), then read a full answer
+/// that the server sends only after seeing the EOF; the pipe ends once the server closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_shutdown_then_full_answer() {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let answer = pattern(300 * 1024);
+    let expected = answer.clone();
+    tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        let req = read_to_end(&mut s).await;
+        s.write_all(&req).await.unwrap();
+        s.write_all(&answer).await.unwrap();
+    });
+    let pipe = pipe_tokio::pipe_open(Proto::Tcp, addr).await.unwrap();
+    let mut s = pipe.into_stream().unwrap();
+    s.write_all(b"request").await.unwrap();
+    timeout(WAIT, s.shutdown()).await.unwrap().unwrap();
+    assert!(s.write_all(b"x").await.is_err(), "no write after shutdown");
+    let mut got = Vec::new();
+    timeout(WAIT, s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got[..7], b"request");
+    assert!(got[7..] == expected[..], "the full answer after our FIN");
+    timeout(WAIT, s.pipe().closed())
+        .await
+        .expect("both sides closed: the pipe ends");
+}
+
+/// The peer half-closes a stream: reads end (EOF) but the stream still writes, and the
+/// peer gets all of it before our shutdown's FIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_fin_leaves_a_stream_writable() {
+    let server = pipe_tokio::pipe_open(Proto::Tcp, ()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"question").await.unwrap();
+    c.shutdown().await.unwrap();
+    let conn = timeout(WAIT, server.accept()).await.unwrap().unwrap();
+    let mut s = conn.into_stream().unwrap();
+    let mut req = Vec::new();
+    timeout(WAIT, s.read_to_end(&mut req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        req, b"question",
+        "bytes that came before into_stream are read first"
+    );
+    // The FIN is in; the answer is written after it.
+    let answer = pattern(1 << 20);
+    s.write_all(&answer).await.unwrap();
+    s.shutdown().await.unwrap();
+    let got = read_to_end(&mut c).await;
+    assert!(got == answer, "the whole answer after the peer's FIN");
+}
+
+/// `recv_timeout(Duration::MAX)` waits forever (no Instant overflow panic) and returns the
+/// message when it comes; `messages()` is a `Stream` that ends when the pipe does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recv_forever_and_messages_stream() {
+    use futures_util::StreamExt;
+
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        // Later than the pipe's own recv_timeout (2 s would end a plain `recv()`): sent only
+        // when the test says so, after recv_timeout(MAX) has been waiting.
+        let _ = go_rx.await;
+        s.write_all(b"late").await.unwrap();
+        // Then more, and the close.
+        for chunk in [&b"a"[..], b"b", b"c"] {
+            s.write_all(chunk).await.unwrap();
+        }
+    });
+    let pipe = pipe_tokio::pipe_open(Proto::Tcp, addr).await.unwrap();
+    // Nothing comes yet: the wait with no deadline is still waiting (it did not panic on
+    // `now + Duration::MAX`, and did not give up at the pipe's recv_timeout either way).
+    let idle = timeout(Duration::from_millis(50), pipe.recv_timeout(Duration::MAX)).await;
+    assert!(idle.is_err(), "still waiting: {idle:?}");
+    go_tx.send(()).unwrap();
+    let first = timeout(WAIT, pipe.recv_timeout(Duration::MAX))
+        .await
+        .expect("a message within the deadline")
+        .expect("no error")
+        .expect("a message, not a timeout");
+    let mut all = first.data.to_vec();
+    let rest: Vec<_> = timeout(WAIT, pipe.messages().collect::<Vec<_>>())
+        .await
+        .expect("the stream ends when the peer closes");
+    for m in rest {
+        all.extend_from_slice(&m.data);
+    }
+    assert_eq!(all, b"lateabc");
+}
