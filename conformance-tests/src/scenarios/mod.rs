@@ -4,6 +4,7 @@
 //! the same code runs on one runtime (`rt.clone(), rt`) and on tokio ↔ smol pairs.
 
 pub mod accept;
+pub mod accept_owning;
 pub mod callbacks;
 pub mod conf;
 pub mod deadlines;
