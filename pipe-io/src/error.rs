@@ -177,3 +177,117 @@ impl From<OpenError> for io::Error {
         io::Error::new(kind, e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// The error and its causes as a reporter prints them (`a: b: c`).
+    fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            cur = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let addr: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        let os = || io::Error::from_raw_os_error(99); // EADDRNOTAVAIL
+        let text = os().to_string();
+        let cases = [
+            OpenError::Resolve {
+                host: "example.invalid".into(),
+                source: os(),
+            },
+            OpenError::Bind { addr, source: os() },
+            OpenError::BindDevice {
+                device: "eth9".into(),
+                source: os(),
+            },
+            OpenError::Connect {
+                addr,
+                source: os(),
+                socket: None,
+            },
+            OpenError::Io(os()),
+        ];
+        for e in cases {
+            let own = e.to_string();
+            assert!(!own.contains(&text), "{own:?} prints its cause");
+            let source = e.source().expect("the cause is the source");
+            let io = source.downcast_ref::<io::Error>().expect("an io::Error");
+            assert_eq!(io.raw_os_error(), Some(99));
+            assert_eq!(chain(&e).matches(&text).count(), 1, "{}", chain(&e));
+        }
+        let conf = OpenError::from(ConfError::EmptyDelimiter);
+        assert_eq!(chain(&conf).matches("delimiter").count(), 1);
+        let dest = OpenError::from(DestError::PortZero);
+        assert_eq!(chain(&dest).matches("port 0").count(), 1);
+    }
+
+    #[test]
+    fn open_errors_become_io_errors_of_the_right_kind() {
+        use io::ErrorKind as K;
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let bind = io::Error::from(OpenError::Bind {
+            addr,
+            source: io::Error::from_raw_os_error(98), // EADDRINUSE
+        });
+        assert_eq!(bind.kind(), K::AddrInUse);
+        // The OpenError rides along, with its address and the OS error.
+        let inner = bind.get_ref().unwrap().downcast_ref::<OpenError>().unwrap();
+        assert!(matches!(inner, OpenError::Bind { addr: a, .. } if *a == addr));
+        let io_back = io::Error::from(OpenError::Io(io::Error::from_raw_os_error(24)));
+        assert_eq!(
+            io_back.raw_os_error(),
+            Some(24),
+            "a bare Io error is given back"
+        );
+        let cases = [
+            (
+                OpenError::ConnectRefused { addr, socket: None },
+                K::ConnectionRefused,
+            ),
+            (
+                OpenError::ConnectTimeout {
+                    addr,
+                    after: Duration::from_secs(2),
+                    socket: None,
+                },
+                K::TimedOut,
+            ),
+            (
+                OpenError::ResolveTimeout {
+                    host: "slow.example".into(),
+                    after: Duration::from_secs(5),
+                },
+                K::TimedOut,
+            ),
+            (
+                OpenError::NoAddress {
+                    host: "v4only.example".into(),
+                    family: Family::V6,
+                },
+                K::AddrNotAvailable,
+            ),
+            (OpenError::SockOnly, K::InvalidInput),
+            (OpenError::from(DestError::PortZero), K::InvalidInput),
+            (
+                OpenError::Tls(pipe_core::TlsError::HandshakeTimeout),
+                K::InvalidData,
+            ),
+        ];
+        for (e, kind) in cases {
+            let text = e.to_string();
+            let io = io::Error::from(e);
+            assert_eq!(io.kind(), kind, "{text}");
+            assert_eq!(io.to_string(), text);
+        }
+    }
+}
