@@ -176,12 +176,14 @@ async fn framed_lines_over_a_pipe_stream() {
     use tokio_util::codec::{Framed, LinesCodec};
 
     let addr = tokio_echo().await;
-    // --- as in README.md, "Stream mode" ---
-    let pipe = pipe_tokio::pipe_open(Proto::Tcp, addr).await.unwrap();
+    // --- as in README.md, "Stream mode" (with unwrap for ?) ---
+    let pipe = pipe_tokio::pipe_open(pipe_tokio::Proto::Tcp, addr)
+        .await
+        .unwrap();
     let mut lines = Framed::new(pipe.into_stream().unwrap(), LinesCodec::new());
     lines.send("hello").await.unwrap();
-    let echo = lines.next().await.unwrap().unwrap();
-    assert_eq!(echo, "hello");
+    let echo = lines.next().await; // Some(Ok("hello")) from a line echo
+    assert_eq!(echo.unwrap().unwrap(), "hello");
     // --- end ---
     for i in 0..200 {
         lines.send(format!("line {i}")).await.unwrap();

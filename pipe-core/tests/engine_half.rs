@@ -1,0 +1,256 @@
+//! Half-close of stream pipes (`engine/half.rs`), driven directly: a peer's FIN closes the
+//! read side only, the pipe ends when nothing may answer or both sides are shut, a local
+//! `shutdown_write` flushes then emits `WriteShut`, stream mode stays writable and pauses
+//! instead of dropping, and links both ways pass the FIN on after the forwarded bytes.
+
+mod world;
+
+use std::time::Instant;
+
+use pipe_core::{
+    Conf, EndReason, Engine, Event, LinkTarget, PipeId, RecvError, SendError, SubId, Transmit,
+};
+use world::{base_instant, sa};
+
+fn txs(e: &mut Engine) -> Vec<Transmit> {
+    std::iter::from_fn(|| e.poll_transmit()).collect()
+}
+
+fn evs(e: &mut Engine) -> Vec<Event> {
+    std::iter::from_fn(|| e.poll_event()).collect()
+}
+
+fn ends(events: &[Event]) -> Vec<(PipeId, EndReason)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::End { pipe, reason } => Some((*pipe, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has(events: &[Event], f: impl Fn(&Event) -> bool) -> bool {
+    events.iter().any(f)
+}
+
+fn client(e: &mut Engine, now: Instant, conf: Conf, callbacks: bool) -> PipeId {
+    let p = e
+        .open_tcp(now, sa("10.0.0.2:5000"), sa("10.0.0.1:80"), conf, callbacks)
+        .unwrap();
+    evs(e);
+    p
+}
+
+#[test]
+fn a_fin_with_nothing_to_answer_ends_at_once_and_the_queue_stays_readable() {
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let p = client(&mut e, now, Conf::default(), false);
+    e.handle_stream(now, p, b"last words");
+    e.handle_peer_closed(now, p, false);
+    let ev = evs(&mut e);
+    assert_eq!(ends(&ev), [(p, EndReason::PeerClosed)]);
+    assert_eq!(e.send(now, p, b"x", None), Err(SendError::Closed));
+    assert_eq!(
+        &e.recv(p, SubId::ALL).unwrap().unwrap().data[..],
+        b"last words"
+    );
+    assert_eq!(e.recv(p, SubId::ALL), Err(RecvError::Closed));
+}
+
+#[test]
+fn a_fin_waits_for_a_callback_that_may_answer() {
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let p = client(&mut e, now, Conf::default(), true);
+    e.handle_stream(now, p, b"request");
+    e.handle_peer_closed(now, p, false);
+    let ev = evs(&mut e);
+    assert!(has(&ev, |e| matches!(e, Event::Message { .. })));
+    assert_eq!(ends(&ev), [], "a callback job may still answer: no end yet");
+    assert!(e.is_read_closed(p) && !e.is_write_shut(p));
+    // The callback answers after the FIN, then finishes.
+    assert_eq!(e.send(now, p, b"answer", None), Ok(()));
+    let out = txs(&mut e);
+    assert_eq!(&out[0].payload[..], b"answer");
+    e.handle_callback_done(p, 7);
+    let ev = evs(&mut e);
+    assert_eq!(ends(&ev), [(p, EndReason::PeerClosed)]);
+    assert!(has(&ev, |e| matches!(e, Event::Released { unsent: 0, .. })));
+}
+
+#[test]
+fn shutdown_write_flushes_then_fins_and_the_pipe_still_reads() {
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let p = client(&mut e, now, Conf::default(), false);
+    e.send(now, p, b"abc", None).unwrap();
+    assert_eq!(e.shutdown_write(now, p), Ok(()));
+    assert_eq!(e.shutdown_write(now, p), Ok(()), "idempotent");
+    assert!(
+        !has(&evs(&mut e), |e| matches!(e, Event::WriteShut { .. })),
+        "not before the queued bytes are written"
+    );
+    assert_eq!(e.send(now, p, b"late", None), Err(SendError::Closed));
+    let (buf, _) = e.peek_transmit(p).unwrap();
+    assert_eq!(&buf[..], b"abc");
+    e.advance_transmit(now, p, 3);
+    let ev = evs(&mut e);
+    assert!(has(
+        &ev,
+        |e| matches!(e, Event::WriteShut { pipe } if *pipe == p)
+    ));
+    assert_eq!(ends(&ev), []);
+    // The answer still comes in.
+    e.handle_stream(now, p, b"answer");
+    assert_eq!(&e.recv(p, SubId::ALL).unwrap().unwrap().data[..], b"answer");
+    // The peer's FIN completes the close.
+    e.handle_peer_closed(now, p, false);
+    let ev = evs(&mut e);
+    assert_eq!(ends(&ev), [(p, EndReason::PeerClosed)]);
+    assert!(has(&ev, |e| matches!(e, Event::Released { .. })));
+}
+
+#[test]
+fn shutdown_write_is_for_streams_only() {
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let u = e
+        .open_udp(now, sa("10.0.0.2:5000"), None, Conf::default(), false)
+        .unwrap();
+    assert!(matches!(
+        e.shutdown_write(now, u),
+        Err(SendError::WrongKind(_))
+    ));
+}
+
+#[test]
+fn stream_mode_stays_writable_after_the_fin_until_shut_down() {
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let p = client(&mut e, now, Conf::default(), false);
+    e.keep_writable(p, true);
+    e.handle_stream(now, p, b"question");
+    e.handle_peer_closed(now, p, false);
+    assert_eq!(ends(&evs(&mut e)), []);
+    assert_eq!(
+        &e.recv(p, SubId::ALL).unwrap().unwrap().data[..],
+        b"question"
+    );
+    assert_eq!(
+        e.recv(p, SubId::ALL),
+        Err(RecvError::Closed),
+        "the read side is done: a drained queue says so"
+    );
+    e.send(now, p, b"answer", None).unwrap();
+    e.shutdown_write(now, p).unwrap();
+    let ev = evs(&mut e);
+    assert_eq!(ends(&ev), [(p, EndReason::PeerClosed)]);
+    assert!(
+        !has(&ev, |e| matches!(e, Event::Released { .. })),
+        "answer still queued"
+    );
+    assert_eq!(&txs(&mut e)[0].payload[..], b"answer");
+    assert!(has(&evs(&mut e), |e| matches!(
+        e,
+        Event::Released { unsent: 0, .. }
+    )));
+}
+
+#[test]
+fn stream_mode_pauses_reading_instead_of_dropping() {
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let conf = Conf {
+        max_qsize: 4,
+        ..Conf::default()
+    };
+    let p = client(&mut e, now, conf, false);
+    e.keep_writable(p, true);
+    for i in 0..4u8 {
+        assert!(
+            !has(&evs(&mut e), |e| matches!(e, Event::Pause { .. })),
+            "read {i}"
+        );
+        e.handle_stream(now, p, &[i]);
+    }
+    assert!(
+        has(
+            &evs(&mut e),
+            |e| matches!(e, Event::Pause { pipe } if *pipe == p)
+        ),
+        "a full queue pauses the socket's reading"
+    );
+    assert_eq!(e.stats(p).unwrap().queue_dropped, 0);
+    e.recv(p, SubId::ALL).unwrap().unwrap();
+    assert!(has(
+        &evs(&mut e),
+        |e| matches!(e, Event::Resume { pipe } if *pipe == p)
+    ));
+}
+
+#[test]
+fn links_both_ways_pass_the_fin_on_after_the_forwarded_bytes() {
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), Conf::default(), false)
+        .unwrap();
+    let a = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.2:5000"))
+        .unwrap();
+    let b = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.3:5000"))
+        .unwrap();
+    e.link(a, LinkTarget::Local(b), None, None).unwrap();
+    e.link(b, LinkTarget::Local(a), None, None).unwrap();
+    evs(&mut e);
+    e.handle_stream(now, a, b"request");
+    e.handle_peer_closed(now, a, false);
+    let ev = evs(&mut e);
+    assert_eq!(ends(&ev), [], "a may still get b's answer");
+    assert!(e.is_write_shut(b), "a's FIN shut b's write side");
+    assert!(
+        !has(&ev, |e| matches!(e, Event::WriteShut { .. })),
+        "b's FIN waits for the forwarded request"
+    );
+    let (buf, _) = e.peek_transmit(b).unwrap();
+    assert_eq!(&buf[..], b"request");
+    e.advance_transmit(now, b, 7);
+    assert!(has(
+        &evs(&mut e),
+        |e| matches!(e, Event::WriteShut { pipe } if *pipe == b)
+    ));
+    // b's answer goes back to a, then b's FIN ends b and shuts a after the answer.
+    e.handle_stream(now, b, b"answer");
+    e.handle_peer_closed(now, b, false);
+    let ev = evs(&mut e);
+    // b's FIN first shuts a (whose read side is closed: a ends), then b ends.
+    assert_eq!(
+        ends(&ev),
+        [(a, EndReason::PeerClosed), (b, EndReason::PeerClosed)]
+    );
+    let (buf, _) = e.peek_transmit(a).unwrap();
+    assert_eq!(&buf[..], b"answer", "a's answer still leaves after its end");
+    e.advance_transmit(now, a, 6);
+    assert!(has(
+        &evs(&mut e),
+        |e| matches!(e, Event::Released { pipe, unsent: 0 } if *pipe == a)
+    ));
+}
+
+#[test]
+fn a_one_way_link_does_not_pass_the_fin_on() {
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), Conf::default(), false)
+        .unwrap();
+    let a = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.2:5000"))
+        .unwrap();
+    let b = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.3:5000"))
+        .unwrap();
+    e.link(a, LinkTarget::Local(b), None, None).unwrap();
+    evs(&mut e);
+    e.handle_peer_closed(now, a, false);
+    assert_eq!(ends(&evs(&mut e)), [(a, EndReason::PeerClosed)]);
+    assert!(
+        !e.is_write_shut(b),
+        "a fan-in target is not shut by one source's FIN"
+    );
+}
