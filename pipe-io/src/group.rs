@@ -55,7 +55,7 @@ pub(crate) struct Entry {
     pub(crate) writable: Signal,
     /// The pipe's I/O task has something to do (flush, timer change, end, release, the
     /// engine resumed its reading).
-    pub(crate) wake_io: Signal,
+    pub(crate) wake_io: IoWake,
     /// An accepted connection is waiting, or the listener ended.
     pub(crate) accept: Signal,
     /// A reliable send finished.
@@ -84,7 +84,7 @@ impl Entry {
             proto,
             readable: Signal::new(),
             writable: Signal::new(),
-            wake_io: Signal::new(),
+            wake_io: IoWake::default(),
             accept: Signal::new(),
             reliable: Signal::new(),
             closed: Signal::new(),
@@ -125,14 +125,70 @@ impl Entry {
     }
 
     pub(crate) fn wake_all(&self) {
-        for s in [
-            &self.readable,
-            &self.writable,
-            &self.wake_io,
-            &self.accept,
-            &self.reliable,
-        ] {
+        for s in [&self.readable, &self.writable, &self.accept, &self.reliable] {
             s.notify(usize::MAX);
+        }
+        self.wake_io.notify(usize::MAX);
+    }
+}
+
+/// The wake-up of a pipe's I/O task, its one waiter: a flag and a waker slot, inline in the
+/// entry. An idle connection's task waits on it; an `event_listener::Event` would allocate a
+/// list and a listener for that (128 bytes per connection). Used like an event: `listen()`
+/// (which clears the flag) before checking state, then await; a `notify` in between is kept
+/// in the flag, so it is not lost.
+#[derive(Debug, Default)]
+pub(crate) struct IoWake {
+    set: AtomicBool,
+    waker: Mutex<Option<std::task::Waker>>,
+}
+
+impl IoWake {
+    /// Wake the I/O task (the count is accepted for symmetry with the other signals: there
+    /// is one waiter).
+    pub(crate) fn notify(&self, _n: usize) {
+        self.set.store(true, Ordering::SeqCst);
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Start listening: the returned future completes at the next `notify`.
+    pub(crate) fn listen(&self) -> IoWait<'_> {
+        self.set.store(false, Ordering::SeqCst);
+        IoWait(self)
+    }
+}
+
+/// A wait for [`IoWake::notify`].
+#[derive(Debug)]
+pub(crate) struct IoWait<'a>(&'a IoWake);
+
+impl std::future::Future for IoWait<'_> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let w = self.0;
+        if w.set.load(Ordering::SeqCst) {
+            return std::task::Poll::Ready(());
+        }
+        {
+            let mut slot = w.waker.lock().unwrap_or_else(|p| p.into_inner());
+            match &mut *slot {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                other => *other = Some(cx.waker().clone()),
+            }
+        }
+        // Checked again after the waker is in place: a notify that came between the first
+        // check and the store found no waker, but set the flag.
+        if w.set.load(Ordering::SeqCst) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
         }
     }
 }
@@ -172,7 +228,7 @@ pub(crate) struct Slot<R: Runtime> {
     pub(crate) sock: Option<Sock<R>>,
     pub(crate) entry: Arc<Entry>,
     /// An accepted connection's own callbacks (the group's are in [`GroupState::cbs`]).
-    pub(crate) cbs: Option<Callbacks<R>>,
+    pub(crate) cbs: Option<Box<Callbacks<R>>>,
     pub(crate) jobs: JobQueue<R>,
 }
 
@@ -212,7 +268,7 @@ impl<R: Runtime> GroupState<R> {
         if self.first == Some(pipe) {
             Some(&self.cbs)
         } else {
-            self.slots.get(&pipe).and_then(|s| s.cbs.as_ref())
+            self.slots.get(&pipe).and_then(|s| s.cbs.as_deref())
         }
     }
 
@@ -323,7 +379,14 @@ impl<R: Runtime> Group<R> {
                 Event::Up { pipe } => {
                     if let Some(e) = g.entry(pipe) {
                         e.up.store(true, Ordering::Release);
-                        e.writable.notify(usize::MAX);
+                        // Most pipes have no one waiting for `up`, and a first `notify` would
+                        // allocate the signal's list (72 bytes per idle connection). The
+                        // fence pairs with the one `listen()` makes after registering, so a
+                        // waiter either is counted here or sees `up` when it checks.
+                        std::sync::atomic::fence(Ordering::SeqCst);
+                        if e.writable.total_listeners() > 0 {
+                            e.writable.notify(usize::MAX);
+                        }
                     }
                     self.queue_job(g, pipe, Job::Up);
                 }

@@ -725,7 +725,7 @@ fn cbs_mut<R: Runtime>(
     }
     g.slots
         .get_mut(&pipe)
-        .map(|s| s.cbs.get_or_insert_with(Callbacks::default))
+        .map(|s| &mut **s.cbs.get_or_insert_with(Box::default))
 }
 
 /// The error for a datagram the OS refused to send: the OS error, kept whole.

@@ -42,24 +42,19 @@ impl<R: Runtime> Pipe<R> {
         let id = g.engine.subscribe_handler(self.id, filter)?;
         let pipe = self.id;
         // Keep the handlers of live handler subscriptions only (an unsubscribed one goes here).
-        let live: Vec<SubId> = {
-            let own = if g.first == Some(pipe) {
-                Some(&g.cbs)
-            } else {
-                g.slots.get(&pipe).and_then(|s| s.cbs.as_ref())
-            };
-            own.map(|c| c.sub.iter().map(|(s, _)| *s).collect())
-                .unwrap_or_default()
-        };
+        let live: Vec<SubId> = g
+            .own_cbs(pipe)
+            .map(|c| c.sub.iter().map(|(s, _)| *s).collect())
+            .unwrap_or_default();
         let live: Vec<SubId> = live
             .into_iter()
             .filter(|s| *s != id && g.engine.is_handler(pipe, *s))
             .collect();
-        let cbs = if g.first == Some(pipe) {
+        let cbs: &mut Callbacks<R> = if g.first == Some(pipe) {
             &mut g.cbs
         } else {
             match g.slots.get_mut(&pipe) {
-                Some(s) => s.cbs.get_or_insert_with(Callbacks::default),
+                Some(s) => s.cbs.get_or_insert_with(Default::default),
                 None => return Err(SubscribeError::Closed),
             }
         };

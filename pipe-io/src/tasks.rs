@@ -161,7 +161,8 @@ async fn read_loop<R: Runtime, S: Readiness>(
             Wake::Timer => timer(group),
         }
     }
-    drain(group, id, entry, sock).await;
+    // On the heap: the drain's wait is the biggest state, and every idle task would carry it.
+    Box::pin(drain(group, id, entry, sock)).await;
 }
 
 /// The pipe ended, or its peer sent a FIN (half-closed: it still writes, and sends may still

@@ -32,7 +32,7 @@ impl Engine {
             return;
         };
         if p.kind != Kind::Udp || !p.is_open() {
-            p.stats.ignored += 1;
+            p.stats.rare().ignored += 1;
             return;
         }
         p.stats.bytes_in += data.len() as u64;
@@ -53,14 +53,14 @@ impl Engine {
         match rudp::decode(data) {
             Err(e) => {
                 log::trace!("{pipe}: dropped datagram from {from}: {e}");
-                p.stats.malformed += 1;
+                p.stats.rare().malformed += 1;
             }
             Ok(Frame::Ack { seq }) => {
                 let matched = p.outstanding.get(&seq).is_some_and(|o| {
                     same_ip(o.dest.ip(), from.ip()) && o.dest.port() == from.port()
                 });
                 if !matched {
-                    p.stats.stray_acks += 1;
+                    p.stats.rare().stray_acks += 1;
                     return;
                 }
                 if let Some(o) = p.outstanding.get(&seq) {
@@ -76,14 +76,14 @@ impl Engine {
                 let fresh = match verdict {
                     Seq::Fresh => true,
                     Seq::Repeat => {
-                        p.stats.reliable_repeats += 1;
+                        p.stats.rare().reliable_repeats += 1;
                         false
                     }
                     Seq::TooOld => {
                         // Not acknowledged: the sender ends it `Unconfirmed` (it may have been
                         // delivered), so that `Acked` keeps meaning delivered.
                         log::trace!("{pipe}: seq {seq} from {from} is older than the window");
-                        p.stats.reliable_too_old += 1;
+                        p.stats.rare().reliable_too_old += 1;
                         return;
                     }
                 };
@@ -106,7 +106,7 @@ impl Engine {
             return;
         };
         if !p.kind.is_stream() || !p.is_open() {
-            p.stats.ignored += 1;
+            p.stats.rare().ignored += 1;
             return;
         }
         let Some(from) = p.dest else { return };
@@ -228,7 +228,7 @@ impl Engine {
         };
         if let Some(d) = p.dedup.as_mut() {
             if !d.check(&from, body) {
-                p.stats.duplicates += 1;
+                p.stats.rare().duplicates += 1;
                 return;
             }
         }
@@ -254,7 +254,7 @@ impl Engine {
         };
         if let Some(d) = p.dedup.as_mut() {
             if !d.check(&from, &data) {
-                p.stats.duplicates += 1;
+                p.stats.rare().duplicates += 1;
                 return;
             }
         }
@@ -279,14 +279,14 @@ impl Engine {
             Err(e) => {
                 let p = self.pipes.get_mut(&pipe)?;
                 log::trace!("{pipe}: dropped message: {e}");
-                p.stats.malformed += 1;
+                p.stats.rare().malformed += 1;
                 return None;
             }
         };
         let p = self.pipes.get_mut(&pipe)?;
         let stamps = p.stamps.as_mut()?;
         if !stamps.check(stamp.origin, stamp.id) {
-            p.stats.duplicates += 1;
+            p.stats.rare().duplicates += 1;
             return None;
         }
         Some((stamp, skip))
@@ -322,7 +322,7 @@ impl Engine {
                 ),
                 Some(_) => {
                     if claimed {
-                        p.stats.hop_limited += 1;
+                        p.stats.rare().hop_limited += 1;
                     }
                     hops.clear();
                     Bytes::new()
@@ -343,7 +343,7 @@ impl Engine {
                     }
                     Target::External(_) => {
                         if let Some(p) = self.pipes.get_mut(&pipe) {
-                            p.stats.events_dropped += 1;
+                            p.stats.rare().events_dropped += 1;
                         }
                         false
                     }
@@ -357,7 +357,7 @@ impl Engine {
                         p.stats.forwarded += 1;
                     }
                 } else {
-                    p.stats.forward_failed += 1;
+                    p.stats.rare().forward_failed += 1;
                     if matches!(target, Target::Local(t) if self_state_closed(t, &self.pipes)) {
                         if let Some(p) = self.pipes.get_mut(&pipe) {
                             p.links.retain(|l| l.id != link);
@@ -384,7 +384,7 @@ impl Engine {
                     },
                 });
             } else {
-                p.stats.events_dropped += 1;
+                p.stats.rare().events_dropped += 1;
             }
         }
         // Subscriptions after the callbacks (`subs.rs`).

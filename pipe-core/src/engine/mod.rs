@@ -163,7 +163,7 @@ impl Engine {
         if l.kind != Kind::TcpListener || !l.is_open() {
             return Err(AcceptError::Closed);
         }
-        if l.children.len() >= l.conf.max_connections {
+        if l.ls().children.len() >= l.conf.max_connections {
             return Err(AcceptError::TooManyConnections(l.conf.max_connections));
         }
         // At the cap of handshakes in progress the oldest one gives way: a flood of stalled
@@ -172,8 +172,8 @@ impl Engine {
         let mut evict = None;
         let session = match &l.conf.tls {
             Some(Tls::Server { config }) => {
-                if l.t.handshakes.len() >= l.conf.max_handshakes {
-                    evict = l.t.handshakes.first().copied();
+                if l.ls().handshakes.len() >= l.conf.max_handshakes {
+                    evict = l.ls().handshakes.first().copied();
                 }
                 let s = TlsSession::server(config.clone(), l.conf.max_out_bytes)
                     .map_err(|_| AcceptError::Closed)?;
@@ -191,7 +191,7 @@ impl Engine {
                 EndReason::Tls(crate::tls::TlsError::HandshakeEvicted),
             );
             if let Some(l) = self.pipes.get_mut(&listener) {
-                l.stats.handshakes_evicted += 1;
+                l.stats.rare().handshakes_evicted += 1;
             }
         }
 
@@ -214,17 +214,17 @@ impl Engine {
             return Err(AcceptError::Closed);
         };
         if tls {
-            l.t.handshakes.insert(id);
+            l.ls_mut().handshakes.insert(id);
         }
-        l.children.insert(id);
+        l.ls_mut().children.insert(id);
         if let Some(t) = l.totals.as_mut() {
             t.accepted += 1;
         }
-        l.accept_q.push_back(id);
+        l.ls_mut().accept_q.push_back(id);
         let mut evicted = None;
-        if l.accept_q.len() > l.conf.accept_backlog {
-            evicted = l.accept_q.pop_front();
-            l.stats.accept_dropped += 1;
+        if l.ls().accept_q.len() > l.conf.accept_backlog {
+            evicted = l.ls_mut().accept_q.pop_front();
+            l.stats.rare().accept_dropped += 1;
         }
         if let Some(old) = evicted {
             if let Some(o) = self.pipes.get_mut(&old) {
@@ -233,7 +233,7 @@ impl Engine {
                 if std::mem::take(&mut o.fallback_all) {
                     if let Some(i) = o.subs.iter().position(|s| s.id == SubId::ALL) {
                         let dropped = o.subs.remove(i).queue.len();
-                        o.stats.unclaimed += dropped as u64;
+                        o.stats.rare().unclaimed += dropped as u64;
                     }
                 }
             }
@@ -328,7 +328,7 @@ impl Engine {
         }
         if let Kind::TcpConn { listener } = p.kind {
             if let Some(l) = self.pipes.get_mut(&listener) {
-                l.t.handshakes.remove(&pipe);
+                l.ls_mut().handshakes.remove(&pipe);
             }
         }
     }
@@ -428,7 +428,7 @@ impl Engine {
             pending.tries_left -= 1;
             pending.deadline = now + p.conf.retry_interval;
             let (dest, frame, deadline) = (pending.dest, pending.frame.clone(), pending.deadline);
-            p.stats.retransmits += 1;
+            p.stats.rare().retransmits += 1;
             self.timers.insert((deadline, pipe, seq));
             self.push_internal(pipe, dest, frame);
         }
@@ -702,7 +702,7 @@ impl Engine {
         };
         p.callbacks = on;
         let children = if p.kind == Kind::TcpListener {
-            p.children.iter().copied().collect()
+            p.ls().children.iter().copied().collect()
         } else {
             Vec::new()
         };
@@ -808,7 +808,7 @@ impl Engine {
         match result {
             Ok(()) => p.stats.forwarded += 1,
             Err(e) => {
-                p.stats.forward_failed += 1;
+                p.stats.rare().forward_failed += 1;
                 if e == SendError::Closed {
                     let _ = self.unlink(pipe, link);
                 }
@@ -825,7 +825,7 @@ impl Engine {
             return Err(RecvError::NotListener(l.kind.name()));
         }
         let open = l.is_open();
-        match l.accept_q.pop_front() {
+        match l.ls_mut().accept_q.pop_front() {
             Some(c) => {
                 if let Some(cp) = self.pipes.get_mut(&c) {
                     cp.in_accept_q = false;
@@ -844,7 +844,8 @@ impl Engine {
         let Some(l) = self.pipes.get(&listener) else {
             return Vec::new();
         };
-        l.children
+        l.ls()
+            .children
             .iter()
             .copied()
             .filter(|c| self.pipes.get(c).is_some_and(|p| p.is_open()))
@@ -865,7 +866,7 @@ impl Engine {
                 dropped += 1;
             }
         }
-        p.stats.queue_dropped += dropped;
+        p.stats.rare().queue_dropped += dropped;
         self.settle(pipe);
         self.maybe_remove(pipe);
     }
@@ -876,7 +877,7 @@ impl Engine {
     pub fn close(&mut self, now: Instant, pipe: PipeId) {
         self.tick(now);
         let children = match self.pipes.get(&pipe) {
-            Some(p) if p.kind == Kind::TcpListener => p.children.iter().copied().collect(),
+            Some(p) if p.kind == Kind::TcpListener => p.ls().children.iter().copied().collect(),
             _ => Vec::new(),
         };
         for c in children {
@@ -983,7 +984,7 @@ impl Engine {
         };
         if let Some(t) = p.out.pop_front() {
             p.out_bytes -= t.payload.len();
-            p.stats.send_failed += 1;
+            p.stats.rare().send_failed += 1;
         }
         self.after_write(pipe);
     }
@@ -1062,7 +1063,7 @@ impl Engine {
 
     /// The pipe's counters.
     pub fn stats(&self, pipe: PipeId) -> Option<Stats> {
-        self.pipes.get(&pipe).map(|p| *p.stats)
+        self.pipes.get(&pipe).map(|p| p.stats.snapshot())
     }
 
     /// A TCP listener's totals over its connections, live and ended (`None` for other
@@ -1071,9 +1072,9 @@ impl Engine {
     pub fn conn_totals(&self, listener: PipeId) -> Option<ConnTotals> {
         let l = self.pipes.get(&listener)?;
         let mut t = **l.totals.as_ref()?;
-        for c in &l.children {
+        for c in &l.ls().children {
             if let Some(cp) = self.pipes.get(c) {
-                t.add(&cp.stats);
+                t.add(&cp.stats.snapshot());
             }
         }
         Some(t)
@@ -1114,9 +1115,9 @@ impl Engine {
                     && p.outstanding.len() <= p.conf.max_reliable_outstanding
                     && p.seen.as_ref().is_none_or(|s| s.within_caps())
                     && p.stamps.as_ref().is_none_or(|s| s.within_caps())
-                    && p.accept_q.len() <= p.conf.accept_backlog
-                    && p.children.len() <= p.conf.max_connections
-                    && p.t.handshakes.len() <= p.conf.max_handshakes
+                    && p.ls().accept_q.len() <= p.conf.accept_backlog
+                    && p.ls().children.len() <= p.conf.max_connections
+                    && p.ls().handshakes.len() <= p.conf.max_handshakes
                     && p.deframer
                         .as_ref()
                         .is_none_or(|d| d.buffered() <= d.max_buffered())
@@ -1213,8 +1214,8 @@ impl Engine {
             return;
         };
         match outcome {
-            Outcome::Acked => p.stats.acked += 1,
-            Outcome::Unconfirmed => p.stats.unconfirmed += 1,
+            Outcome::Acked => p.stats.rare().acked += 1,
+            Outcome::Unconfirmed => p.stats.rare().unconfirmed += 1,
         }
         if !forgotten {
             p.outcomes.push((MessageId(seq), outcome));
@@ -1296,7 +1297,7 @@ impl Engine {
         };
         let unsent = std::mem::take(&mut p.out_bytes);
         p.out = VecDeque::new();
-        p.stats.unsent_dropped += unsent as u64;
+        p.stats.rare().unsent_dropped += unsent as u64;
         p.t.stall_since = None;
         if p.state == State::Closing {
             p.state = State::Closed;
@@ -1348,9 +1349,9 @@ impl Engine {
         let over = match self.pipes.get_mut(&listener) {
             Some(l) => {
                 if held != old {
-                    l.t.budget_used = (l.t.budget_used + held).saturating_sub(old);
+                    l.ls_mut().budget_used = (l.ls().budget_used + held).saturating_sub(old);
                 }
-                l.t.budget_used >= l.conf.max_server_bytes
+                l.ls().budget_used >= l.conf.max_server_bytes
             }
             None => false,
         };
@@ -1371,15 +1372,15 @@ impl Engine {
         let Some(l) = self.pipes.get_mut(&listener) else {
             return;
         };
-        let over = l.t.budget_used >= l.conf.max_server_bytes;
-        if over == l.t.over_budget {
+        let over = l.ls().budget_used >= l.conf.max_server_bytes;
+        if over == l.ls().over_budget {
             return;
         }
-        l.t.over_budget = over;
+        l.ls_mut().over_budget = over;
         let affected: Vec<PipeId> = if over {
-            l.children.iter().copied().collect()
+            l.ls().children.iter().copied().collect()
         } else {
-            std::mem::take(&mut l.t.paused_children)
+            std::mem::take(&mut l.ls_mut().paused_children)
                 .into_iter()
                 .collect()
         };
@@ -1401,15 +1402,15 @@ impl Engine {
         }
         p.t.paused = pause;
         if pause {
-            p.stats.paused += 1;
+            p.stats.rare().paused += 1;
             self.events.push_back(Event::Pause { pipe });
             if let Some(l) = listener.and_then(|l| self.pipes.get_mut(&l)) {
-                l.t.paused_children.insert(pipe);
+                l.ls_mut().paused_children.insert(pipe);
             }
         } else {
             self.events.push_back(Event::Resume { pipe });
             if let Some(l) = listener.and_then(|l| self.pipes.get_mut(&l)) {
-                l.t.paused_children.remove(&pipe);
+                l.ls_mut().paused_children.remove(&pipe);
             }
         }
     }
@@ -1436,11 +1437,11 @@ impl Engine {
         if let Some(l) = parent {
             if let Some(lp) = self.pipes.get_mut(&l) {
                 if let (Some(t), Some(c)) = (lp.totals.as_mut(), gone.as_ref()) {
-                    t.add(&c.stats);
+                    t.add(&c.stats.snapshot());
                 }
-                lp.children.remove(&pipe);
-                lp.t.budget_used = lp.t.budget_used.saturating_sub(mem);
-                lp.t.paused_children.remove(&pipe);
+                lp.ls_mut().children.remove(&pipe);
+                lp.ls_mut().budget_used = lp.ls().budget_used.saturating_sub(mem);
+                lp.ls_mut().paused_children.remove(&pipe);
             }
             self.budget_changed(l);
             self.maybe_remove(l);
@@ -1517,7 +1518,7 @@ impl Engine {
         if p.out_bytes + payload.len() > p.conf.max_out_bytes * INTERNAL_OUT_FACTOR + MAX_UDP_V6
             || p.out.len() >= MAX_OUT_TRANSMITS
         {
-            p.stats.out_dropped += 1;
+            p.stats.rare().out_dropped += 1;
             return false;
         }
         self.push_out(pipe, dst, payload);

@@ -1,6 +1,6 @@
 //! The state of one pipe inside the engine.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -160,6 +160,39 @@ impl ConnTotals {
     }
 }
 
+/// A pipe's counters as the engine keeps them: the ones every busy pipe moves inline, the
+/// rest (errors, drops, reliable UDP, TLS) in a box made the first time one of them moves, so
+/// an idle connection carries 56 bytes of counters instead of a 208-byte `Stats`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) received: u64,
+    pub(crate) queued: u64,
+    pub(crate) forwarded: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) sent: u64,
+    rare: Option<Box<Stats>>,
+}
+
+impl Counters {
+    /// The counters that move rarely, made on first use.
+    pub(crate) fn rare(&mut self) -> &mut Stats {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// All counters as the public `Stats`.
+    pub(crate) fn snapshot(&self) -> Stats {
+        let mut s = self.rare.as_deref().copied().unwrap_or_default();
+        s.received = self.received;
+        s.queued = self.queued;
+        s.forwarded = self.forwarded;
+        s.bytes_in = self.bytes_in;
+        s.bytes_out = self.bytes_out;
+        s.sent = self.sent;
+        s
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Link {
     pub(crate) id: LinkId,
@@ -191,6 +224,30 @@ pub(crate) enum Target {
     Local(PipeId),
     External(TargetToken),
 }
+
+/// What only a listener keeps, boxed so that each of its connections does not carry it.
+#[derive(Debug, Default)]
+pub(crate) struct Listening {
+    /// Live connections, in accept order (ids grow).
+    pub(crate) children: BTreeSet<PipeId>,
+    pub(crate) accept_q: VecDeque<PipeId>,
+    /// Connections in a TLS handshake, oldest first.
+    pub(crate) handshakes: BTreeSet<PipeId>,
+    /// The bytes all its connections hold, and whether that is over its budget.
+    pub(crate) budget_used: usize,
+    pub(crate) over_budget: bool,
+    /// Connections paused while it was over budget.
+    pub(crate) paused_children: BTreeSet<PipeId>,
+}
+
+static NOT_LISTENING: Listening = Listening {
+    children: BTreeSet::new(),
+    accept_q: VecDeque::new(),
+    handshakes: BTreeSet::new(),
+    budget_used: 0,
+    over_budget: false,
+    paused_children: BTreeSet::new(),
+};
 
 #[derive(Debug)]
 pub(crate) struct PipeState {
@@ -226,13 +283,12 @@ pub(crate) struct PipeState {
     pub(crate) seen: Option<Box<RecvWindow>>,
     /// The (origin, message id) window of a stamping pipe (`Conf::relay_stamp`).
     pub(crate) stamps: Option<Box<StampWindow>>,
-    /// A listener's live connections, in accept order (ids grow).
-    pub(crate) children: std::collections::BTreeSet<PipeId>,
-    pub(crate) accept_q: VecDeque<PipeId>,
     pub(crate) in_accept_q: bool,
     /// A listener: the counters of its connections already forgotten, and how many it had.
     pub(crate) totals: Option<Box<ConnTotals>>,
-    pub(crate) stats: Box<Stats>,
+    /// A listener's own state; `None` for every other pipe (see [`PipeState::ls`]).
+    listening: Option<Box<Listening>>,
+    pub(crate) stats: Counters,
     pub(crate) half: Half,
     pub(crate) t: Timing,
     /// Reliable outcomes not yet taken by the driver.
@@ -257,15 +313,7 @@ pub(crate) struct Timing {
     /// Bytes this pipe holds as last counted into its server's budget.
     pub(crate) mem: usize,
     pub(crate) paused: bool,
-    /// Listener: its connections in a TLS handshake, oldest first; connection: this one is
-    /// counted there.
-    pub(crate) handshakes: std::collections::BTreeSet<PipeId>,
     pub(crate) counted_handshake: bool,
-    /// Listener: the bytes all its connections hold, and whether that is over its budget.
-    pub(crate) budget_used: usize,
-    pub(crate) over_budget: bool,
-    /// Listener: connections paused while it was over budget.
-    pub(crate) paused_children: std::collections::BTreeSet<PipeId>,
 }
 
 impl Timing {
@@ -282,11 +330,7 @@ impl Timing {
             held_jobs: 0,
             mem: 0,
             paused: false,
-            handshakes: std::collections::BTreeSet::new(),
             counted_handshake: false,
-            budget_used: 0,
-            over_budget: false,
-            paused_children: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -336,11 +380,10 @@ impl PipeState {
             outstanding: BTreeMap::new(),
             seen,
             stamps,
-            children: std::collections::BTreeSet::new(),
-            accept_q: VecDeque::new(),
             in_accept_q: false,
             totals: (kind == Kind::TcpListener).then(Box::default),
-            stats: Box::default(),
+            listening: None,
+            stats: Counters::default(),
             half: Half::default(),
             t: Timing::new(now),
             outcomes: Vec::new(),
@@ -356,6 +399,16 @@ impl PipeState {
         self.state == State::Open && !self.half.write_shut
     }
 
+    /// A listener's state (empty for other pipes: no allocation).
+    pub(crate) fn ls(&self) -> &Listening {
+        self.listening.as_deref().unwrap_or(&NOT_LISTENING)
+    }
+
+    /// A listener's state, made on first write.
+    pub(crate) fn ls_mut(&mut self) -> &mut Listening {
+        self.listening.get_or_insert_with(Box::default)
+    }
+
     pub(crate) fn sub_mut(&mut self, id: SubId) -> Option<&mut Subscription> {
         self.subs.iter_mut().find(|s| s.id == id)
     }
@@ -365,8 +418,8 @@ impl PipeState {
         matches!(self.state, State::Closed | State::PeerClosed)
             && self.out.is_empty()
             && !self.in_accept_q
-            && self.children.is_empty()
-            && self.accept_q.is_empty()
+            && self.ls().children.is_empty()
+            && self.ls().accept_q.is_empty()
             && self.subs.iter().all(|s| s.queue.is_empty())
             && self.outcomes.is_empty()
             && self.t.held_jobs == 0

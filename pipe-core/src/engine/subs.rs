@@ -80,7 +80,7 @@ impl Engine {
         if waits || !p.held.is_empty() {
             let msg = (!p.subs.is_empty()).then_some(Message { data, from });
             if msg.is_none() && !claimed {
-                p.stats.unclaimed += 1;
+                p.stats.rare().unclaimed += 1;
             }
             p.held.push_back(Held {
                 waits,
@@ -145,7 +145,7 @@ impl Engine {
                         },
                     });
                 } else {
-                    p.stats.events_dropped += 1;
+                    p.stats.rare().events_dropped += 1;
                 }
                 continue;
             }
@@ -154,7 +154,7 @@ impl Engine {
                 data: data.clone(),
                 from,
             });
-            p.stats.queue_dropped += s.queue.dropped - before;
+            p.stats.rare().queue_dropped += s.queue.dropped - before;
             p.stats.queued += 1;
             queued = true;
         }
@@ -163,7 +163,7 @@ impl Engine {
             self.events.push_back(Event::Readable { pipe });
         }
         if !claimed && !queued && !handled {
-            p.stats.unclaimed += 1;
+            p.stats.rare().unclaimed += 1;
         }
     }
 }
