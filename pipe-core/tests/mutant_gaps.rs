@@ -1,0 +1,281 @@
+//! Tests for gaps cargo-mutants found in pipe-core (see `pipe-core/MUTANTS.md`): each test
+//! names the mutant(s) it kills. Engines are driven directly, as in `engine_rules.rs`.
+
+mod world;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use pipe_core::{Conf, Engine, Event, Filter, Message, PipeId, SubId};
+use world::{base_instant, sa};
+
+fn engine() -> (Engine, Instant) {
+    (Engine::new(11), base_instant())
+}
+
+fn evs(e: &mut Engine) -> Vec<Event> {
+    while e.poll_transmit().is_some() {}
+    std::iter::from_fn(|| e.poll_event()).collect()
+}
+
+fn msg(data: &'static [u8], from: &str) -> Message {
+    Message {
+        data: Bytes::from_static(data),
+        from: sa(from),
+    }
+}
+
+/// `Filter::matches` (public, for callers filtering messages themselves) agrees with what a
+/// subscription takes: pattern searched anywhere, address with port 0 = any port, IPv4-mapped
+/// IPv6 = IPv4, both conditions when both are set.
+/// Kills: `sub.rs` `Filter::matches -> bool` with `true` / `false`, and the `||` / `!=`
+/// mutants of `matches_parts` when reached through it.
+#[test]
+fn filter_matches_pattern_address_and_both() {
+    let all = Filter::all();
+    assert!(all.matches(&msg(b"", "10.0.0.1:1")));
+
+    let pat = Filter::pattern("b.d").unwrap();
+    assert!(
+        pat.matches(&msg(b"abcde", "10.0.0.1:1")),
+        "searched anywhere"
+    );
+    assert!(!pat.matches(&msg(b"abd", "10.0.0.1:1")));
+
+    let any_port = Filter::from_addr(sa("10.0.0.1:0"));
+    assert!(any_port.matches(&msg(b"x", "10.0.0.1:9")));
+    assert!(
+        any_port.matches(&msg(b"x", "[::ffff:10.0.0.1]:9")),
+        "mapped = v4"
+    );
+    assert!(!any_port.matches(&msg(b"x", "10.0.0.2:9")), "another IP");
+
+    let one_port = Filter::from_addr(sa("10.0.0.1:7"));
+    assert!(one_port.matches(&msg(b"x", "10.0.0.1:7")));
+    assert!(!one_port.matches(&msg(b"x", "10.0.0.1:8")), "another port");
+
+    let both = Filter::pattern("^U").unwrap().with_addr(sa("10.0.0.1:0"));
+    assert!(both.matches(&msg(b"U1", "10.0.0.1:5")));
+    assert!(
+        !both.matches(&msg(b"V1", "10.0.0.1:5")),
+        "address right, pattern wrong"
+    );
+    assert!(
+        !both.matches(&msg(b"U1", "10.0.0.3:5")),
+        "pattern right, address wrong"
+    );
+
+    // The same answers as a subscription gives.
+    let (mut e, now) = engine();
+    let p = e
+        .open_udp(now, sa("10.0.0.9:1"), None, Conf::default(), false)
+        .unwrap();
+    let s = e.subscribe(p, both.clone()).unwrap();
+    let inputs = [
+        ("10.0.0.1:5", &b"U1"[..]),
+        ("10.0.0.1:5", b"V1"),
+        ("10.0.0.3:5", b"U2"),
+        ("[::ffff:10.0.0.1]:6", b"U3"),
+    ];
+    let mut want = Vec::new();
+    for (from, data) in inputs {
+        e.handle_datagram(now, p, sa(from), data);
+        let m = Message {
+            data: Bytes::copy_from_slice(data),
+            from: sa(from),
+        };
+        if both.matches(&m) {
+            want.push(m.data);
+        }
+    }
+    evs(&mut e);
+    let got: Vec<Bytes> =
+        std::iter::from_fn(|| e.recv(p, s).ok().flatten().map(|m| m.data)).collect();
+    assert_eq!(got, want);
+    assert_eq!(got.len(), 2);
+}
+
+/// `Stats::ignored` counts exactly the inputs a pipe cannot take: a datagram handed to a TCP
+/// pipe, stream bytes handed to a UDP pipe, a datagram after the UDP pipe was closed (while it
+/// is still known), stream bytes to a listener. Inputs it takes do not count.
+/// Kills: the `ignored += 1` deletions and the `||` / `!=` mutants of the guards in
+/// `handle_datagram` and `handle_stream` (`inbound.rs`).
+#[test]
+fn ignored_counts_exactly_the_inputs_a_pipe_cannot_take() {
+    let (mut e, now) = engine();
+    let peer = sa("10.0.0.2:80");
+    let u = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(peer), Conf::default(), false)
+        .unwrap();
+    let t = e
+        .open_tcp(now, sa("10.0.0.1:6"), peer, Conf::default(), false)
+        .unwrap();
+    let l = e
+        .open_listener(now, sa("10.0.0.1:7"), Conf::default(), false)
+        .unwrap();
+    evs(&mut e);
+    let ignored = |e: &Engine, p: PipeId| e.stats(p).unwrap().ignored;
+
+    e.handle_datagram(now, u, peer, b"ok");
+    e.handle_stream(now, t, b"ok");
+    assert_eq!((ignored(&e, u), ignored(&e, t)), (0, 0), "taken inputs");
+    assert_eq!(e.stats(u).unwrap().received, 1);
+    assert_eq!(e.stats(t).unwrap().received, 1);
+
+    e.handle_datagram(now, t, peer, b"x");
+    assert_eq!(ignored(&e, t), 1, "a datagram on a TCP pipe");
+    assert_eq!(e.stats(t).unwrap().received, 1);
+    e.handle_stream(now, u, b"x");
+    assert_eq!(ignored(&e, u), 1, "stream bytes on a UDP pipe");
+    e.handle_stream(now, l, b"x");
+    assert_eq!(ignored(&e, l), 1, "stream bytes on a listener");
+    e.handle_datagram(now, l, peer, b"x");
+    assert_eq!(ignored(&e, l), 2, "a datagram on a listener");
+
+    // A closed UDP pipe with a message still queued stays known: later datagrams are ignored.
+    assert_eq!(e.subscribe(u, Filter::all()), Ok(SubId::ALL));
+    e.handle_datagram(now, u, peer, b"queued");
+    e.close(now, u);
+    evs(&mut e);
+    e.handle_datagram(now, u, peer, b"late");
+    assert_eq!(ignored(&e, u), 2, "a datagram after the close");
+    assert_eq!(
+        e.stats(u).unwrap().received,
+        2,
+        "the late one was not received"
+    );
+}
+
+/// `Stats::events_dropped` counts message events dropped because the engine's event queue is
+/// full (`MAX_EVENTS`), and nothing else: the messages before the cap all have their events.
+/// Kills: the `events_dropped += 1` deletion and the `<` mutants of the `MAX_EVENTS` checks
+/// on the callback path (`inbound.rs`).
+#[test]
+fn events_dropped_counts_message_events_past_the_event_queue_cap() {
+    let (mut e, now) = engine();
+    let from: SocketAddr = sa("10.0.0.2:80");
+    let conf = Conf {
+        max_callback_jobs: 1 << 20,
+        max_callback_bytes: 1 << 30,
+        ..Conf::default()
+    };
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(from), conf, true)
+        .unwrap();
+    // The Up event is queued too: MAX_EVENTS - 1 messages fill the queue.
+    let cap = pipe_core::MAX_EVENTS;
+    for i in 0..cap + 9 {
+        e.handle_datagram(now, p, from, &(i as u32).to_be_bytes());
+    }
+    let st = e.stats(p).unwrap();
+    assert_eq!(st.received, (cap + 9) as u64);
+    assert_eq!(st.events_dropped, 10, "one Up + {} messages fit", cap - 1);
+    let events = evs(&mut e);
+    let messages = events
+        .iter()
+        .filter(|ev| matches!(ev, Event::Message { .. }))
+        .count();
+    assert_eq!(messages, cap - 1);
+    assert_eq!(events.len(), cap);
+    // With room again, the next message has its event.
+    e.handle_datagram(now, p, from, b"again");
+    assert_eq!(e.stats(p).unwrap().events_dropped, 10);
+    assert!(matches!(&evs(&mut e)[..], [Event::Message { .. }]));
+}
+
+/// `Conf::seed` mixes into a reliable pipe's sequence numbers: on engines seeded alike, every
+/// conf seed gives its own first sequence number, and the same seed the same one.
+/// Kills: `engine/mod.rs` `Engine::insert` `^` with `|` (`rng ^ conf.seed`: with `|`,
+/// seeds that differ only in bits the engine's draw has set collide).
+#[test]
+fn conf_seed_gives_each_pipe_its_own_sequence() {
+    let first_id = |seed: u64| {
+        let (mut e, now) = engine();
+        let conf = Conf {
+            reliable_udp: true,
+            seed,
+            ..Conf::default()
+        };
+        let p = e
+            .open_udp(now, sa("10.0.0.1:5"), Some(sa("10.0.0.2:5")), conf, false)
+            .unwrap();
+        e.send_reliable(now, p, b"x", None).unwrap()
+    };
+    let ids: Vec<_> = (0..64u64).map(first_id).collect();
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+    assert_eq!(first_id(5), ids[5], "deterministic");
+}
+
+/// After the end, a drained subscription says `Closed` even while the pipe is still known
+/// because another subscription holds messages; that one drains, then says `Closed` too.
+/// Kills: `engine/mod.rs` `Engine::recv` match guard `open` with `true`.
+#[test]
+fn a_drained_subscription_of_an_ended_pipe_is_closed_while_another_still_holds_messages() {
+    let (mut e, now) = engine();
+    let peer = sa("10.0.0.2:5");
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(peer), Conf::default(), false)
+        .unwrap();
+    let a = e.subscribe(p, Filter::pattern("^a").unwrap()).unwrap();
+    let b = e.subscribe(p, Filter::pattern("^b").unwrap()).unwrap();
+    e.handle_datagram(now, p, peer, b"a1");
+    evs(&mut e);
+    assert_eq!(e.recv(p, b), Ok(None), "open: an empty queue is just empty");
+    e.close(now, p);
+    evs(&mut e);
+    assert_eq!(e.recv(p, b), Err(pipe_core::RecvError::Closed));
+    assert!(e.state(p).is_some(), "still known: a's queue holds a1");
+    assert_eq!(
+        e.recv(p, a).unwrap().unwrap().data,
+        Bytes::from_static(b"a1")
+    );
+    assert_eq!(e.recv(p, a), Err(pipe_core::RecvError::Closed));
+}
+
+/// The driver's forward results are counted one by one: `Ok` in `forwarded`, an error in
+/// `forward_failed`; a `Closed` target is unlinked (`Unlinked`), another error keeps the link.
+/// Kills: `engine/mod.rs` `Engine::handle_forward_result` `+=` with `*=` (and `-=`).
+#[test]
+fn forward_results_are_counted_and_a_closed_target_unlinks() {
+    let (mut e, now) = engine();
+    let peer = sa("10.0.0.2:5");
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(peer), Conf::default(), false)
+        .unwrap();
+    let target = pipe_core::LinkTarget::External {
+        kind: pipe_core::Kind::Udp,
+        open: true,
+    };
+    let l = e.link(p, target, None, None).unwrap();
+    let token = e.link_token(p, l).unwrap();
+    e.handle_datagram(now, p, peer, b"m");
+    let forwards = evs(&mut e)
+        .into_iter()
+        .filter(|ev| matches!(ev, Event::Forward { target, .. } if *target == token))
+        .count();
+    assert_eq!(forwards, 1);
+    let counts = |e: &Engine| {
+        let s = e.stats(p).unwrap();
+        (s.forwarded, s.forward_failed)
+    };
+    e.handle_forward_result(p, l, Ok(()));
+    e.handle_forward_result(p, l, Ok(()));
+    assert_eq!(counts(&e), (2, 0));
+    e.handle_forward_result(p, l, Err(pipe_core::SendError::WouldBlock));
+    assert_eq!(counts(&e), (2, 1));
+    assert_eq!(evs(&mut e), [], "a full target keeps the link");
+    assert_eq!(e.link_token(p, l), Some(token));
+    e.handle_forward_result(p, l, Err(pipe_core::SendError::Closed));
+    assert_eq!(counts(&e), (2, 2));
+    assert_eq!(
+        evs(&mut e),
+        [Event::Unlinked {
+            pipe: p,
+            link: l,
+            target: token
+        }]
+    );
+    assert_eq!(e.link_token(p, l), None);
+}
