@@ -110,6 +110,18 @@ pub const BIND: Opt = Opt {
     help: "where to listen, HOST:PORT (port 0: any free port; a name is resolved once)",
 };
 
+/// `--bind ADDR` of a server that can also listen everywhere (echo-server): `HOST:PORT`, or
+/// `all:PORT`, `all4:PORT`, `all6:PORT` (parsed by [`Args::bind_or_all`]).
+pub const BIND_ALL: Opt = Opt {
+    long: "bind",
+    short: None,
+    value: Some("ADDR"),
+    required: true,
+    help: "where to listen, HOST:PORT (port 0: any free port; a name is resolved once), or \
+           all:PORT for every address of every up interface, both families (all4:PORT, \
+           all6:PORT: one family); one `listening on` line per address",
+};
+
 /// `--idle-timeout SECS`.
 pub const IDLE_TIMEOUT: Opt = Opt {
     long: "idle-timeout",
@@ -509,6 +521,16 @@ impl Args {
         hp.resolve(&format!("--{name}"), None)
     }
 
+    /// A required flag's `HOST:PORT` (resolved now), or `all:PORT` / `all4:PORT` /
+    /// `all6:PORT`: every address of every up interface, of both families or one.
+    pub fn bind_or_all(&self, name: &str) -> Res<Bind> {
+        let text = self.require(name)?;
+        match parse_all(&format!("--{name}"), text)? {
+            Some(listen) => Ok(Bind::All(listen)),
+            None => self.addr(name).map(Bind::Addr),
+        }
+    }
+
     /// `--idle-timeout SECS` and `--write-stall SECS`: the library's server defaults unless
     /// given, `0` turns one off.
     pub fn deadlines(&self) -> Result<Deadlines, Usage> {
@@ -537,6 +559,37 @@ impl Args {
         });
         Ok(Deadlines { idle, write_stall })
     }
+}
+
+/// Where a server listens: one address, or every address ([`Args::bind_or_all`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    /// `HOST:PORT`.
+    Addr(SocketAddr),
+    /// `all:PORT` (both families), `all4:PORT`, `all6:PORT`: `PipeBuilder::listen_all`.
+    All(pipe_io::Listen),
+}
+
+/// `all:PORT`, `all4:PORT` or `all6:PORT` for `label`: `Ok(None)` for any other text (an
+/// address, or a host name other than these three words).
+pub fn parse_all(label: &str, text: &str) -> Result<Option<pipe_io::Listen>, Usage> {
+    let (word, port) = text.split_once(':').unwrap_or((text, ""));
+    let family = match word {
+        "all" => None,
+        "all4" => Some(pipe_io::Family::V4),
+        "all6" => Some(pipe_io::Family::V6),
+        _ => return Ok(None),
+    };
+    let port: u16 = port.parse().map_err(|_| {
+        usage(format!(
+            "{label}: {text:?}: {word}:PORT needs a port (0-65535)"
+        ))
+    })?;
+    let listen = pipe_io::Listen::port(port);
+    Ok(Some(match family {
+        Some(f) => listen.family(f),
+        None => listen,
+    }))
 }
 
 /// A `HOST:PORT` (or `HOST` with a default port) as typed: an IP literal or a DNS name.
@@ -698,6 +751,28 @@ pub fn error_chain(e: &(dyn Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_all() {
+        use pipe_io::{Family, Listen};
+        let all = |t: &str| parse_all("--bind", t);
+        assert_eq!(all("all:7000").unwrap(), Some(Listen::port(7000)));
+        assert_eq!(
+            all("all6:0").unwrap(),
+            Some(Listen::port(0).family(Family::V6))
+        );
+        assert_eq!(
+            all("all4:1").unwrap(),
+            Some(Listen::port(1).family(Family::V4))
+        );
+        for bad in ["all", "all:", "all:x", "all:65536", "all4:-1"] {
+            let e = all(bad).unwrap_err().to_string();
+            assert!(e.contains("needs a port"), "{bad}: {e}");
+        }
+        for other in ["127.0.0.1:80", "[::1]:80", "allhosts:80", "localhost:80"] {
+            assert_eq!(all(other).unwrap(), None, "{other}");
+        }
+    }
 
     static SPEC: Spec = Spec {
         name: "t",

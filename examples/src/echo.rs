@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use pipe_io::{Outcome, PipeBuilder, Proto, Runtime, SendError};
 
-use crate::serve::{serve, Ended, Tally};
+use crate::cli::Bind;
+use crate::serve::{serve, serve_all, Ended, Tally};
 use crate::{Deadlines, Program, RateLimited, Res};
 
 /// Reliable echoes waiting for their ACK at once, at most.
@@ -36,8 +37,9 @@ const MAX_UDP_PEERS: usize = 4096;
 pub struct EchoServer {
     /// TCP or UDP.
     pub proto: Proto,
-    /// Where to listen.
-    pub bind: SocketAddr,
+    /// Where to listen: one address, or every address of every up interface
+    /// (`--bind all:PORT`, [`pipe_io::PipeBuilder::listen_all`]).
+    pub bind: Bind,
     /// Deadlines for TCP connections.
     pub deadlines: Deadlines,
     /// UDP: P2PD's reliable UDP, echoing with `send_reliable`.
@@ -74,7 +76,7 @@ impl Program for EchoServer {
             _ => None,
         };
         let (msg_tally, msg_peers) = (self.tally.clone(), udp_peers.clone());
-        let builder = PipeBuilder::new(rt, self.proto).bind(self.bind).conf(conf);
+        let builder = PipeBuilder::new(rt, self.proto).conf(conf);
         let mut builder = if reliable {
             builder.on_message(move |msg, pipe| {
                 note_udp_peer(&msg_tally, &msg_peers, msg.from);
@@ -130,11 +132,32 @@ impl Program for EchoServer {
                     async {}
                 });
         }
-        let server = builder.open().await?;
-        if serve(&server).await? == Ended::Signal {
-            // A UDP server's counters are its own: read them before it closes.
-            let udp = server.stats().filter(|_| self.proto == Proto::Udp);
-            server.close().await;
+        // One server pipe, or one per address (the same callbacks on each).
+        let (ended, udp) = match &self.bind {
+            Bind::Addr(addr) => {
+                let server = builder.bind(*addr).open().await?;
+                let ended = serve(&server).await?;
+                // A UDP server's counters are its own: read them before it closes.
+                let udp = server.stats().filter(|_| self.proto == Proto::Udp);
+                server.close().await;
+                (ended, udp)
+            }
+            Bind::All(listen) => {
+                let servers = builder.listen_all(listen.clone()).await?;
+                let ended = serve_all(&servers).await?;
+                let udp = (self.proto == Proto::Udp).then(|| {
+                    let mut sum = pipe_io::Stats::default();
+                    for s in servers.pipes().iter().filter_map(|p| p.stats()) {
+                        sum.bytes_in += s.bytes_in;
+                        sum.bytes_out += s.bytes_out;
+                    }
+                    sum
+                });
+                servers.close().await;
+                (ended, udp)
+            }
+        };
+        if ended == Ended::Signal {
             if let Some(t) = &self.tally {
                 t.settle(&rt2, Duration::from_secs(2)).await;
                 let summary = match udp {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_signal::{Signal, Signals};
 use futures_lite::{future, StreamExt};
-use pipe_io::{EndReason, Pipe, Runtime, Stats};
+use pipe_io::{EndReason, ListenAll, Pipe, Runtime, Stats};
 
 use crate::Res;
 
@@ -128,6 +128,39 @@ pub async fn serve<R: Runtime>(server: &Pipe<R>) -> Res<Ended> {
     let got = future::or(
         async {
             server.closed().await;
+            None
+        },
+        async { signals.next().await },
+    )
+    .await;
+    match got {
+        Some(_) => Ok(Ended::Signal),
+        None => Ok(Ended::Closed),
+    }
+}
+
+/// [`serve`] for a server on many addresses (`--bind all:PORT`): one `listening on <addr>`
+/// line per address, written at once (the first line is still the one the programs promise),
+/// a `not listening on <addr>: <error>` line on stderr for each address that failed, then
+/// until every server pipe has ended or a SIGINT/SIGTERM arrives.
+pub async fn serve_all<R: Runtime>(servers: &ListenAll<R>) -> Res<Ended> {
+    use std::io::Write;
+    let mut signals = Signals::new([Signal::Int, Signal::Term])?;
+    for (addr, e) in servers.failed() {
+        eprintln!("not listening on {addr}: {}", crate::cli::error_chain(e));
+    }
+    let lines: String = servers
+        .local_addrs()
+        .iter()
+        .map(|a| format!("listening on {a}\n"))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    out.write_all(lines.as_bytes())?;
+    out.flush()?;
+    drop(out);
+    let got = future::or(
+        async {
+            servers.closed().await;
             None
         },
         async { signals.next().await },

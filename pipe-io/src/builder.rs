@@ -149,6 +149,16 @@ impl<R: Runtime> PipeBuilder<R> {
     }
 
     /// The destination of a client pipe.
+    ///
+    /// A name is resolved to all its addresses (only those of the bind address's or route's
+    /// family when one is given), ordered as RFC 8305 §4 asks: IPv6 first, families
+    /// interleaved. A TCP pipe races them (Happy Eyeballs): the next attempt starts
+    /// `Conf::attempt_delay` (250 ms) after the last unless that one failed first, the first
+    /// to connect wins, the others are closed, `con_timeout` bounds them all, and
+    /// [`OpenError::AllAttemptsFailed`] lists every attempt when none connects. A UDP pipe,
+    /// which has no handshake to race, takes the first address in that order. `0.0.0.0:p`
+    /// and `[::]:p` mean the loopback address of their family (where the OS sends them), and
+    /// the pipe reports that address as its peer.
     pub fn dest(mut self, dest: impl IntoDest) -> Self {
         self.dest = dest.into_dest();
         self
@@ -380,6 +390,60 @@ impl<R: Runtime> PipeBuilder<R> {
     }
 }
 
+// ---- listening everywhere (listen_all.rs) ------------------------------------------------
+
+impl<R: Runtime> PipeBuilder<R> {
+    /// Open a server pipe on every address of every up interface, both families (or the
+    /// subset `listen` names; a port alone converts), each with this builder's conf and
+    /// callbacks. Addresses that fail are listed in [`ListenAll::failed`](crate::ListenAll::failed);
+    /// an error only when nothing listens (the first address's error, or
+    /// [`OpenError::Bind`] with `AddrNotAvailable` when no up interface has an address asked
+    /// for), or when the builder has a destination or a socket.
+    pub async fn listen_all(
+        self,
+        listen: impl Into<crate::listen_all::Listen>,
+    ) -> Result<crate::listen_all::ListenAll<R>, OpenError> {
+        crate::listen_all::listen_all(self, listen.into()).await
+    }
+
+    /// What must hold for every address of a `listen_all`: a server, no wrapped socket, not
+    /// `sock_only`, a valid conf.
+    pub(crate) fn check_server(&self) -> Result<(), OpenError> {
+        if self.conf.sock_only {
+            return Err(OpenError::SockOnly);
+        }
+        self.conf.validate_for(self.proto)?;
+        if self.existing.is_some() {
+            return Err(OpenError::BadSocket(
+                "listen_all opens its own sockets: give no socket",
+            ));
+        }
+        match &self.dest {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(OpenError::BadSocket(
+                "listen_all opens servers: give no destination",
+            )),
+            Err(e) => Err(OpenError::Dest(e.clone())),
+        }
+    }
+
+    /// A builder for one more server on `route`:`port` with this one's runtime, protocol,
+    /// conf and callbacks (the same callback objects, shared).
+    pub(crate) fn server_on(&self, route: &crate::route::Route, port: u16) -> Self {
+        let mut b = Self::new(self.rt.clone(), self.proto)
+            .conf(self.conf.clone())
+            .route(route, port);
+        b.cbs = self.cbs.clone();
+        b.next_cb = self.next_cb;
+        b
+    }
+
+    /// The runtime pipes open on.
+    pub(crate) fn runtime(&self) -> &R {
+        &self.rt
+    }
+}
+
 enum Opened<R: Runtime> {
     Udp(std::net::UdpSocket, Option<SocketAddr>),
     Tcp(Connected<R>),
@@ -467,6 +531,9 @@ async fn connect<R: Runtime>(
         drop(stream);
         return Err(connect_error(addr, source, keep(dup)));
     }
+    // The address really connected to: `0.0.0.0:p` (P2PD's way to reach a local server)
+    // reports the loopback address the OS used.
+    let peer = stream.peer_addr().unwrap_or(addr);
     Ok(Connected {
         stream,
         peer,
@@ -521,9 +588,6 @@ fn wrap_existing<R: Runtime>(
             Ok(Opened::Tcp(Connected {
                 stream: rt.tcp(s)?,
                 peer,
-    // The address really connected to: `0.0.0.0:p` (P2PD's way to reach a local server)
-    // reports the loopback address the OS used.
-    let peer = stream.peer_addr().unwrap_or(addr);
                 dup: Some(dup),
             }))
         }
@@ -595,13 +659,6 @@ async fn resolve<R: Runtime>(
     }
 }
 
-/// Fresh entropy for sequence numbers without a dependency: the std hasher's random keys.
-pub(crate) fn entropy() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0x5049_5045);
-    h.finish()
-}
 /// `0.0.0.0:p` → `127.0.0.1:p`, `[::]:p` → `[::1]:p` (what Linux and the BSDs connect and
 /// send to); any other address unchanged.
 fn unspecified_to_loopback(addr: SocketAddr) -> SocketAddr {
@@ -614,3 +671,10 @@ fn unspecified_to_loopback(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Fresh entropy for sequence numbers without a dependency: the std hasher's random keys.
+pub(crate) fn entropy() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x5049_5045);
+    h.finish()
+}

@@ -1,6 +1,8 @@
-//! `echo-server --proto tcp|udp --bind ADDR [--runtime tokio|smol] [--idle-timeout SECS]
+//! `echo-server --proto tcp|udp --bind ADDR|all:PORT [--runtime tokio|smol] [--idle-timeout SECS]
 //! [--write-stall SECS] [--reliable] [-v]`
-use examples::cli::{self, Opt, Spec, BIND, IDLE_TIMEOUT, PROTO, RUNTIME, VERBOSE, WRITE_STALL};
+use examples::cli::{
+    self, Opt, Spec, BIND_ALL, IDLE_TIMEOUT, PROTO, RUNTIME, VERBOSE, WRITE_STALL,
+};
 use examples::{echo::EchoServer, run_on, serve::Tally};
 
 static SPEC: Spec = Spec {
@@ -8,7 +10,7 @@ static SPEC: Spec = Spec {
     about: "echo every message back to its sender",
     opts: &[
         PROTO,
-        BIND,
+        BIND_ALL,
         RUNTIME,
         IDLE_TIMEOUT.help(
             "TCP: end a connection after no bytes either way for SECS (default 30; 0: never)",
@@ -31,7 +33,9 @@ static SPEC: Spec = Spec {
         VERBOSE,
     ],
     positional: &[],
-    notes: "Prints `listening on ADDR` first. Ctrl-C (SIGINT) or SIGTERM stops it (exit 0).",
+    notes: "Prints `listening on ADDR` first (with --bind all:PORT, one such line per address, \
+            and `not listening on ADDR: ERROR` on stderr for each address that failed). Ctrl-C \
+            (SIGINT) or SIGTERM stops it (exit 0).",
 };
 
 fn main() -> std::process::ExitCode {
@@ -41,7 +45,7 @@ fn main() -> std::process::ExitCode {
         if reliable && proto != pipe_io::Proto::Udp {
             return Err(examples::Usage("--reliable needs --proto udp".into()).into());
         }
-        let bind = args.addr("bind")?;
+        let bind = args.bind_or_all("bind")?;
         let tally = args.switch("verbose").then(Tally::new);
         let tls = args.tls_server("tls")?;
         if tls.is_some() && proto != pipe_io::Proto::Tcp {
