@@ -176,3 +176,43 @@ fn an_existing_subscription_becomes_a_handler_and_keeps_what_it_queued() {
     e.unsubscribe(p, SubId::ALL).unwrap();
     assert!(!e.is_handler(p, SubId::ALL));
 }
+
+#[test]
+fn the_held_list_is_capped_for_a_driver_that_ignores_pause() {
+    let now = Instant::now();
+    let mut e = Engine::new(1);
+    let conf = Conf {
+        max_qsize: 0,
+        max_queue_bytes: 0,
+        ..Conf::default()
+    };
+    let p = e
+        .open_udp(now, sa("127.0.0.1:5000"), None, conf, true)
+        .unwrap();
+    e.subscribe(p, Filter::all()).unwrap();
+    let peer = sa("127.0.0.1:6000");
+    let n = pipe_core::MAX_EVENTS + 3;
+    for i in 0..n {
+        e.handle_datagram(now, p, peer, format!("{i}").as_bytes());
+        evs(&mut e);
+    }
+    // The messages past the cap did not wait.
+    let first = recv(&mut e, p, SubId::ALL).expect("past the cap: queued at once");
+    assert_eq!(first.data, format!("{}", pipe_core::MAX_EVENTS));
+    let mut got = 1;
+    while recv(&mut e, p, SubId::ALL).is_some() {
+        got += 1;
+    }
+    assert_eq!(got, 3);
+    // Every callback report still finds its place: the held ones come out, in order.
+    for _ in 0..n {
+        e.handle_callback_done(p, 1);
+    }
+    evs(&mut e);
+    let mut next = 0;
+    while let Some(m) = recv(&mut e, p, SubId::ALL) {
+        assert_eq!(m.data, format!("{next}"));
+        next += 1;
+    }
+    assert_eq!(next, pipe_core::MAX_EVENTS);
+}

@@ -9,7 +9,8 @@
 //!   behind a held one wait too (order is kept). A pipe without message callbacks pays
 //!   nothing: its messages go straight to the subscriptions. The held list is bounded by the
 //!   callback caps (`max_callback_jobs`, `max_callback_bytes`: past them the pipe stops
-//!   reading). A message callback that awaits `recv` on its own pipe therefore sees only
+//!   reading), and by `MAX_HELD` for a driver that ignores `Pause`. A message callback that
+//!   awaits `recv` on its own pipe therefore sees only
 //!   messages before the one it handles (and times out waiting for later ones).
 //! - **Handler subscriptions** (P2PD's `subscribe(sub, handler)`,
 //!   [`Engine::subscribe_handler`]): a matching message is emitted as
@@ -23,6 +24,11 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 use super::{Engine, MAX_EVENTS};
+
+/// Most messages a pipe holds for its callbacks. The driver's `Pause` keeps it far below
+/// (`max_callback_jobs`); past it (a driver that ignores `Pause`), a message goes to the
+/// subscriptions without waiting, and only a payload-less place is kept.
+const MAX_HELD: usize = MAX_EVENTS;
 use crate::error::SubscribeError;
 use crate::event::{Event, Message, PipeId, SubId};
 use crate::sub::{Filter, Held};
@@ -77,7 +83,7 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
-        if waits || !p.held.is_empty() {
+        if (waits || !p.held.is_empty()) && p.held.len() < MAX_HELD {
             let msg = (!p.subs.is_empty()).then_some(Message { data, from });
             if msg.is_none() && !claimed {
                 p.stats.rare().unclaimed += 1;
@@ -88,6 +94,15 @@ impl Engine {
                 msg,
             });
             return;
+        }
+        if waits {
+            // Past the cap (a driver that ignores `Pause`): the message does not wait, but the
+            // report of its callbacks still needs its place in the list.
+            p.held.push_back(Held {
+                waits,
+                claimed,
+                msg: None,
+            });
         }
         self.offer(pipe, from, data, claimed);
     }
