@@ -252,11 +252,15 @@ pub async fn up_end_server_close<S: Runtime, C: Runtime>(srv: S, cli: C) {
     let server = sb.open().await.unwrap();
     let mut clients = Vec::new();
     let mut conns = Vec::new();
+    // accept() hands out owning handles: they are kept, so the server's close ends them.
+    let mut held = Vec::new();
     for _ in 0..2 {
         let (cb, cw) =
             watched(PipeBuilder::new(cli.clone(), Proto::Tcp).to(server.local_addr().unwrap()));
         clients.push((cb.open().await.unwrap(), cw));
-        conns.push(within(WAIT, "accept", server.accept()).await.unwrap().id());
+        let conn = within(WAIT, "accept", server.accept()).await.unwrap();
+        conns.push(conn.id());
+        held.push(conn);
     }
     let mut ups = sw.up.wait_exactly(2).await;
     ups.sort();
