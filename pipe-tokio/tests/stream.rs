@@ -297,3 +297,93 @@ async fn recv_forever_and_messages_stream() {
     }
     assert_eq!(all, b"lateabc");
 }
+
+/// Wait (bounded) until the pipe has received at least `n` bytes, without taking them.
+async fn received_at_least(pipe: &pipe_tokio::Pipe, n: u64) {
+    timeout(WAIT, async {
+        while pipe.stats().map_or(0, |s| s.bytes_in) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the bytes arrive within the deadline");
+}
+
+/// Bytes that reached the pipe before `into_stream` are read first, and a slow reader with a
+/// tiny queue (4 messages) loses nothing of 8 MiB: the engine pauses the socket's reading
+/// instead of dropping the oldest message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_byte_lost_before_into_stream_or_to_a_slow_reader() {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let data = pattern(8 << 20);
+    let sent = data.clone();
+    tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        s.write_all(b"greeting\n").await.unwrap();
+        // The rest only once the client asks (it first checks the greeting is queued).
+        let mut go = [0u8; 1];
+        s.read_exact(&mut go).await.unwrap();
+        s.write_all(&sent).await.unwrap();
+    });
+    let conf = pipe_tokio::Conf {
+        max_qsize: 4,
+        ..pipe_tokio::Conf::default()
+    };
+    let pipe = pipe_tokio::builder(Proto::Tcp)
+        .dest(addr)
+        .conf(conf)
+        .open()
+        .await
+        .unwrap();
+    received_at_least(&pipe, 9).await;
+    let mut s = pipe.into_stream().unwrap();
+    let mut greeting = [0u8; 9];
+    s.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(
+        &greeting, b"greeting\n",
+        "what came before into_stream is read first"
+    );
+    s.write_all(b"g").await.unwrap();
+    let mut got = Vec::with_capacity(data.len());
+    let mut buf = vec![0u8; 1000];
+    while got.len() < data.len() {
+        let n = timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "EOF after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        // A slow reader: let the sender fill the queue.
+        tokio::task::yield_now().await;
+    }
+    assert!(got == data, "in order, nothing lost");
+    let stats = s.pipe().stats().unwrap();
+    assert_eq!(stats.queue_dropped, 0, "{stats:?}");
+    assert!(
+        stats.paused > 0,
+        "the tiny queue paused the reading: {stats:?}"
+    );
+}
+
+/// Only a TCP pipe with raw framing that is not a listener becomes a stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn into_stream_refuses_what_is_not_a_byte_stream() {
+    use pipe_tokio::StreamError;
+
+    let udp = pipe_tokio::pipe_open(Proto::Udp, ()).await.unwrap();
+    assert_eq!(udp.into_stream().unwrap_err(), StreamError::NotTcp);
+    let listener = pipe_tokio::pipe_open(Proto::Tcp, ()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    assert_eq!(
+        listener.clone().into_stream().unwrap_err(),
+        StreamError::Listener
+    );
+    let framed = pipe_tokio::builder(Proto::Tcp)
+        .dest(addr)
+        .conf(pipe_tokio::Conf {
+            framing: pipe_tokio::Framing::LengthPrefixed { max: 1024 },
+            ..pipe_tokio::Conf::default()
+        })
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(framed.into_stream().unwrap_err(), StreamError::Framing);
+}
