@@ -279,3 +279,83 @@ fn forward_results_are_counted_and_a_closed_target_unlinks() {
     );
     assert_eq!(e.link_token(p, l), None);
 }
+
+/// Draining one connection's queue under the server budget resumes every connection the
+/// crossing paused, at once.
+/// Kills: `engine/mod.rs` `Engine::settle` `held != old` with `==` (the crossing was then
+/// only noticed at some later, unrelated settle).
+#[test]
+fn draining_under_the_server_budget_resumes_every_paused_connection_at_once() {
+    let (mut e, now) = engine();
+    let conf = Conf {
+        max_server_bytes: 10_000,
+        ..Conf::default()
+    };
+    let listen = sa("10.0.0.1:80");
+    let l = e.open_listener(now, listen, conf, false).unwrap();
+    let a = e.handle_accepted(now, l, listen, sa("10.0.0.2:1")).unwrap();
+    let b = e.handle_accepted(now, l, listen, sa("10.0.0.2:2")).unwrap();
+    for c in [a, b] {
+        assert_eq!(e.subscribe(c, Filter::all()), Ok(SubId::ALL));
+    }
+    evs(&mut e);
+    e.handle_stream(now, a, &[1; 6000]);
+    e.handle_stream(now, b, &[2; 4000]);
+    let paused: std::collections::HashSet<PipeId> = evs(&mut e)
+        .into_iter()
+        .filter_map(|ev| match ev {
+            Event::Pause { pipe } => Some(pipe),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paused, [a, b].into_iter().collect());
+    // a's queue is read: 4,000 of 10,000 bytes held, both read again.
+    assert_eq!(e.recv(a, SubId::ALL).unwrap().unwrap().data.len(), 6000);
+    let resumed: std::collections::HashSet<PipeId> = evs(&mut e)
+        .into_iter()
+        .filter_map(|ev| match ev {
+            Event::Resume { pipe } => Some(pipe),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resumed, [a, b].into_iter().collect());
+}
+
+/// Engine-made transmits (here ACKs of reliable-UDP data frames the driver has not written
+/// yet) are queued up to exactly `4 × max_out_bytes + MAX_UDP_V6` bytes; the ones past it are
+/// dropped and counted in `out_dropped`.
+/// Kills: `engine/mod.rs` `Engine::push_internal` `>` with `==`, `+` with `*`, `*` with `/`.
+#[test]
+fn engine_made_transmits_stop_at_exactly_their_hard_cap() {
+    let (mut e, now) = engine();
+    let peer = sa("10.0.0.2:5");
+    let max_out = 1000;
+    let conf = Conf {
+        reliable_udp: true,
+        max_out_bytes: max_out,
+        max_qsize: 1,
+        ..Conf::default()
+    };
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(peer), conf, false)
+        .unwrap();
+    let cap = 4 * max_out + pipe_core::MAX_UDP_V6;
+    let fit = cap / 9; // an ACK is 9 bytes
+    let total = fit + 25;
+    for seq in 1..=total as u64 {
+        let mut frame = seq.to_be_bytes().to_vec();
+        frame.push(0); // data
+        frame.push(b'x');
+        e.handle_datagram(now, p, peer, &frame);
+    }
+    let st = e.stats(p).unwrap();
+    assert_eq!(st.received, total as u64, "every frame delivered");
+    assert_eq!(e.out_bytes(p), fit * 9);
+    assert_eq!(st.out_dropped, (total - fit) as u64);
+    let mut acks = 0;
+    while let Some(t) = e.poll_transmit() {
+        assert_eq!(t.payload.len(), 9);
+        acks += 1;
+    }
+    assert_eq!(acks, fit);
+}
