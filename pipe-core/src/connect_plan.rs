@@ -479,6 +479,24 @@ mod tests {
     }
 
     #[test]
+    fn the_attempt_delay_is_a_validated_conf_key() {
+        assert_eq!(crate::Conf::default().attempt_delay, D);
+        for (ms, ok) in [
+            (9, false),
+            (10, true),
+            (250, true),
+            (10_000, true),
+            (10_001, false),
+        ] {
+            let conf = crate::Conf {
+                attempt_delay: Duration::from_millis(ms),
+                ..crate::Conf::default()
+            };
+            assert_eq!(conf.validate().is_ok(), ok, "{ms} ms");
+        }
+    }
+
+    #[test]
     fn unknown_results_are_ignored() {
         let t0 = Instant::now();
         let mut p: ConnectPlan<&str> =
