@@ -387,3 +387,88 @@ async fn into_stream_refuses_what_is_not_a_byte_stream() {
         .unwrap();
     assert_eq!(framed.into_stream().unwrap_err(), StreamError::Framing);
 }
+
+/// A figure, not a check (run with `--release -- --ignored --nocapture`): 256 MiB one way
+/// through a pipe stream (`tokio::io::copy` into it, a plain reader on the other side)
+/// against the same through a plain tokio `TcpStream`, on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn measure_stream_throughput() {
+    const LEN: usize = 256 << 20;
+    async fn sink() -> (std::net::SocketAddr, tokio::task::JoinHandle<u64>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::io::copy(&mut s, &mut tokio::io::sink())
+                .await
+                .unwrap()
+        });
+        (addr, h)
+    }
+    let chunk = vec![7u8; 64 << 10];
+    for round in 0..2 {
+        let (addr, h) = sink().await;
+        let t0 = std::time::Instant::now();
+        let mut s = pipe_tokio::pipe_open(Proto::Tcp, addr)
+            .await
+            .unwrap()
+            .into_stream()
+            .unwrap();
+        for _ in 0..LEN / chunk.len() {
+            s.write_all(&chunk).await.unwrap();
+        }
+        s.shutdown().await.unwrap();
+        assert_eq!(h.await.unwrap(), LEN as u64);
+        let pipe = t0.elapsed();
+        let (addr, h) = sink().await;
+        let t0 = std::time::Instant::now();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..LEN / chunk.len() {
+            s.write_all(&chunk).await.unwrap();
+        }
+        s.shutdown().await.unwrap();
+        assert_eq!(h.await.unwrap(), LEN as u64);
+        let raw = t0.elapsed();
+        // The other way: a plain source, read through a pipe stream / a plain stream.
+        let mut read = [Duration::ZERO; 2];
+        for (i, through_pipe) in [true, false].into_iter().enumerate() {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let c = chunk.clone();
+            tokio::spawn(async move {
+                let (mut s, _) = l.accept().await.unwrap();
+                for _ in 0..LEN / c.len() {
+                    s.write_all(&c).await.unwrap();
+                }
+            });
+            let t0 = std::time::Instant::now();
+            let n = if through_pipe {
+                let mut s = pipe_tokio::pipe_open(Proto::Tcp, addr)
+                    .await
+                    .unwrap()
+                    .into_stream()
+                    .unwrap();
+                tokio::io::copy(&mut s, &mut tokio::io::sink())
+                    .await
+                    .unwrap()
+            } else {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                tokio::io::copy(&mut s, &mut tokio::io::sink())
+                    .await
+                    .unwrap()
+            };
+            assert_eq!(n, LEN as u64);
+            read[i] = t0.elapsed();
+        }
+        let mib_s = |d: Duration| (LEN >> 20) as f64 / d.as_secs_f64();
+        eprintln!(
+            "round {round}: 256 MiB written through a pipe stream {:.0} MiB/s (plain tokio {:.0}); \
+             read through a pipe stream {:.0} MiB/s (plain tokio {:.0})",
+            mib_s(pipe),
+            mib_s(raw),
+            mib_s(read[0]),
+            mib_s(read[1])
+        );
+    }
+}
