@@ -21,7 +21,9 @@ use crate::runtime::Runtime;
 impl<R: Runtime> Pipe<R> {
     /// Subscribe to messages matching `filter`, handing each to `handler(message, pipe)`
     /// instead of queueing it (P2PD's `subscribe(sub, handler)`). Returns the subscription's
-    /// id: [`Pipe::unsubscribe`] removes it and its handler.
+    /// id: after [`Pipe::unsubscribe`] the handler gets no message that arrives later (those
+    /// already matched still run; the closure is dropped at the next `subscribe_with` on this
+    /// pipe, or with the pipe).
     ///
     /// A filter equal to an existing subscription's names that subscription: it becomes a
     /// handler subscription (what it queued before stays readable with [`Pipe::recv_on`];
