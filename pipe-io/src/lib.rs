@@ -19,13 +19,19 @@
 //!   buffer is full (backpressure); errors are typed ([`SendError`]).
 //! - `recv` returns `Ok(Some(msg))`, `Ok(None)` on timeout (the pipe's own `recv_timeout` by
 //!   default), `Err(NotSubscribed)` at once for an unknown subscription, `Err(Closed)` once the
-//!   pipe is closed and drained.
+//!   pipe is closed and drained, or after a TCP peer's FIN once drained. It keeps P2PD's
+//!   `recv_timeout`; `recv_timeout(Duration::MAX)` and [`Pipe::messages`] (a `Stream`) wait
+//!   with no deadline.
 //! - Callbacks of a pipe run in order, one at a time; a panicking callback is caught and the
 //!   pipe goes on; a callback may send, recv, link or close its own pipe.
 //! - Up and end callbacks fire exactly once per pipe; an end callback added after the end fires
 //!   at once.
 //! - `close` is idempotent, closes a server's connections first, and returns once the socket is
 //!   closed; dropping the last handle returned by opening closes the pipe too.
+//! - A TCP peer's FIN closes the read side only: a pipe with an answer left (a callback still
+//!   running, a stream, a relay partner) still sends it. [`Pipe::shutdown`] half-closes (queued
+//!   bytes, then the FIN); [`Pipe::into_stream`] makes a TCP pipe a byte stream
+//!   ([`PipeStream`]: tokio's or futures-io's `AsyncRead` + `AsyncWrite`).
 #![deny(missing_docs)]
 
 mod buffers;
