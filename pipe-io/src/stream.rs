@@ -67,7 +67,9 @@ impl<R: Runtime> Pipe<R> {
     /// subscription (a client pipe has it from the start; an accepted connection of a listener
     /// without message callbacks too) and is read first. From the call on the engine pauses
     /// reading the socket while that queue could not take one more read, instead of dropping
-    /// its oldest message. After the peer's FIN the pipe stays writable until the stream shuts
+    /// its oldest message. Before the call that queue is an ordinary one (drop-oldest past
+    /// `max_qsize` messages or `max_queue_bytes`), so make the stream soon after opening or
+    /// accepting, before the peer can send that much. After the peer's FIN the pipe stays writable until the stream shuts
     /// down or is dropped (the engine's `keep_writable`), like a `TcpStream`.
     ///
     /// Message callbacks and links of the pipe still see every read; a pipe used as a stream
