@@ -522,6 +522,28 @@ impl<R: Runtime> Runtime for FixedDns<R> {
     }
 }
 
+/// How many of this host's TCP sockets are connecting (SYN_SENT) to `addr`, from Linux's
+/// `/proc/net/tcp` or `tcp6` (`None` where it cannot be read). Shows whether a connection
+/// attempt is still open: closing the socket removes its entry at once.
+pub fn syn_sent_to(addr: SocketAddr) -> Option<usize> {
+    let file = if addr.is_ipv6() {
+        "/proc/net/tcp6"
+    } else {
+        "/proc/net/tcp"
+    };
+    let text = std::fs::read_to_string(file).ok()?;
+    let port = format!(":{:04X}", addr.port());
+    Some(
+        text.lines()
+            .skip(1)
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[2].ends_with(&port) && f[3] == "02"
+            })
+            .count(),
+    )
+}
+
 /// A loopback address whose TCP connects hang (no SYN-ACK) for as long as the returned
 /// sockets live: a listener with a backlog of 0 that never accepts, its one accept-queue
 /// place taken by a connection made here. Linux drops SYNs to a listener whose accept queue
