@@ -208,3 +208,40 @@ fn a_listener_totals_its_connections_ended_ones_included() {
     assert_eq!(e.conn_totals(c[1]), None);
     assert_eq!(ConnTotals::default().accepted, 0);
 }
+
+#[test]
+fn a_full_fallback_pauses_reading_instead_of_dropping() {
+    let (mut e, now) = start();
+    let conf = Conf {
+        max_queue_bytes: 64 << 10,
+        reader_limit: 16 << 10,
+        ..Conf::default()
+    };
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), conf, false)
+        .unwrap();
+    let c = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.2:1"))
+        .unwrap();
+    drain(&mut e);
+    let chunk = [7u8; 16 << 10];
+    // Four reads fill the 64 KiB queue exactly; one more would not fit: paused.
+    for _ in 0..4 {
+        e.handle_stream(now, c, &chunk);
+    }
+    let evs = drain(&mut e);
+    assert!(evs.contains(&Event::Pause { pipe: c }), "{evs:?}");
+    assert_eq!(e.stats(c).unwrap().queue_dropped, 0);
+    // Accepted and read: room again, reading resumes; nothing was lost.
+    assert_eq!(e.pop_accepted(l), Ok(Some(c)));
+    assert_eq!(recv_all(&mut e, c).len(), 4);
+    let evs = drain(&mut e);
+    assert!(evs.contains(&Event::Resume { pipe: c }), "{evs:?}");
+    // Made ordinary by an explicit subscribe: drop-oldest as for any subscription.
+    assert_eq!(e.subscribe(c, Filter::all()), Ok(SubId::ALL));
+    for _ in 0..5 {
+        e.handle_stream(now, c, &chunk);
+    }
+    assert!(e.stats(c).unwrap().queue_dropped > 0);
+    assert!(e.within_caps());
+}

@@ -490,9 +490,10 @@ impl<R: Runtime> Pipe<R> {
     ///
     /// When the server has no message callbacks, the connection comes subscribed to every
     /// message ([`SubId::ALL`]) from its first byte: what arrived before `accept()` returned
-    /// waits in that queue (within `max_qsize` / `max_queue_bytes` and the server's
-    /// `max_server_bytes`), so `loop { let c = server.accept().await?; spawn(serve(c)) }`
-    /// loses no first message. Until subscribed explicitly, that subscription takes only
+    /// waits in that queue, and while the queue is full (`max_qsize` / `max_queue_bytes`, or
+    /// the server's `max_server_bytes`) the connection's reading pauses instead of dropping
+    /// anything, so `loop { let c = server.accept().await?; spawn(serve(c)) }` loses no first
+    /// message and no byte. Until subscribed explicitly, that subscription takes only
     /// messages no link and no callback took: a connection linked to an upstream queues
     /// nothing (subscribe to `Filter::all()` to get a copy of those too). With message
     /// callbacks on the server, the callbacks get the messages and the connection starts

@@ -147,8 +147,9 @@ impl Engine {
     /// Register a connection `listener` accepted. It inherits the listener's conf. When the
     /// listener has no message callbacks it starts with a fallback [`SubId::ALL`]
     /// subscription that takes every message no link and no callback takes, so a connection
-    /// handed out by [`Engine::pop_accepted`] loses nothing that arrived before (bounded by
-    /// the queue caps and the server's budget); otherwise it starts unsubscribed. Fails when
+    /// handed out by [`Engine::pop_accepted`] loses nothing that arrived before: while that
+    /// queue is full the connection's reading pauses (nothing is dropped; bounded by the
+    /// queue caps and the server's budget); otherwise it starts unsubscribed. Fails when
     /// the listener is closed or at `max_connections`: close the socket.
     pub fn handle_accepted(
         &mut self,
@@ -622,11 +623,13 @@ impl Engine {
             return Err(SubscribeError::Closed);
         }
         if let Some(s) = p.subs.iter().find(|s| s.filter.same_as(&filter)) {
-            if s.id == SubId::ALL {
-                // Asked for: the fallback becomes an ordinary subscription.
-                p.fallback_all = false;
+            let id = s.id;
+            if id == SubId::ALL && std::mem::take(&mut p.fallback_all) {
+                // Asked for: the fallback becomes an ordinary subscription (which may
+                // resume a connection its full fallback paused).
+                self.settle(pipe);
             }
-            return Ok(s.id);
+            return Ok(id);
         }
         if p.subs.len() >= MAX_SUBSCRIPTIONS {
             return Err(SubscribeError::TooMany(MAX_SUBSCRIPTIONS));

@@ -437,6 +437,17 @@ impl PipeState {
         self.t.held_bytes >= self.conf.max_callback_bytes
             || self.t.held_jobs >= self.conf.max_callback_jobs
             || (self.half.keep_writable && self.stream_queue_full())
+            || (self.fallback_all && self.fallback_full())
+    }
+
+    /// An accepted connection's fallback subscription (waiting for `accept()`) never drops:
+    /// reading pauses while it could not take one more read, so no byte that arrived before
+    /// the user subscribed is lost (the kernel's buffer and TCP's flow control hold the rest).
+    fn fallback_full(&self) -> bool {
+        let read = self.conf.reader_limit.max(1 << 14);
+        self.subs
+            .iter()
+            .any(|s| s.id == crate::event::SubId::ALL && s.queue.would_drop(read))
     }
 
     /// Stream mode never drops bytes: reading pauses while a subscription queue could not
