@@ -359,3 +359,72 @@ fn engine_made_transmits_stop_at_exactly_their_hard_cap() {
     }
     assert_eq!(acks, fit);
 }
+
+/// A subscription queue's byte cap is inclusive: a message of exactly `max_queue_bytes` is
+/// queued (alone, after dropping the older ones); one byte more is dropped as oversize.
+/// Kills: `sub.rs` `Queue::push` `len > self.max_bytes` with `>=`.
+#[test]
+fn a_message_of_exactly_the_queue_byte_cap_is_queued() {
+    let (mut e, now) = engine();
+    let peer = sa("10.0.0.2:5");
+    let conf = Conf {
+        max_queue_bytes: 8,
+        ..Conf::default()
+    };
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(peer), conf, false)
+        .unwrap();
+    assert_eq!(e.subscribe(p, Filter::all()), Ok(SubId::ALL));
+    e.handle_datagram(now, p, peer, b"abc");
+    e.handle_datagram(now, p, peer, b"12345678");
+    assert_eq!(e.stats(p).unwrap().queue_dropped, 1, "abc made room");
+    e.handle_datagram(now, p, peer, b"123456789");
+    assert_eq!(e.stats(p).unwrap().queue_dropped, 2, "9 bytes never fit");
+    evs(&mut e);
+    assert_eq!(
+        e.recv(p, SubId::ALL).unwrap().unwrap().data,
+        Bytes::from_static(b"12345678")
+    );
+    assert_eq!(e.recv(p, SubId::ALL), Ok(None));
+}
+
+/// Two `Tls` values are equal when they share one rustls config (and, for clients, name the
+/// same server), so a `Conf` compares equal to its clone and not to a fresh configuration.
+/// Kills: `tls.rs` `<impl PartialEq for Tls>::eq` with `false`, and `n == m` with `!=`.
+#[test]
+fn tls_equality_is_the_shared_config_and_the_name() {
+    use pipe_core::{Tls, TlsClient};
+    let name = |s: &str| rustls::pki_types::ServerName::try_from(s.to_owned()).unwrap();
+    let plain = TlsClient::with_roots([]).build().unwrap();
+    assert_eq!(plain, plain.clone());
+    let named = TlsClient::with_roots([])
+        .server_name(name("a.example"))
+        .build()
+        .unwrap();
+    assert_eq!(named, named.clone());
+    let Tls::Client { config, .. } = &named else {
+        panic!("a client")
+    };
+    let other_name = Tls::Client {
+        config: config.clone(),
+        name: Some(name("b.example")),
+    };
+    assert_ne!(named, other_name, "same config, another name");
+    assert_ne!(
+        plain,
+        TlsClient::with_roots([]).build().unwrap(),
+        "another config"
+    );
+    let conf = Conf {
+        tls: Some(named.clone()),
+        ..Conf::default()
+    };
+    assert_eq!(conf, conf.clone());
+    assert_ne!(
+        conf,
+        Conf {
+            tls: Some(other_name),
+            ..Conf::default()
+        }
+    );
+}
