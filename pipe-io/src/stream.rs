@@ -275,15 +275,17 @@ impl<R: Runtime> PipeStream<R> {
             if !self.leftover.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            // Listen before checking, so a message arriving in between is not missed.
-            let listener = self
-                .read_wait
-                .get_or_insert_with(|| self.pipe.entry.readable.listen());
+            // A queued message costs no listener: one is made only when the queue is empty,
+            // and the queue is checked again after it is made, so a message arriving in
+            // between is not missed.
+            let armed = self.read_wait.is_some();
             let got = {
                 let mut g = self.pipe.group.lock();
                 let got = g.engine.recv(self.pipe.id, SubId::ALL);
                 // Taking a message may resume a paused pipe (the engine's Resume).
-                self.pipe.group.pump(&mut g);
+                if matches!(got, Ok(Some(_))) {
+                    self.pipe.group.pump(&mut g);
+                }
                 got
             };
             match got {
@@ -291,10 +293,16 @@ impl<R: Runtime> PipeStream<R> {
                     self.read_wait = None;
                     self.leftover = m.data;
                 }
-                Ok(None) => match Pin::new(listener).poll(cx) {
-                    Poll::Ready(()) => self.read_wait = None,
-                    Poll::Pending => return Poll::Pending,
-                },
+                Ok(None) if !armed => {
+                    self.read_wait = Some(self.pipe.entry.readable.listen());
+                }
+                Ok(None) => {
+                    let listener = self.read_wait.as_mut().expect("armed");
+                    match Pin::new(listener).poll(cx) {
+                        Poll::Ready(()) => self.read_wait = None,
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
                 Err(RecvError::NotSubscribed) => {
                     self.read_wait = None;
                     return Poll::Ready(Err(io::Error::other(
@@ -478,13 +486,15 @@ impl<R: Runtime> futures_core::Stream for Messages<R> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         let this = self.get_mut();
         loop {
-            let listener = this
-                .wait
-                .get_or_insert_with(|| this.pipe.entry.readable.listen());
+            // As `PipeStream::poll_fill`: a listener only when the queue is empty, then the
+            // queue checked again.
+            let armed = this.wait.is_some();
             let got = {
                 let mut g = this.pipe.group.lock();
                 let got = g.engine.recv(this.pipe.id, this.sub);
-                this.pipe.group.pump(&mut g);
+                if matches!(got, Ok(Some(_))) {
+                    this.pipe.group.pump(&mut g);
+                }
                 got
             };
             match got {
@@ -492,10 +502,14 @@ impl<R: Runtime> futures_core::Stream for Messages<R> {
                     this.wait = None;
                     return Poll::Ready(Some(m));
                 }
-                Ok(None) => match Pin::new(listener).poll(cx) {
-                    Poll::Ready(()) => this.wait = None,
-                    Poll::Pending => return Poll::Pending,
-                },
+                Ok(None) if !armed => this.wait = Some(this.pipe.entry.readable.listen()),
+                Ok(None) => {
+                    let listener = this.wait.as_mut().expect("armed");
+                    match Pin::new(listener).poll(cx) {
+                        Poll::Ready(()) => this.wait = None,
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
                 Err(_) => {
                     this.wait = None;
                     return Poll::Ready(None);
