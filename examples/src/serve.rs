@@ -125,18 +125,7 @@ pub enum Ended {
 pub async fn serve<R: Runtime>(server: &Pipe<R>) -> Res<Ended> {
     let mut signals = Signals::new([Signal::Int, Signal::Term])?;
     crate::announce(server.local_addr())?;
-    let got = future::or(
-        async {
-            server.closed().await;
-            None
-        },
-        async { signals.next().await },
-    )
-    .await;
-    match got {
-        Some(_) => Ok(Ended::Signal),
-        None => Ok(Ended::Closed),
-    }
+    until_end(server.closed(), &mut signals).await
 }
 
 /// [`serve`] for a server on many addresses (`--bind all:PORT`): one `listening on <addr>`
@@ -158,9 +147,17 @@ pub async fn serve_all<R: Runtime>(servers: &ListenAll<R>) -> Res<Ended> {
     out.write_all(lines.as_bytes())?;
     out.flush()?;
     drop(out);
+    until_end(servers.closed(), &mut signals).await
+}
+
+/// Wait until `closed` completes or a signal arrives.
+async fn until_end(
+    closed: impl std::future::Future<Output = ()>,
+    signals: &mut Signals,
+) -> Res<Ended> {
     let got = future::or(
         async {
-            servers.closed().await;
+            closed.await;
             None
         },
         async { signals.next().await },

@@ -221,30 +221,7 @@ impl<R: Runtime> Pipe<R> {
     /// deadlock, and it would cost a task hop per refill.
     async fn make_room(&self) {
         let listener = self.entry.writable.listen();
-        let Some(sock) = self
-            .group
-            .lock()
-            .slots
-            .get(&self.id)
-            .and_then(|s| s.sock.clone())
-        else {
-            return; // closed: the next try says so
-        };
-        let writable = future::or(
-            async {
-                listener.await;
-                false
-            },
-            async {
-                let _ = sock.writable().await;
-                true
-            },
-        )
-        .await;
-        drop(sock);
-        if writable {
-            self.group.flush_pipe(self.id);
-        }
+        crate::stream::wait_room(self.group.clone(), self.id, listener).await;
     }
 
     pub(crate) fn try_send(&self, data: &[u8], dest: Option<SocketAddr>) -> Result<(), SendError> {

@@ -182,8 +182,9 @@ fn shutdown_done(entry: &Entry) -> Option<Result<(), SendError>> {
 
 /// Wait until the pipe's outbound buffer may have room (its `writable` signal), flushing it
 /// ourselves when the socket turns writable first (as `send` does: the pipe's I/O task may be
-/// busy forwarding into this very pipe).
-async fn wait_room<R: Runtime>(
+/// busy forwarding into this very pipe, as in a two-way relay, which would deadlock; and it
+/// would cost a task hop per refill). `Pipe::send` and `PipeStream` writes both wait here.
+pub(crate) async fn wait_room<R: Runtime>(
     group: Arc<Group<R>>,
     pipe: pipe_core::PipeId,
     listener: EventListener,
