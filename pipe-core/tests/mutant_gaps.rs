@@ -324,12 +324,14 @@ fn draining_under_the_server_budget_resumes_every_paused_connection_at_once() {
 /// Engine-made transmits (here ACKs of reliable-UDP data frames the driver has not written
 /// yet) are queued up to exactly `4 × max_out_bytes + MAX_UDP_V6` bytes; the ones past it are
 /// dropped and counted in `out_dropped`.
-/// Kills: `engine/mod.rs` `Engine::push_internal` `>` with `==`, `+` with `*`, `*` with `/`.
+/// Kills: `engine/mod.rs` `Engine::push_internal` `>` with `==`, `+` with `*`, `*` with `/`;
+/// and the `within_caps` mutants that shrink its outbound bound (`* with +`, `+ 64` with `- 64`)
+/// below what the engine really queues.
 #[test]
 fn engine_made_transmits_stop_at_exactly_their_hard_cap() {
     let (mut e, now) = engine();
     let peer = sa("10.0.0.2:5");
-    let max_out = 1000;
+    let max_out = 44; // small enough that the oracle's slack (64 + one ACK + max_out) is tight
     let conf = Conf {
         reliable_udp: true,
         max_out_bytes: max_out,
@@ -352,6 +354,8 @@ fn engine_made_transmits_stop_at_exactly_their_hard_cap() {
     assert_eq!(st.received, total as u64, "every frame delivered");
     assert_eq!(e.out_bytes(p), fit * 9);
     assert_eq!(st.out_dropped, (total - fit) as u64);
+    // `within_caps` (the property tests' oracle) allows exactly this much.
+    assert!(e.within_caps());
     let mut acks = 0;
     while let Some(t) = e.poll_transmit() {
         assert_eq!(t.payload.len(), 9);
@@ -427,4 +431,29 @@ fn tls_equality_is_the_shared_config_and_the_name() {
             ..Conf::default()
         }
     );
+}
+
+/// `within_caps` holds for an engine that forgot every pipe but still has their last events
+/// queued (End, Released).
+/// Kills: `engine/mod.rs` `Engine::within_caps` `MAX_EVENTS + 4 × pipes` with `*`.
+#[test]
+fn within_caps_counts_the_events_of_forgotten_pipes() {
+    let (mut e, now) = engine();
+    let p = e
+        .open_udp(
+            now,
+            sa("10.0.0.1:5"),
+            Some(sa("10.0.0.2:5")),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
+    e.close(now, p);
+    assert_eq!(
+        e.pipe_count(),
+        0,
+        "a closed UDP pipe with nothing queued is forgotten"
+    );
+    assert!(e.within_caps());
+    assert_eq!(evs(&mut e).len(), 3, "Up, End, Released");
 }
