@@ -32,6 +32,10 @@ macro_rules! suite {
         fn accept_on_a_non_listener_fails_at_once() {
             go(|rt| accept_owning::accept_on_a_non_listener_fails_at_once(rt.clone(), rt))
         }
+        #[test]
+        fn cancelled_accept_and_recv_lose_nothing() {
+            go(|rt| accept_owning::cancelled_accept_and_recv_lose_nothing(rt.clone(), rt))
+        }
     };
 }
 

@@ -265,3 +265,46 @@ pub async fn accept_on_a_non_listener_fails_at_once<S: Runtime, C: Runtime>(srv:
     server.close().await;
     udp.close().await;
 }
+
+/// Cancel safety as documented: an `accept()` and a `recv()` dropped while pending (as the
+/// losing branch of a `select!`) take nothing; the connection and the message that come
+/// after are returned whole by the next call.
+pub async fn cancelled_accept_and_recv_lose_nothing<S: Runtime, C: Runtime>(srv: S, cli: C) {
+    use futures_lite::future;
+    let server = PipeBuilder::new(srv, Proto::Tcp)
+        .bind(lo0(Family::V4))
+        .open()
+        .await
+        .unwrap();
+    assert!(future::poll_once(server.accept()).await.is_none());
+    let raced = future::or(async { server.accept().await.map(|_| "accept") }, async {
+        sleep(Duration::from_millis(20)).await;
+        Ok("timer")
+    })
+    .await;
+    assert_eq!(raced, Ok("timer"));
+    let c = client_pipe(cli, server.local_addr().unwrap()).await;
+    let conn = within(WAIT, "accept after cancelled ones", server.accept())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let raced = future::or(
+            async {
+                conn.recv_timeout(Duration::from_secs(30))
+                    .await
+                    .map(|m| m.map(|m| m.data.len()))
+            },
+            async {
+                sleep(Duration::from_millis(10)).await;
+                Ok(None)
+            },
+        )
+        .await;
+        assert_eq!(raced, Ok(None), "round {i}: nothing was sent yet");
+        let msg = format!("after cancel {i}");
+        c.send(msg.as_bytes()).await.unwrap();
+        assert_eq!(recv_bytes(&conn, msg.len()).await, msg.as_bytes());
+    }
+    assert_eq!(conn.stats().unwrap().queue_dropped, 0);
+    server.close().await;
+}
