@@ -254,3 +254,78 @@ fn a_one_way_link_does_not_pass_the_fin_on() {
         "a fan-in target is not shut by one source's FIN"
     );
 }
+
+#[test]
+fn a_connection_taken_by_accept_stays_writable_after_the_peer_fin() {
+    // A listener served by `accept()` (called once already, as an accept loop does): a
+    // connection's user may answer after reading the request, as with a `TcpStream`.
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), Conf::default(), false)
+        .unwrap();
+    assert_eq!(e.pop_accepted(l).unwrap(), None);
+    let c = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.2:5000"))
+        .unwrap();
+    evs(&mut e);
+    e.handle_stream(now, c, b"request");
+    e.handle_peer_closed(now, c, false);
+    assert_eq!(ends(&evs(&mut e)), [], "the FIN alone does not end it");
+    assert!(e.is_read_closed(c));
+    assert!(!e.is_write_shut(c));
+    assert_eq!(e.pop_accepted(l).unwrap(), Some(c));
+    assert_eq!(
+        &e.recv(c, SubId::ALL).unwrap().unwrap().data[..],
+        b"request"
+    );
+    e.send(now, c, b"answer", None).unwrap();
+    e.shutdown_write(now, c).unwrap();
+    let ev = evs(&mut e);
+    assert_eq!(
+        ends(&ev),
+        [(c, EndReason::PeerClosed)],
+        "shut both ways: ended"
+    );
+    let (buf, _) = e.peek_transmit(c).unwrap();
+    assert_eq!(&buf[..], b"answer");
+}
+
+#[test]
+fn a_listener_not_served_by_accept_ends_a_connection_at_its_fin() {
+    // P2PD's way: nobody calls `accept()`, so nobody could answer after the FIN.
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), Conf::default(), false)
+        .unwrap();
+    let c = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.2:5000"))
+        .unwrap();
+    evs(&mut e);
+    e.handle_peer_closed(now, c, false);
+    assert_eq!(ends(&evs(&mut e)), [(c, EndReason::PeerClosed)]);
+}
+
+#[test]
+fn a_fin_connection_evicted_from_the_accept_queue_ends() {
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let conf = Conf {
+        accept_backlog: 1,
+        ..Conf::default()
+    };
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), conf, false)
+        .unwrap();
+    assert_eq!(e.pop_accepted(l).unwrap(), None);
+    let c = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.2:5000"))
+        .unwrap();
+    e.handle_peer_closed(now, c, false);
+    assert_eq!(ends(&evs(&mut e)), [], "queued for a user: stays writable");
+    e.handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.3:5000"))
+        .unwrap();
+    assert_eq!(
+        ends(&evs(&mut e)),
+        [(c, EndReason::PeerClosed)],
+        "pushed out of the queue, nobody can answer it"
+    );
+}

@@ -877,7 +877,7 @@ fn end_reasons() {
 fn closing_a_listener_ends_its_connections_first() {
     let (mut e, now) = engine();
     let (l, conns) = server(&mut e, now, Conf::default(), 3);
-    e.handle_peer_closed(now, conns[1], false);
+    e.handle_peer_closed(now, conns[1], true); // a reset: a FIN leaves an accept()-served connection writable
     drain(&mut e);
     e.close(now, l);
     let got = ends(&drain(&mut e));
@@ -1847,7 +1847,7 @@ fn accept_order_with_departures() {
     assert_eq!(e.pop_accepted(l), Ok(Some(b)));
     assert_eq!(e.pop_accepted(l), Ok(None));
     let c = acc(&mut e, 3);
-    e.handle_peer_closed(now, c, false);
+    e.handle_peer_closed(now, c, true); // a reset: a FIN leaves an accept()-served connection writable
     let d = acc(&mut e, 4);
     assert_eq!(
         e.pop_accepted(l),
@@ -1911,7 +1911,7 @@ fn max_connections() {
     );
     // A connection accepted, handed out, then gone frees its slot.
     assert_eq!(e.pop_accepted(l), Ok(Some(conns[0])));
-    e.handle_peer_closed(now, conns[0], false);
+    e.handle_peer_closed(now, conns[0], true); // a reset: a FIN leaves an accept()-served connection writable
     let c = e
         .handle_accepted(now, l, sa("10.0.0.1:80"), peer(2))
         .unwrap();
@@ -1920,7 +1920,7 @@ fn max_connections() {
         Err(AcceptError::TooManyConnections(2))
     );
     // So does one that left before it was handed out, once it is.
-    e.handle_peer_closed(now, conns[1], false);
+    e.handle_peer_closed(now, conns[1], true); // a reset: a FIN leaves an accept()-served connection writable
     assert_eq!(e.pop_accepted(l), Ok(Some(conns[1])));
     assert!(e
         .handle_accepted(now, l, sa("10.0.0.1:80"), peer(4))

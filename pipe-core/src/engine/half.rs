@@ -6,7 +6,9 @@
 //!   FIN propagated to it), the queued bytes then leave before the socket closes; or
 //! - nothing may answer any more: no callback job of the pipe is pending, the pipe is not in
 //!   stream mode ([`Engine::keep_writable`]) and it has no paired link (a relay partner that
-//!   may still forward into it). Its queued bytes then leave as after any end.
+//!   may still forward into it), and it is not a connection whose FIN came before `accept()`
+//!   handed it out (queued at a listener that `accept()` serves, or taken from there: the user
+//!   taking it may answer the request it holds). Its queued bytes then leave as after any end.
 //!
 //! A local `close` ends it as always. Every wait stays bounded by the pipe's deadlines: the
 //! idle and write-stall deadlines while it is open, `close_timeout` once it ended.
@@ -177,8 +179,23 @@ impl Engine {
         if !p.is_open() || !p.half.read_closed {
             return;
         }
-        let answerable =
-            p.t.held_jobs > 0 || p.half.keep_writable || p.links.iter().any(|l| l.paired);
+        // A connection whose peer's FIN came before `accept()` handed it out: the user who
+        // takes it may answer, so only a local close (or dropping its owning handle), a
+        // shutdown or a deadline ends it. That is one waiting in the queue of a listener that
+        // `accept()` serves, and one taken from there after its FIN. (A FIN after the take
+        // follows the rule above; to answer after it, use stream mode.)
+        let user_served = p.half.taken
+            || (p.in_accept_q
+                && match p.kind {
+                    super::Kind::TcpConn { listener } => {
+                        self.pipes.get(&listener).is_some_and(|l| l.ls().accepting)
+                    }
+                    _ => false,
+                });
+        let answerable = p.t.held_jobs > 0
+            || p.half.keep_writable
+            || user_served
+            || p.links.iter().any(|l| l.paired);
         if p.half.write_shut || !answerable {
             self.end(pipe, State::PeerClosed, EndReason::PeerClosed);
         }

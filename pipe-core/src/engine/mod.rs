@@ -239,6 +239,8 @@ impl Engine {
                 }
             }
             self.settle(old);
+            // Out of the queue nobody will take it: a FIN it got there now ends it.
+            self.check_half(old);
             self.maybe_remove(old);
         }
         self.events
@@ -828,10 +830,16 @@ impl Engine {
             return Err(RecvError::NotListener(l.kind.name()));
         }
         let open = l.is_open();
+        // From now on the listener is served by `accept()`: a connection whose peer sends its
+        // FIN while queued stays writable for the user who will take it (`half.rs`).
+        l.ls_mut().accepting = true;
         match l.ls_mut().accept_q.pop_front() {
             Some(c) => {
                 if let Some(cp) = self.pipes.get_mut(&c) {
                     cp.in_accept_q = false;
+                    // Its peer's FIN came while it waited: the user taking it now may still
+                    // answer the request it holds (a FIN after this follows the usual rule).
+                    cp.half.taken = cp.half.read_closed;
                 }
                 // A connection that ended while queued is released once handed out.
                 self.maybe_remove(c);

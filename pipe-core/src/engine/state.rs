@@ -216,6 +216,10 @@ pub(crate) struct Half {
     /// Stream mode: after the peer's FIN the pipe stays writable until it is shut down or
     /// closed locally (like a `TcpStream`), instead of ending once idle.
     pub(crate) keep_writable: bool,
+    /// A connection handed out by `accept()` (`Engine::pop_accepted`) after its peer's FIN
+    /// came while it waited in the queue: its user may still answer the request it holds,
+    /// until it closes or shuts down.
+    pub(crate) taken: bool,
 }
 
 /// Where a link goes, as the engine knows it.
@@ -238,6 +242,8 @@ pub(crate) struct Listening {
     pub(crate) over_budget: bool,
     /// Connections paused while it was over budget.
     pub(crate) paused_children: BTreeSet<PipeId>,
+    /// `accept()` was called: its queued connections wait for a user who may answer.
+    pub(crate) accepting: bool,
 }
 
 static NOT_LISTENING: Listening = Listening {
@@ -247,6 +253,7 @@ static NOT_LISTENING: Listening = Listening {
     budget_used: 0,
     over_budget: false,
     paused_children: BTreeSet::new(),
+    accepting: false,
 };
 
 #[derive(Debug)]
