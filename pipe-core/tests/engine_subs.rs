@@ -69,7 +69,11 @@ fn subscriptions_get_a_message_after_its_callbacks() {
     e.handle_callback_done(p, 3);
     assert!(readable(&evs(&mut e)));
     assert_eq!(&recv(&mut e, p, SubId::ALL).unwrap().data[..], b"one");
-    assert_eq!(recv(&mut e, p, SubId::ALL), None, "two waits for its callback");
+    assert_eq!(
+        recv(&mut e, p, SubId::ALL),
+        None,
+        "two waits for its callback"
+    );
     e.handle_callback_done(p, 3);
     assert!(readable(&evs(&mut e)));
     assert_eq!(&recv(&mut e, p, SubId::ALL).unwrap().data[..], b"two");
@@ -116,7 +120,11 @@ fn a_closed_pipe_is_not_drained_while_messages_wait_for_callbacks() {
     evs(&mut e);
     e.close(now, p);
     evs(&mut e);
-    assert_eq!(e.recv(p, SubId::ALL), Ok(None), "not drained: one is coming");
+    assert_eq!(
+        e.recv(p, SubId::ALL),
+        Ok(None),
+        "not drained: one is coming"
+    );
     e.handle_callback_done(p, 4);
     evs(&mut e);
     assert_eq!(&recv(&mut e, p, SubId::ALL).unwrap().data[..], b"late");
@@ -137,10 +145,16 @@ fn handler_subscriptions_are_emitted_not_queued() {
     e.handle_datagram(now, p, peer, b"hi there");
     let ev = evs(&mut e);
     assert_eq!(messages(&ev).len(), 1);
-    assert!(sub_messages(&ev).is_empty(), "the handler runs after the callbacks");
+    assert!(
+        sub_messages(&ev).is_empty(),
+        "the handler runs after the callbacks"
+    );
     e.handle_callback_done(p, 8);
     let ev = evs(&mut e);
-    assert_eq!(sub_messages(&ev), vec![(h, Bytes::from_static(b"hi there"))]);
+    assert_eq!(
+        sub_messages(&ev),
+        vec![(h, Bytes::from_static(b"hi there"))]
+    );
     // The all-messages subscription still queues it; the handler's does not.
     assert_eq!(&recv(&mut e, p, SubId::ALL).unwrap().data[..], b"hi there");
     assert_eq!(recv(&mut e, p, h), None);
