@@ -272,9 +272,17 @@ pub async fn truncation<S: Runtime, C: Runtime>(srv: S, cli: C) {
 pub async fn bulk<S: Runtime, C: Runtime>(srv: S, cli: C) {
     let c = cert(&["localhost"]);
     let server = tls_echo(srv, server_conf(&c)).await;
+    // The client's queue holds the whole echo: on a loaded machine its reader may fall
+    // behind the echo by more than the default caps (1,024 messages, 16 MiB), and the queue
+    // would then drop its oldest messages, as documented; this test is about the bytes.
+    let conf = Conf {
+        max_qsize: 0,
+        max_queue_bytes: 128 << 20,
+        ..with_tls(client_tls(&c, Some("localhost")).build().unwrap())
+    };
     let client = PipeBuilder::new(cli, Proto::Tcp)
         .dest(server.local_addr().unwrap())
-        .conf(with_tls(client_tls(&c, Some("localhost")).build().unwrap()))
+        .conf(conf)
         .open()
         .await
         .unwrap();
