@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use pipe_core::{Conf, Engine, Event, Filter, Message, PipeId, SubId};
+use pipe_core::{Conf, Engine, Event, Filter, Message, PipeId, RecvError, SubId};
 use world::{base_instant, sa};
 
 fn engine() -> (Engine, Instant) {
@@ -466,4 +466,115 @@ fn within_caps_counts_the_events_of_forgotten_pipes() {
     );
     assert!(e.within_caps());
     assert_eq!(evs(&mut e).len(), 3, "Up, End, Released");
+}
+
+/// Stream mode pauses reading when one more read (at least 16 KiB) would not fit the queue's
+/// byte cap, and not one byte earlier: queued bytes + one read exactly at the cap still read.
+/// Kills: `sub.rs` `Queue::would_drop`, `>` with `>=` / `==` and `+` with `*` in its byte term
+/// (`self.bytes + len > self.max_bytes`).
+#[test]
+fn stream_mode_pauses_at_exactly_the_queue_byte_cap_less_one_read() {
+    let (mut e, now) = engine();
+    let read = 1 << 14; // `reader_limit` below 16 KiB still counts a read as 16 KiB
+    let conf = Conf {
+        reader_limit: 512,
+        max_queue_bytes: read + 10,
+        ..Conf::default()
+    };
+    let p = e
+        .open_tcp(now, sa("10.0.0.2:5000"), sa("10.0.0.1:80"), conf, false)
+        .unwrap();
+    evs(&mut e);
+    e.keep_writable(p, true);
+    let paused = |ev: &[Event]| {
+        ev.iter()
+            .any(|x| matches!(x, Event::Pause { pipe } if *pipe == p))
+    };
+    e.handle_stream(now, p, &[7; 10]);
+    assert!(
+        !paused(&evs(&mut e)),
+        "10 queued + one read = the cap exactly: still fits"
+    );
+    e.handle_stream(now, p, b"x");
+    assert!(
+        paused(&evs(&mut e)),
+        "11 queued + one read is over the cap: pause"
+    );
+    assert_eq!(e.stats(p).unwrap().queue_dropped, 0);
+}
+
+/// The peer's FIN wakes readers with exactly one `Readable`: one when none was pending (a
+/// reader waiting on an empty queue learns that nothing more comes), none more when one
+/// already is.
+/// Kills: `engine/half.rs` `peer_fin`, delete `!` in `if !p.readable_pending`.
+#[test]
+fn the_peer_fin_wakes_readers_with_exactly_one_readable() {
+    let (mut e, now) = engine();
+    let readables = |ev: &[Event], p: PipeId| {
+        ev.iter()
+            .filter(|x| matches!(x, Event::Readable { pipe } if *pipe == p))
+            .count()
+    };
+    let open = |e: &mut Engine, port: u16| {
+        let local = SocketAddr::from(([10, 0, 0, 2], port));
+        let p = e
+            .open_tcp(now, local, sa("10.0.0.1:80"), Conf::default(), false)
+            .unwrap();
+        e.keep_writable(p, true);
+        evs(e);
+        p
+    };
+
+    let idle = open(&mut e, 5000);
+    e.handle_peer_closed(now, idle, false);
+    assert_eq!(readables(&evs(&mut e), idle), 1, "nothing was pending");
+
+    let busy = open(&mut e, 5001);
+    e.handle_stream(now, busy, b"data");
+    e.handle_peer_closed(now, busy, false);
+    assert_eq!(readables(&evs(&mut e), busy), 1, "one was already pending");
+}
+
+/// A closed listener still known (its last connection, handed out, still has output queued)
+/// answers `accept` with `Closed` once its queue is drained, not `Ok(None)`.
+/// Kills: `engine/mod.rs` `Engine::pop_accepted` match guard `open` with `true`.
+#[test]
+fn a_closed_listener_with_a_drained_queue_pops_closed() {
+    let (mut e, now) = engine();
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), Conf::default(), false)
+        .unwrap();
+    assert_eq!(e.pop_accepted(l), Ok(None), "open, nothing waiting");
+    let c = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.2:5000"))
+        .unwrap();
+    e.send(now, c, b"unsent", None).unwrap(); // keeps `c`, so `l`, known after the close
+    e.close(now, l);
+    assert_eq!(e.pop_accepted(l), Ok(Some(c)));
+    assert!(e.stats(l).is_some(), "the listener is still known");
+    assert_eq!(e.pop_accepted(l), Err(RecvError::Closed));
+}
+
+/// Reliable-UDP sequence numbers skip 0 when they wrap (a `Conf::seed` that puts the first
+/// one at `u64::MAX`).
+/// Kills: `engine/mod.rs` `Engine::send_reliable` `||` with `&&` in the skip loop.
+#[test]
+fn reliable_sequence_numbers_skip_zero_when_they_wrap() {
+    let first_ids = |seed: u64| {
+        let (mut e, now) = engine();
+        let conf = Conf {
+            reliable_udp: true,
+            seed,
+            ..Conf::default()
+        };
+        let p = e
+            .open_udp(now, sa("10.0.0.1:5"), Some(sa("10.0.0.2:5")), conf, false)
+            .unwrap();
+        let a = e.send_reliable(now, p, b"a", None).unwrap();
+        let b = e.send_reliable(now, p, b"b", None).unwrap();
+        (a.0, b.0)
+    };
+    let (draw, _) = first_ids(0); // the engine's own draw for its first pipe
+    assert_ne!(draw, 0);
+    assert_eq!(first_ids(draw ^ u64::MAX), (u64::MAX, 1));
 }
