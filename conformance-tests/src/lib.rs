@@ -410,32 +410,54 @@ pub fn text(m: &Message) -> String {
     String::from_utf8_lossy(&m.data).into_owned()
 }
 
-// ---- a runtime whose DNS never answers ----------------------------------------------------
+// ---- a runtime with test DNS (never, late, or a given list) ------------------------------
 
-/// Wraps a runtime and makes `resolve` hang forever (or for `delay`): the machine is offline
-/// and real lookups fail at once, so this is how `dns_timeout` is shown to bound resolution.
+/// Wraps a runtime and replaces its DNS, the seam of the resolution tests: the machine is
+/// offline (real lookups fail at once), and every address it gives is a loopback one.
 #[derive(Debug, Clone)]
-pub struct SlowDns<R> {
+pub struct TestDns<R> {
     inner: R,
-    delay: Option<Duration>,
+    answer: DnsAnswer,
 }
 
-impl<R: Runtime> SlowDns<R> {
+#[derive(Debug, Clone)]
+enum DnsAnswer {
+    /// Never: how `dns_timeout` is shown to bound resolution.
+    Never,
+    /// 127.0.0.1 (every name, the destination's port) after a delay.
+    After(Duration),
+    /// This list, as given (the destination's port is not applied), the way a name with
+    /// several A and AAAA records resolves: the Happy Eyeballs tests.
+    Fixed(Arc<Vec<SocketAddr>>),
+}
+
+impl<R: Runtime> TestDns<R> {
     /// DNS that never answers.
     pub fn hang(inner: R) -> Self {
-        Self { inner, delay: None }
+        Self {
+            inner,
+            answer: DnsAnswer::Never,
+        }
     }
 
     /// DNS that answers 127.0.0.1 (every name) after `delay`.
     pub fn delayed(inner: R, delay: Duration) -> Self {
         Self {
             inner,
-            delay: Some(delay),
+            answer: DnsAnswer::After(delay),
+        }
+    }
+
+    /// Every name resolves to `addrs`, in this order.
+    pub fn fixed(inner: R, addrs: Vec<SocketAddr>) -> Self {
+        Self {
+            inner,
+            answer: DnsAnswer::Fixed(Arc::new(addrs)),
         }
     }
 }
 
-impl<R: Runtime> Runtime for SlowDns<R> {
+impl<R: Runtime> Runtime for TestDns<R> {
     type Udp = R::Udp;
     type Tcp = R::Tcp;
     type Listener = R::Listener;
@@ -459,66 +481,17 @@ impl<R: Runtime> Runtime for SlowDns<R> {
         self.inner.listener(listener)
     }
     fn resolve(&self, _host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
-        let delay = self.delay;
+        let answer = self.answer.clone();
         Box::pin(async move {
-            match delay {
-                None => future::pending().await,
-                Some(d) => {
+            match answer {
+                DnsAnswer::Never => future::pending().await,
+                DnsAnswer::After(d) => {
                     sleep(d).await;
                     Ok(vec![SocketAddr::new(lo(Family::V4), port)])
                 }
+                DnsAnswer::Fixed(addrs) => Ok(addrs.as_ref().clone()),
             }
         })
-    }
-}
-
-// ---- a runtime whose DNS answers a given list ---------------------------------------------
-
-/// Wraps a runtime and makes `resolve` answer every name with `addrs` (as given: the
-/// destination's port is not applied), the way a name with several A and AAAA records
-/// resolves. The seam of the Happy Eyeballs tests: the addresses are loopback ones.
-#[derive(Debug, Clone)]
-pub struct FixedDns<R> {
-    inner: R,
-    addrs: Arc<Vec<SocketAddr>>,
-}
-
-impl<R: Runtime> FixedDns<R> {
-    /// Every name resolves to `addrs`, in this order.
-    pub fn new(inner: R, addrs: Vec<SocketAddr>) -> Self {
-        Self {
-            inner,
-            addrs: Arc::new(addrs),
-        }
-    }
-}
-
-impl<R: Runtime> Runtime for FixedDns<R> {
-    type Udp = R::Udp;
-    type Tcp = R::Tcp;
-    type Listener = R::Listener;
-
-    fn now(&self) -> Instant {
-        self.inner.now()
-    }
-    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
-        self.inner.sleep_until(deadline)
-    }
-    fn spawn(&self, future: BoxFuture<()>) {
-        self.inner.spawn(future)
-    }
-    fn udp(&self, socket: UdpSocket) -> io::Result<Self::Udp> {
-        self.inner.udp(socket)
-    }
-    fn tcp(&self, stream: TcpStream) -> io::Result<Self::Tcp> {
-        self.inner.tcp(stream)
-    }
-    fn listener(&self, listener: std::net::TcpListener) -> io::Result<Self::Listener> {
-        self.inner.listener(listener)
-    }
-    fn resolve(&self, _host: String, _port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
-        let addrs = self.addrs.as_ref().clone();
-        Box::pin(async move { Ok(addrs) })
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use futures_lite::AsyncWriteExt;
 
 use super::prelude::*;
-use crate::SlowDns;
+use crate::TestDns;
 
 /// `dns_timeout` bounds resolution: a lookup that never answers ends in `ResolveTimeout`
 /// after about `dns_timeout`; a lookup slower than a short `dns_timeout` fails and succeeds
@@ -16,7 +16,7 @@ use crate::SlowDns;
 /// a wrapper runtime: the seam's `resolve` is the one thing it changes.)
 pub async fn dns_timeout_bounds_resolution<R: Runtime>(rt: R) {
     for t in [Duration::from_millis(300), Duration::from_millis(900)] {
-        let open = PipeBuilder::new(SlowDns::hang(rt.clone()), Proto::Tcp)
+        let open = PipeBuilder::new(TestDns::hang(rt.clone()), Proto::Tcp)
             .bind(lo0(Family::V4))
             .dest(("hangs.test", 80))
             .conf(Conf {
@@ -40,7 +40,7 @@ pub async fn dns_timeout_bounds_resolution<R: Runtime>(rt: R) {
 
     let server = echo_server(rt.clone(), Proto::Tcp, Family::V4).await;
     let port = server.local_addr().unwrap().port();
-    let slow = SlowDns::delayed(rt.clone(), Duration::from_millis(400));
+    let slow = TestDns::delayed(rt.clone(), Duration::from_millis(400));
     let short = PipeBuilder::new(slow.clone(), Proto::Tcp)
         .bind(lo0(Family::V4))
         .dest(("slow.test", port))

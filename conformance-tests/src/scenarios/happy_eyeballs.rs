@@ -1,5 +1,5 @@
 //! Happy Eyeballs (RFC 8305) for names with several addresses, through a resolver seam
-//! ([`crate::FixedDns`]): a dead address (a loopback listener whose full accept queue makes
+//! ([`crate::TestDns`]): a dead address (a loopback listener whose full accept queue makes
 //! connects hang, [`crate::hanging_port`]), a live one (a loopback echo server), refusing
 //! ones ([`crate::refusing_port`]). Every address is on 127.0.0.1 or ::1.
 
@@ -8,7 +8,7 @@ use std::io::ErrorKind;
 use pipe_io::pipe_core::{AttemptError, ConnectFailed};
 
 use super::prelude::*;
-use crate::{hanging_port, FixedDns};
+use crate::{hanging_port, TestDns};
 
 /// The Connection Attempt Delay these scenarios expect (the default).
 const DELAY: Duration = Duration::from_millis(250);
@@ -46,7 +46,7 @@ pub async fn dead_v6_live_v4<R: Runtime>(rt: R) {
             "/proc/net/tcp6 shows no connecting sockets here: the loser's close is not checked",
         );
     }
-    let dns = FixedDns::new(rt, vec![live, dead]);
+    let dns = TestDns::fixed(rt, vec![live, dead]);
     let (c, took) = timed(
         PipeBuilder::new(dns, Proto::Tcp)
             .dest(("dual.test", live.port()))
@@ -97,7 +97,7 @@ pub async fn live_v6_first_dead_v4<R: Runtime>(rt: R) {
     let server = echo_server(rt.clone(), Proto::Tcp, Family::V6).await;
     let live = server.local_addr().unwrap();
     let (_l, _fill, dead) = hanging_port(Family::V4);
-    let dns = FixedDns::new(rt, vec![dead, live]);
+    let dns = TestDns::fixed(rt, vec![dead, live]);
     let (c, took) = timed(
         PipeBuilder::new(dns, Proto::Tcp)
             .dest(("dual.test", live.port()))
@@ -124,7 +124,7 @@ pub async fn bind_pins_the_family<R: Runtime>(rt: R) {
     let s4 = echo_server(rt.clone(), Proto::Tcp, Family::V4).await;
     let (_l, _fill, dead) = hanging_port(Family::V4);
     let live = s4.local_addr().unwrap();
-    let dns = FixedDns::new(rt, vec![s6.local_addr().unwrap(), dead, live]);
+    let dns = TestDns::fixed(rt, vec![s6.local_addr().unwrap(), dead, live]);
     let (c, took) = timed(
         PipeBuilder::new(dns, Proto::Tcp)
             .bind(lo0(Family::V4))
@@ -148,7 +148,7 @@ pub async fn all_refused_lists_every_attempt<R: Runtime>(rt: R) {
     let (_a, a) = refusing_port(Family::V6);
     let (_b, b) = refusing_port(Family::V4);
     let (_c, c) = refusing_port(Family::V6);
-    let dns = FixedDns::new(rt, vec![b, a, c]);
+    let dns = TestDns::fixed(rt, vec![b, a, c]);
     let (res, took) = timed(
         PipeBuilder::new(dns, Proto::Tcp)
             .dest(("dead.test", 9))
@@ -192,7 +192,7 @@ pub async fn all_hanging_bounded_by_con_timeout<R: Runtime>(rt: R) {
     let (_l6, _f6, d6) = hanging_port(Family::V6);
     let (_l4, _f4, d4) = hanging_port(Family::V4);
     let (_l4b, _f4b, d4b) = hanging_port(Family::V4);
-    let dns = FixedDns::new(rt, vec![d4, d6, d4b]);
+    let dns = TestDns::fixed(rt, vec![d4, d6, d4b]);
     let con = Duration::from_millis(600);
     let (res, took) = timed(
         PipeBuilder::new(dns, Proto::Tcp)
