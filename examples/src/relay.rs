@@ -101,6 +101,24 @@ pub async fn tcp_relay<R: Runtime>(rt: R, listen: SocketAddr, to: SocketAddr) ->
     tcp_relay_with(rt, listen, to, none, None).await
 }
 
+/// A TCP relay like [`tcp_relay`] that never splices (`Conf::zero_copy` off): every byte is
+/// read into user space and written out again (the copying path, for comparisons).
+pub async fn tcp_relay_copying<R: Runtime>(
+    rt: R,
+    listen: SocketAddr,
+    to: SocketAddr,
+) -> Res<Pipe<R>> {
+    let none = Deadlines {
+        idle: None,
+        write_stall: None,
+    };
+    let base = Conf {
+        zero_copy: false,
+        ..relay_conf(none)
+    };
+    tcp_relay_conf(rt, listen, to, base, None, RelayTls::default()).await
+}
+
 /// A TCP relay with deadlines and a log, no TLS.
 pub async fn tcp_relay_with<R: Runtime>(
     rt: R,
@@ -122,8 +140,18 @@ pub async fn tcp_relay_tls<R: Runtime>(
     tally: Option<Arc<Tally>>,
     tls: RelayTls,
 ) -> Res<Pipe<R>> {
+    tcp_relay_conf(rt, listen, to, relay_conf(deadlines), tally, tls).await
+}
+
+async fn tcp_relay_conf<R: Runtime>(
+    rt: R,
+    listen: SocketAddr,
+    to: SocketAddr,
+    base: Conf,
+    tally: Option<Arc<Tally>>,
+    tls: RelayTls,
+) -> Res<Pipe<R>> {
     let up_rt = rt.clone();
-    let base = relay_conf(deadlines);
     let conf = Conf {
         tls: tls.listen,
         ..base.clone()

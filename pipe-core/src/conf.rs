@@ -152,6 +152,13 @@ pub struct Conf {
     /// With `relay_stamp`: how many relays an unstamped message entering this pipe may pass
     /// through, this one included (1..=64). Default 8.
     pub relay_hops: u8,
+    /// Zero-copy relaying: two raw TCP pipes linked both ways, with nothing in pipes needing
+    /// to see the bytes (no TLS, no framing, no subscription but a connection's fallback, no
+    /// message callbacks, no dedup or stamps), move the bytes between their sockets in the
+    /// kernel (Linux `splice(2)` through a pipe) instead of copying them through user space
+    /// ([`crate::Engine::splice_source`]). Both pipes must allow it. Where the runtime cannot
+    /// splice, the copying path is used. Off: always copy. Default true.
+    pub zero_copy: bool,
 }
 
 impl Default for Conf {
@@ -196,6 +203,7 @@ impl Default for Conf {
             max_server_bytes: 32 << 20,
             relay_stamp: false,
             relay_hops: 8,
+            zero_copy: true,
         }
     }
 }

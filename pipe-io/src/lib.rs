@@ -49,6 +49,7 @@ mod pipe;
 pub mod route;
 pub mod runtime;
 pub mod socket;
+mod splice;
 mod stream;
 mod sub_handler;
 mod tasks;
@@ -64,7 +65,7 @@ pub use nat::{discover_nat, DiscoverError};
 pub use pipe::Pipe;
 pub use pipe_core::stun::{Filtering, Mapping, NatClass, NatConfig, NatReport, PortDelta};
 pub use route::{check_external, ExternalAddrError, NotExternal, Route};
-pub use runtime::{BoxFuture, ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
+pub use runtime::{BoxFuture, KernelPipe, ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
 pub use stream::{Messages, PipeStream, StreamError};
 
 pub use pipe_core;

@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Instant;
 
+pub use crate::splice::KernelPipe;
+
 /// A boxed future, as the seam returns them.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -92,6 +94,22 @@ pub trait TcpIo: Readiness {
     /// goes on. Used for half-close. The default reports `Unsupported`: the driver then
     /// leaves the FIN to the socket's close.
     fn shutdown_write(&self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Zero-copy relaying: move up to `len` bytes from this socket into the kernel pipe
+    /// without waiting ([`KernelPipe::fill_from`] on the socket's descriptor). `Ok(0)` is end
+    /// of stream; `WouldBlock` when nothing is readable (the driver is only asked with an
+    /// empty kernel pipe, so that means the socket: clear the runtime's read readiness, as
+    /// `try_read` does). The default reports `Unsupported`: the driver then copies.
+    fn try_splice_to_pipe(&self, pipe: &KernelPipe, len: usize) -> io::Result<usize> {
+        let _ = (pipe, len);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Zero-copy relaying: move up to `len` bytes from the kernel pipe into this socket
+    /// without waiting ([`KernelPipe::drain_to`]). `WouldBlock` when the socket is full (the
+    /// driver never asks with an empty kernel pipe). The default reports `Unsupported`.
+    fn try_splice_from_pipe(&self, pipe: &KernelPipe, len: usize) -> io::Result<usize> {
+        let _ = (pipe, len);
         Err(io::ErrorKind::Unsupported.into())
     }
 }

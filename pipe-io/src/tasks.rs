@@ -25,7 +25,7 @@ use crate::socket::is_fd_exhaustion;
 const READ_BUDGET: usize = 64;
 
 /// What woke a waiting task.
-enum Wake {
+pub(crate) enum Wake {
     Readable,
     Writable,
     Timer,
@@ -98,7 +98,7 @@ pub(crate) fn start<R: Runtime>(
 }
 
 /// What one read attempt did.
-enum Read<R: Runtime> {
+pub(crate) enum Read<R: Runtime> {
     /// Input went to the engine; these forwards must be run.
     Fed(Vec<Forward<R>>),
     /// Nothing to read now.
@@ -111,18 +111,30 @@ enum Read<R: Runtime> {
     /// until the engine releases it); these forwards (a relay partner's shutdown among
     /// them) must be run first.
     Fin(Vec<Forward<R>>),
+    /// The engine lets this pipe splice: the loop returns to run a zero-copy session
+    /// (`splice.rs`) instead of reading.
+    Splice,
+}
+
+/// How a read loop returned.
+enum Exit {
+    /// The pipe ended and its socket was released.
+    Done,
+    /// A read said [`Read::Splice`].
+    Splice,
 }
 
 /// The read loop shared by UDP and TCP pipes: read up to a budget, then yield; when nothing
 /// is readable, sleep until the socket, the engine's timer or the pipe's signal wakes us.
-/// Returns when the pipe ended; then writes what is left until the engine releases it.
+/// Returns when the pipe ended (after writing what is left until the engine releases it), or
+/// when a read asks for a zero-copy session.
 async fn read_loop<R: Runtime, S: Readiness>(
     group: &Arc<Group<R>>,
     id: PipeId,
     entry: &Entry,
     sock: &S,
     mut read_one: impl FnMut() -> Read<R>,
-) {
+) -> Exit {
     'read: loop {
         let mut n = 0;
         while n < READ_BUDGET {
@@ -133,6 +145,7 @@ async fn read_loop<R: Runtime, S: Readiness>(
                 break;
             }
             match with_inline_jobs(&mut read_one) {
+                Read::Splice => return Exit::Splice,
                 Read::Fed(forwards) => {
                     n += 1;
                     if !forwards.is_empty() {
@@ -163,6 +176,7 @@ async fn read_loop<R: Runtime, S: Readiness>(
     }
     // On the heap: the drain's wait is the biggest state, and every idle task would carry it.
     Box::pin(drain(group, id, entry, sock)).await;
+    Exit::Done
 }
 
 /// The pipe ended, or its peer sent a FIN (half-closed: it still writes, and sends may still
@@ -192,7 +206,7 @@ async fn run_udp<R: Runtime>(
     sock: Arc<R::Udp>,
     entry: Arc<Entry>,
 ) {
-    read_loop(&group, id, &entry, &*sock, || {
+    let _ = read_loop(&group, id, &entry, &*sock, || {
         // One byte more than the largest UDP payload, so nothing is truncated silently.
         let read = with_scratch(65_536, |buf| {
             let (len, from) = sock.try_recv_from(buf)?;
@@ -224,56 +238,86 @@ async fn run_tcp<R: Runtime>(
     entry: Arc<Entry>,
     reader_limit: usize,
 ) {
-    read_loop(&group, id, &entry, &*sock, || {
-        let read = read_pooled(
-            reader_limit,
-            |buf| sock.try_read(buf),
-            |input| {
-                let mut g = group.lock();
-                let now = group.rt.now();
-                let len = match input {
-                    Input::Slice([]) => {
-                        g.engine.handle_peer_closed(now, id, false);
-                        0
-                    }
-                    Input::Slice(bytes) => {
-                        g.engine.handle_stream(now, id, bytes);
-                        bytes.len()
-                    }
-                    Input::Owned(bytes) => {
-                        let len = bytes.len();
-                        g.engine.handle_stream_bytes(now, id, bytes);
-                        len
-                    }
-                };
-                (len, group.pump(&mut g))
-            },
-        );
-        match read {
-            Ok((0, forwards)) => Read::Fin(forwards),
-            Ok((_, forwards)) => Read::Fed(forwards),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
-            Err(e) if e.kind() == ErrorKind::Interrupted => Read::Retry,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionReset
-                        | ErrorKind::ConnectionAborted
-                        | ErrorKind::BrokenPipe
-                ) =>
-            {
-                let mut g = group.lock();
-                g.engine.handle_peer_closed(group.rt.now(), id, true);
-                group.pump(&mut g);
-                Read::Ended
+    // Zero copy (`splice.rs`): the engine's word after the last read, and whether the runtime
+    // or the OS said it cannot splice.
+    let (mut may_splice, mut no_splice) = (false, false);
+    loop {
+        let exit = read_loop(&group, id, &entry, &*sock, || {
+            if std::mem::take(&mut may_splice) {
+                return Read::Splice;
             }
-            Err(e) => {
-                fail(&group, id, e);
-                Read::Ended
+            let read = read_pooled(
+                reader_limit,
+                |buf| sock.try_read(buf),
+                |input| {
+                    let mut g = group.lock();
+                    let now = group.rt.now();
+                    let len = match input {
+                        Input::Slice([]) => {
+                            g.engine.handle_peer_closed(now, id, false);
+                            0
+                        }
+                        Input::Slice(bytes) => {
+                            g.engine.handle_stream(now, id, bytes);
+                            bytes.len()
+                        }
+                        Input::Owned(bytes) => {
+                            let len = bytes.len();
+                            g.engine.handle_stream_bytes(now, id, bytes);
+                            len
+                        }
+                    };
+                    may_splice = !no_splice && g.engine.splice_source(id).is_some();
+                    (len, group.pump(&mut g))
+                },
+            );
+            match read {
+                Ok((0, forwards)) => Read::Fin(forwards),
+                Ok((_, forwards)) => Read::Fed(forwards),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
+                Err(e) if e.kind() == ErrorKind::Interrupted => Read::Retry,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset
+                            | ErrorKind::ConnectionAborted
+                            | ErrorKind::BrokenPipe
+                    ) =>
+                {
+                    let mut g = group.lock();
+                    g.engine.handle_peer_closed(group.rt.now(), id, true);
+                    group.pump(&mut g);
+                    Read::Ended
+                }
+                Err(e) => {
+                    fail(&group, id, e);
+                    Read::Ended
+                }
+            }
+        })
+        .await;
+        if let Exit::Done = exit {
+            break;
+        }
+        match Box::pin(crate::splice::run(
+            group.clone(),
+            id,
+            sock.clone(),
+            entry.clone(),
+        ))
+        .await
+        {
+            crate::splice::Session::Copy => {}
+            crate::splice::Session::Off => no_splice = true,
+            crate::splice::Session::End(forwards) => {
+                if !forwards.is_empty() {
+                    Box::pin(run_forwards(&group, forwards)).await;
+                }
+                Box::pin(drain(&group, id, &entry, &*sock)).await;
+                break;
             }
         }
-    })
-    .await;
+    }
     // Closing the last descriptor sends the FIN (or, with SO_LINGER 0, the RST): no
     // shutdown call, which would also turn an abortive close into a graceful one.
     drop(sock);
@@ -386,7 +430,7 @@ fn timer_deadline<R: Runtime>(group: &Arc<Group<R>>, id: PipeId) -> Option<std::
 /// Sleep until the socket is readable (if `read`, and the engine has not paused reading: then
 /// until it resumes), writable (only if bytes are queued), the engine's timer is due (the
 /// timer task only), or the entry's `wake_io` is signalled.
-async fn wait<R: Runtime, S: Readiness>(
+pub(crate) async fn wait<R: Runtime, S: Readiness>(
     group: &Arc<Group<R>>,
     id: PipeId,
     entry: &Entry,
@@ -466,7 +510,7 @@ async fn timed<R: Runtime, S: Readiness>(
     future::or(write, timer).await
 }
 
-fn timer<R: Runtime>(group: &Arc<Group<R>>) {
+pub(crate) fn timer<R: Runtime>(group: &Arc<Group<R>>) {
     let mut g = group.lock();
     let now = group.rt.now();
     g.armed = None;
@@ -474,7 +518,7 @@ fn timer<R: Runtime>(group: &Arc<Group<R>>) {
     group.pump(&mut g);
 }
 
-fn fail<R: Runtime>(group: &Arc<Group<R>>, id: PipeId, e: std::io::Error) {
+pub(crate) fn fail<R: Runtime>(group: &Arc<Group<R>>, id: PipeId, e: std::io::Error) {
     log::debug!("{id}: socket error: {e}");
     let mut g = group.lock();
     g.engine.handle_error(group.rt.now(), id, e.into());

@@ -146,6 +146,18 @@ impl TcpIo for Tcp {
     fn shutdown_write(&self) -> io::Result<()> {
         self.0.get_ref().shutdown(std::net::Shutdown::Write)
     }
+    // Zero-copy relaying: async-io keeps no readiness of its own (`readable()` and
+    // `writable()` wait for a fresh event), so the call is made directly.
+    #[cfg(target_os = "linux")]
+    fn try_splice_to_pipe(&self, pipe: &KernelPipe, len: usize) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        pipe.fill_from(self.0.as_fd(), len)
+    }
+    #[cfg(target_os = "linux")]
+    fn try_splice_from_pipe(&self, pipe: &KernelPipe, len: usize) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        pipe.drain_to(self.0.as_fd(), len)
+    }
 }
 
 impl ListenerIo for Listener {

@@ -149,6 +149,22 @@ impl TcpIo for Tcp {
         // tokio's own shutdown needs `&mut` and a poll; the syscall is the same.
         socket2::SockRef::from(&self.0).shutdown(std::net::Shutdown::Write)
     }
+    // Zero-copy relaying: through `try_io`, so that a `WouldBlock` clears tokio's cached
+    // readiness (else `readable()` / `writable()` would return at once, forever).
+    #[cfg(target_os = "linux")]
+    fn try_splice_to_pipe(&self, pipe: &KernelPipe, len: usize) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        self.0.try_io(tokio::io::Interest::READABLE, || {
+            pipe.fill_from(self.0.as_fd(), len)
+        })
+    }
+    #[cfg(target_os = "linux")]
+    fn try_splice_from_pipe(&self, pipe: &KernelPipe, len: usize) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        self.0.try_io(tokio::io::Interest::WRITABLE, || {
+            pipe.drain_to(self.0.as_fd(), len)
+        })
+    }
 }
 
 impl ListenerIo for Listener {

@@ -206,7 +206,7 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
-        if p.is_open() && p.half.write_shut && !p.half.fin_out && p.out.is_empty() {
+        if p.is_open() && p.half.write_shut && !p.half.fin_out && p.out_idle() {
             p.half.fin_out = true;
             self.events.push_back(Event::WriteShut { pipe });
         }

@@ -13,6 +13,7 @@
 
 mod half;
 mod inbound;
+mod splice;
 mod state;
 mod subs;
 
@@ -499,7 +500,7 @@ impl Engine {
         if !p.can_write() {
             return Err(SendError::Closed);
         }
-        if !p.out.is_empty() {
+        if !p.out.is_empty() || p.splice_busy {
             return Ok(None);
         }
         match p.kind {
@@ -956,7 +957,12 @@ impl Engine {
     /// ([`Engine::drop_transmit`]). A driver that writes this way keeps nothing queued of
     /// its own, so the engine sees every byte's progress (write-stall and close deadlines).
     pub fn peek_transmit(&self, pipe: PipeId) -> Option<(&Bytes, SocketAddr)> {
-        let t = self.pipes.get(&pipe)?.out.front()?;
+        let p = self.pipes.get(&pipe)?;
+        if p.splice_busy {
+            // Spliced bytes are on their way to the socket: nothing may land inside them.
+            return None;
+        }
+        let t = p.out.front()?;
         Some((&t.payload, t.dst))
     }
 
@@ -1007,9 +1013,11 @@ impl Engine {
         if p.out.is_empty() {
             // An idle pipe keeps no outbound buffer (about 400 bytes per idle connection).
             p.out = VecDeque::new();
-            p.t.stall_since = None;
+            if !p.splice_busy {
+                p.t.stall_since = None;
+            }
         }
-        let done = p.out.is_empty() && p.state != State::Open;
+        let done = p.out_idle() && p.state != State::Open;
         if done && p.state == State::Closing {
             p.state = State::Closed;
         }
@@ -1162,7 +1170,7 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
-        p.state = if state == State::Closing && p.out.is_empty() {
+        p.state = if state == State::Closing && p.out_idle() {
             State::Closed
         } else {
             state
@@ -1293,7 +1301,7 @@ impl Engine {
                 }
                 return;
             }
-        } else if !p.out.is_empty() && passed(p.t.ended, Some(c.close_timeout)) {
+        } else if !p.out_idle() && passed(p.t.ended, Some(c.close_timeout)) {
             log::debug!("{pipe}: {} bytes unsent at the close deadline", p.out_bytes);
             self.discard_out(pipe);
             return;
@@ -1308,6 +1316,8 @@ impl Engine {
         };
         let unsent = std::mem::take(&mut p.out_bytes);
         p.out = VecDeque::new();
+        // Bytes spliced for it are the driver's to count (`Engine::splice_end`).
+        p.splice_busy = false;
         p.stats.rare().unsent_dropped += unsent as u64;
         p.t.stall_since = None;
         if p.state == State::Closing {
@@ -1323,7 +1333,7 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
-        if p.t.released || p.state == State::Open || !p.out.is_empty() {
+        if p.t.released || p.state == State::Open || !p.out_idle() {
             return;
         }
         p.t.released = true;
@@ -1569,7 +1579,7 @@ fn next_deadline(p: &PipeState) -> Option<Instant> {
         return None;
     }
     if !p.is_open() {
-        return if p.out.is_empty() {
+        return if p.out_idle() {
             None
         } else {
             p.t.ended.map(|e| e + c.close_timeout)

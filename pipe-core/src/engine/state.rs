@@ -129,6 +129,12 @@ pub struct Stats {
     /// Reliable-UDP data frames more than `reliable_window` below their sender's highest
     /// sequence number: dropped and not acknowledged (the sender ends them `Unconfirmed`).
     pub reliable_too_old: u64,
+    /// Bytes read from the socket and moved to the link's target in the kernel
+    /// (zero-copy relaying, [`crate::Conf::zero_copy`]); also counted in `bytes_in`.
+    pub spliced_in: u64,
+    /// Bytes written to the socket straight from a linked pipe's socket in the kernel (zero
+    /// copy); also counted in `bytes_out`.
+    pub spliced_out: u64,
 }
 
 /// Totals over a TCP listener's connections, the ended ones included
@@ -148,6 +154,10 @@ pub struct ConnTotals {
     pub received: u64,
     /// Messages written to their sockets.
     pub sent: u64,
+    /// Bytes their sockets' reads moved to a link's target in the kernel (zero copy).
+    pub spliced_in: u64,
+    /// Bytes written to their sockets from a linked pipe's socket in the kernel (zero copy).
+    pub spliced_out: u64,
 }
 
 impl ConnTotals {
@@ -157,6 +167,8 @@ impl ConnTotals {
         self.bytes_out += s.bytes_out;
         self.received += s.received;
         self.sent += s.sent;
+        self.spliced_in += s.spliced_in;
+        self.spliced_out += s.spliced_out;
     }
 }
 
@@ -284,6 +296,8 @@ pub(crate) struct PipeState {
     pub(crate) out: VecDeque<Transmit>,
     pub(crate) out_bytes: usize,
     pub(crate) in_dirty: bool,
+    /// The socket is reserved for bytes spliced into it (`engine/splice.rs`): the queue waits.
+    pub(crate) splice_busy: bool,
     pub(crate) next_seq: u64,
     pub(crate) outstanding: BTreeMap<u64, Pending>,
     /// Reliable-UDP receive window (reliable UDP pipes).
@@ -383,6 +397,7 @@ impl PipeState {
             out: VecDeque::new(),
             out_bytes: 0,
             in_dirty: false,
+            splice_busy: false,
             next_seq: seq_seed.max(1),
             outstanding: BTreeMap::new(),
             seen,
@@ -406,6 +421,11 @@ impl PipeState {
         self.state == State::Open && !self.half.write_shut
     }
 
+    /// Nothing queued for the socket and no spliced bytes on their way to it.
+    pub(crate) fn out_idle(&self) -> bool {
+        self.out.is_empty() && !self.splice_busy
+    }
+
     /// A listener's state (empty for other pipes: no allocation).
     pub(crate) fn ls(&self) -> &Listening {
         self.listening.as_deref().unwrap_or(&NOT_LISTENING)
@@ -423,7 +443,7 @@ impl PipeState {
     /// Nothing left that a user could still read or the driver still send.
     pub(crate) fn is_spent(&self) -> bool {
         matches!(self.state, State::Closed | State::PeerClosed)
-            && self.out.is_empty()
+            && self.out_idle()
             && !self.in_accept_q
             && self.ls().children.is_empty()
             && self.ls().accept_q.is_empty()

@@ -1,0 +1,308 @@
+//! Zero-copy relaying (issue 13): the same bytes through `tcp_relay` whether its pipes splice
+//! (`Conf::zero_copy`, the default) or copy (`tcp_relay_copying`), on both runtimes, over real
+//! loopback sockets. Each case asserts the bytes (every byte compared, both ways) and which
+//! path moved them: the relay's connection totals count spliced bytes (`spliced_in`: the
+//! client → upstream direction, read by the accepted connection; `spliced_out`: the
+//! upstream → client direction, written into it), so the zero-copy cases fail if the splice
+//! path was not taken and the copying cases fail if it was.
+//!
+//! Scenarios: a 32 MiB echo both ways at once (the client shuts its write side after sending
+//! and still gets the whole echo); a request, its FIN, then an answer sent only after the
+//! upstream saw that EOF; and the reverse half-close: the upstream speaks first and shuts its
+//! write side, then the client sends and the upstream reads it to the end.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use pipe_core::ConnTotals;
+
+/// Generous: the box is shared and loaded, and the tests run unoptimised.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Seeded bytes (SplitMix64), so a misplaced or repeated chunk cannot pass.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Compare, naming the first differing byte instead of printing megabytes.
+fn same(what: &str, got: &[u8], want: &[u8]) {
+    if got == want {
+        return;
+    }
+    let at = got.iter().zip(want).position(|(a, b)| a != b);
+    panic!(
+        "{what}: {} bytes, expected {}; first difference at {at:?}",
+        got.len(),
+        want.len()
+    );
+}
+
+/// A relay of the runtime under test, with its listener (for the connection totals).
+enum Relay {
+    Tokio(tokio::runtime::Runtime, pipe_tokio::Pipe),
+    Smol(pipe_smol::Pipe),
+}
+
+impl Relay {
+    fn start(runtime: &str, up: SocketAddr, zero_copy: bool) -> Relay {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        match runtime {
+            "tokio" => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let server = rt.block_on(async {
+                    let t = pipe_tokio::Tokio::current();
+                    if zero_copy {
+                        examples::relay::tcp_relay(t, listen, up).await
+                    } else {
+                        examples::relay::tcp_relay_copying(t, listen, up).await
+                    }
+                });
+                Relay::Tokio(rt, server.unwrap())
+            }
+            _ => {
+                let server = smol::block_on(async {
+                    let s = pipe_smol::Smol::default();
+                    if zero_copy {
+                        examples::relay::tcp_relay(s, listen, up).await
+                    } else {
+                        examples::relay::tcp_relay_copying(s, listen, up).await
+                    }
+                });
+                Relay::Smol(server.unwrap())
+            }
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Relay::Tokio(_, p) => p.local_addr(),
+            Relay::Smol(p) => p.local_addr(),
+        }
+        .expect("listening")
+    }
+
+    fn totals(&self) -> ConnTotals {
+        match self {
+            Relay::Tokio(_, p) => p.conn_totals(),
+            Relay::Smol(p) => p.conn_totals(),
+        }
+        .expect("a listener")
+    }
+
+    fn close(self) {
+        match self {
+            Relay::Tokio(rt, p) => rt.block_on(p.close()),
+            Relay::Smol(p) => smol::block_on(p.close()),
+        }
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    c.set_write_timeout(Some(WAIT)).unwrap();
+    c
+}
+
+/// One upstream connection at a time, served by `serve` on its own thread.
+fn upstream<T: Send + 'static>(
+    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (SocketAddr, thread::JoinHandle<T>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.set_write_timeout(Some(WAIT)).unwrap();
+        serve(s)
+    });
+    (addr, t)
+}
+
+/// Send `data` on a thread, then shut the write side; read to EOF meanwhile.
+fn send_and_read(mut c: TcpStream, data: Vec<u8>) -> Vec<u8> {
+    let mut w = c.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        w.write_all(&data).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).expect("EOF within the deadline");
+    writer.join().unwrap();
+    got
+}
+
+/// What each case expects of the totals: the splice path taken both ways, or never. The
+/// relay counts a write just after the system call, so the client may have the bytes a
+/// moment before the count: wait (bounded) for the byte counts to settle first.
+fn check_path(what: &str, relay: &Relay, zero_copy: bool, up: usize, down: usize) {
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut t = relay.totals();
+    while (t.bytes_in, t.bytes_out) != (up as u64, down as u64)
+        && std::time::Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(5));
+        t = relay.totals();
+    }
+    assert_eq!(t.bytes_in, up as u64, "{what}: bytes in from the client");
+    assert_eq!(t.bytes_out, down as u64, "{what}: bytes out to the client");
+    if zero_copy && cfg!(target_os = "linux") {
+        // The first read of a connection is copied (the engine decides after it).
+        assert!(
+            t.spliced_in * 2 > up as u64,
+            "{what}: client → upstream spliced {} of {up}",
+            t.spliced_in
+        );
+        assert!(
+            t.spliced_out * 2 > down as u64,
+            "{what}: upstream → client spliced {} of {down}",
+            t.spliced_out
+        );
+    } else if !zero_copy {
+        assert_eq!(
+            (t.spliced_in, t.spliced_out),
+            (0, 0),
+            "{what}: zero_copy off"
+        );
+    }
+}
+
+/// 32 MiB each way at once through an echo; the client's FIN after its bytes, the echo's
+/// FIN after the echo.
+fn echo(runtime: &str, zero_copy: bool) {
+    const LEN: usize = 32 << 20;
+    let (up, server) = upstream(|mut s| {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n = 0usize;
+        loop {
+            let k = s.read(&mut buf).expect("read within the deadline");
+            if k == 0 {
+                break;
+            }
+            s.write_all(&buf[..k]).unwrap();
+            n += k;
+        }
+        s.shutdown(Shutdown::Write).unwrap();
+        n
+    });
+    let relay = Relay::start(runtime, up, zero_copy);
+    let data = pattern(1, LEN);
+    let got = send_and_read(connect(relay.addr()), data.clone());
+    assert_eq!(server.join().unwrap(), LEN, "the upstream got every byte");
+    same("echo", &got, &data);
+    check_path(&format!("{runtime} echo"), &relay, zero_copy, LEN, LEN);
+    relay.close();
+}
+
+/// The client sends a request and its FIN; the upstream reads to that EOF, then answers and
+/// sends its FIN.
+fn request_then_answer(runtime: &str, zero_copy: bool) {
+    let request = pattern(2, 4 << 20);
+    let answer = pattern(3, 16 << 20);
+    let a = answer.clone();
+    let (up, server) = upstream(move |mut s| {
+        let mut req = Vec::new();
+        s.read_to_end(&mut req)
+            .expect("the request, then EOF, within the deadline");
+        s.write_all(&a).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        req
+    });
+    let relay = Relay::start(runtime, up, zero_copy);
+    let got = send_and_read(connect(relay.addr()), request.clone());
+    same(
+        "the request at the upstream",
+        &server.join().unwrap(),
+        &request,
+    );
+    same("the answer after the client's FIN", &got, &answer);
+    check_path(
+        &format!("{runtime} request"),
+        &relay,
+        zero_copy,
+        request.len(),
+        answer.len(),
+    );
+    relay.close();
+}
+
+/// The reverse half-close: the upstream speaks first and shuts its write side; the client
+/// reads to that EOF, then sends and shuts its own; the upstream reads it all.
+fn upstream_closes_first(runtime: &str, zero_copy: bool) {
+    let first = pattern(4, 16 << 20);
+    let then = pattern(5, 4 << 20);
+    let f = first.clone();
+    let (up, server) = upstream(move |mut s| {
+        s.write_all(&f).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)
+            .expect("the client's bytes, then EOF, within the deadline");
+        rest
+    });
+    let relay = Relay::start(runtime, up, zero_copy);
+    let mut c = connect(relay.addr());
+    let mut got = Vec::new();
+    c.read_to_end(&mut got)
+        .expect("the upstream's bytes, then EOF, within the deadline");
+    same("the upstream's bytes before its FIN", &got, &first);
+    c.write_all(&then).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    same(
+        "the client's bytes after the upstream's FIN",
+        &server.join().unwrap(),
+        &then,
+    );
+    // The relay's connection ends once both sides are shut: read its EOF.
+    let mut tail = Vec::new();
+    c.read_to_end(&mut tail).unwrap();
+    assert!(tail.is_empty());
+    check_path(
+        &format!("{runtime} reverse"),
+        &relay,
+        zero_copy,
+        then.len(),
+        first.len(),
+    );
+    relay.close();
+}
+
+macro_rules! cases {
+    ($($name:ident: $f:ident($rt:literal, $zc:literal);)*) => {$(
+        #[test]
+        fn $name() {
+            $f($rt, $zc);
+        }
+    )*};
+}
+
+cases! {
+    echo_32mib_zero_copy_tokio: echo("tokio", true);
+    echo_32mib_copying_tokio: echo("tokio", false);
+    echo_32mib_zero_copy_smol: echo("smol", true);
+    echo_32mib_copying_smol: echo("smol", false);
+    request_fin_then_answer_zero_copy_tokio: request_then_answer("tokio", true);
+    request_fin_then_answer_copying_tokio: request_then_answer("tokio", false);
+    request_fin_then_answer_zero_copy_smol: request_then_answer("smol", true);
+    request_fin_then_answer_copying_smol: request_then_answer("smol", false);
+    upstream_fin_first_zero_copy_tokio: upstream_closes_first("tokio", true);
+    upstream_fin_first_copying_tokio: upstream_closes_first("tokio", false);
+    upstream_fin_first_zero_copy_smol: upstream_closes_first("smol", true);
+    upstream_fin_first_copying_smol: upstream_closes_first("smol", false);
+}
