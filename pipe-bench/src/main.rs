@@ -241,6 +241,10 @@ fn orchestrate(args: &[String]) -> Res {
                 runs.extend(order.map(|i| (i, Some(fl))));
             }
             if w == Workload::Relay {
+                // The pipes relay's copying path (zero copy is `Imp::Pipes`, the default).
+                for &fl in o.flavours.iter().filter(|&&fl| w.runs_on(fl)) {
+                    runs.push((Imp::PipesCopy, Some(fl)));
+                }
                 // socat and no relay at all, pinned to one core and not, to compare each
                 // flavour with the setting it runs in.
                 for fl in [Flavour::TokioCt, Flavour::TokioMt] {

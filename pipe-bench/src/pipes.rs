@@ -75,9 +75,15 @@ pub async fn server<R: Runtime>(rt: R, w: Workload, count: u64, tls: Option<Tls>
 }
 
 /// The relay under test: examples' TCP relay (linked pipes, accept hook), listening on a free
-/// port of 127.0.0.1 and forwarding to `to`.
-pub async fn relay<R: Runtime>(rt: R, to: SocketAddr) -> Res<Pipe<R>> {
-    examples::relay::tcp_relay(rt, "127.0.0.1:0".parse()?, to).await
+/// port of 127.0.0.1 and forwarding to `to`; zero copy where possible (the default), or always
+/// copying (`Conf::zero_copy` off).
+pub async fn relay<R: Runtime>(rt: R, to: SocketAddr, zero_copy: bool) -> Res<Pipe<R>> {
+    let listen = "127.0.0.1:0".parse()?;
+    if zero_copy {
+        examples::relay::tcp_relay(rt, listen, to).await
+    } else {
+        examples::relay::tcp_relay_copying(rt, listen, to).await
+    }
 }
 
 /// Run the client of `w` against `addr` (in TLS with `tls` for the TLS workloads).

@@ -79,14 +79,14 @@ pub fn relay(imp: Imp, fl: Flavour, to: SocketAddr) -> Res {
     raise_nofile()?;
     watch_stdin(true);
     match (imp, fl.is_tokio()) {
-        (Imp::Pipes, true) => run_tokio(fl, move || async move {
-            let p = pipes::relay(pipe_tokio::Tokio::current(), to).await?;
+        (Imp::Pipes | Imp::PipesCopy, true) => run_tokio(fl, move || async move {
+            let p = pipes::relay(pipe_tokio::Tokio::current(), to, imp == Imp::Pipes).await?;
             announce(p.local_addr().ok_or("no local address")?.port());
             p.closed().await;
             Err("the relay closed".into())
         }),
-        (Imp::Pipes, false) => run_smol(fl, move |ex| async move {
-            let p = pipes::relay(rt::pipe_smol(&ex), to).await?;
+        (Imp::Pipes | Imp::PipesCopy, false) => run_smol(fl, move |ex| async move {
+            let p = pipes::relay(rt::pipe_smol(&ex), to, imp == Imp::Pipes).await?;
             announce(p.local_addr().ok_or("no local address")?.port());
             p.closed().await;
             Err("the relay closed".into())

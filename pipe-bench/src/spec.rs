@@ -171,6 +171,9 @@ pub enum Imp {
     Socat,
     /// Relay only: the client talks to the echo server directly.
     Direct,
+    /// Relay only: the pipes relay on its copying path (`Conf::zero_copy` off); `Pipes` is the
+    /// default, zero copy where the runtime and the OS can splice.
+    PipesCopy,
 }
 
 impl Imp {
@@ -180,14 +183,21 @@ impl Imp {
             Imp::Pipes => "pipes",
             Imp::Socat => "socat",
             Imp::Direct => "direct",
+            Imp::PipesCopy => "pipes-copy",
         }
     }
 
     pub fn parse(s: &str) -> Res<Self> {
-        [Imp::Raw, Imp::Pipes, Imp::Socat, Imp::Direct]
-            .into_iter()
-            .find(|i| i.name() == s)
-            .ok_or_else(|| format!("unknown implementation {s:?}").into())
+        [
+            Imp::Raw,
+            Imp::Pipes,
+            Imp::Socat,
+            Imp::Direct,
+            Imp::PipesCopy,
+        ]
+        .into_iter()
+        .find(|i| i.name() == s)
+        .ok_or_else(|| format!("unknown implementation {s:?}").into())
     }
 }
 
