@@ -21,9 +21,9 @@ use std::io::{self, ErrorKind};
 use std::sync::Arc;
 
 use futures_lite::future;
-use pipe_core::PipeId;
+use pipe_core::{LinkId, PipeId};
 
-use crate::group::{Entry, Forward, Group, Sock};
+use crate::group::{Entry, Forward, Group, GroupState, Sock};
 use crate::pipe::{run_forwards, Pipe};
 use crate::runtime::{Readiness, Runtime, TcpIo};
 use crate::tasks::{self, Wake};
@@ -70,7 +70,10 @@ impl KernelPipe {
     }
 
     /// Move up to `len` bytes from the pipe into `to` (a socket) without waiting.
-    /// `WouldBlock` when the socket is full (or the pipe empty).
+    /// `WouldBlock` when the socket is full (or the pipe empty). splice(2) has no
+    /// `MSG_NOSIGNAL`: writing to a socket its peer closed raises `SIGPIPE`, which Rust
+    /// programs ignore from the start (a host that does not must ignore it, or turn
+    /// `Conf::zero_copy` off).
     #[cfg(target_os = "linux")]
     pub fn drain_to(&self, to: std::os::fd::BorrowedFd<'_>, len: usize) -> io::Result<usize> {
         use std::os::fd::AsFd;
@@ -177,15 +180,11 @@ pub(crate) async fn run<R: Runtime>(
     sock: Arc<R::Tcp>,
     entry: Arc<Entry>,
 ) -> Session<R> {
-    let kp = match KernelPipe::new() {
-        Ok(kp) => kp,
-        Err(e) if unsupported(&e) => return Session::Off,
-        // Out of descriptors or pipe memory: copy this read, try again later.
-        Err(e) => {
-            log::debug!("{id}: kernel pipe: {e}");
-            return Session::Copy;
-        }
-    };
+    // Made once the first reservation succeeds: a target with queued bytes sends the
+    // session back to copying before it costs a pipe.
+    let mut kpipe: Option<KernelPipe> = None;
+    // The rule's answer and the target, from the lock taken to report the last chunk.
+    let mut next: Option<(LinkId, Pipe<R>)> = None;
     let mut chunks = 0u32;
     loop {
         if entry.is_ended() {
@@ -201,12 +200,9 @@ pub(crate) async fn run<R: Runtime>(
             return Session::Copy;
         }
         // The rule, and the target's handle (its group's link-target slot).
-        let target = {
-            let g = group.lock();
-            match g.engine.splice_source(id) {
-                Some((link, token)) => g.link_targets.get(&token).map(|t| (link, t.clone())),
-                None => None,
-            }
+        let target = match next.take() {
+            Some(t) => Some(t),
+            None => splice_target(&group.lock(), id),
         };
         let Some((link, target)) = target else {
             return Session::Copy;
@@ -227,8 +223,23 @@ pub(crate) async fn run<R: Runtime>(
             end_reservation(&target, 0, 0).await;
             return Session::Copy;
         };
+        let kp = match &kpipe {
+            Some(kp) => kp,
+            None => match KernelPipe::new() {
+                Ok(kp) => kpipe.insert(kp),
+                Err(e) => {
+                    end_reservation(&target, 0, 0).await;
+                    if unsupported(&e) {
+                        return Session::Off;
+                    }
+                    // Out of descriptors or pipe memory: copy this read, try again later.
+                    log::debug!("{id}: kernel pipe: {e}");
+                    return Session::Copy;
+                }
+            },
+        };
         let read = loop {
-            match sock.try_splice_to_pipe(&kp, kp.capacity()) {
+            match sock.try_splice_to_pipe(kp, kp.capacity()) {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 other => break other,
             }
@@ -273,6 +284,7 @@ pub(crate) async fn run<R: Runtime>(
         let forwards = {
             let mut g = group.lock();
             g.engine.handle_spliced(group.rt.now(), id, link, n);
+            next = splice_target(&g, id);
             group.pump(&mut g)
         };
         if !forwards.is_empty() {
@@ -282,7 +294,7 @@ pub(crate) async fn run<R: Runtime>(
         let mut left = n;
         let mut written = 0;
         while left > 0 {
-            match tsock.try_splice_from_pipe(&kp, left) {
+            match tsock.try_splice_from_pipe(kp, left) {
                 Ok(m) => {
                     left -= m.min(left);
                     written += m;
@@ -292,6 +304,8 @@ pub(crate) async fn run<R: Runtime>(
                     if report_out(&target, std::mem::take(&mut written)) {
                         break;
                     }
+                    // Things may change while we wait (a subscription): ask again after.
+                    next = None;
                     wait_target(&group, id, &entry, &target, &*tsock).await;
                 }
                 Err(e) => {
@@ -314,6 +328,12 @@ pub(crate) async fn run<R: Runtime>(
             return Session::Copy;
         }
     }
+}
+
+/// The engine's answer for the source, with the driver's handle on the target.
+fn splice_target<R: Runtime>(g: &GroupState<R>, id: PipeId) -> Option<(LinkId, Pipe<R>)> {
+    let (link, token) = g.engine.splice_source(id)?;
+    g.link_targets.get(&token).map(|t| (link, t.clone()))
 }
 
 /// Count `written` bytes on the reserved target. True when the reservation is gone (the

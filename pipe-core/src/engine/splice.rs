@@ -81,12 +81,15 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
-        if n == 0 || !p.links.iter().any(|l| l.id == link) {
+        if n == 0 {
             return;
         }
         p.stats.bytes_in += n as u64;
         p.stats.received += 1;
-        p.stats.forwarded += 1;
+        // Unlinked meanwhile: the chunk still goes to the target it was reserved for.
+        if p.links.iter().any(|l| l.id == link) {
+            p.stats.forwarded += 1;
+        }
         p.stats.rare().spliced_in += n as u64;
         p.t.last_activity = now;
         p.t.got_message = true;
