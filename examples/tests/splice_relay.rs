@@ -283,6 +283,103 @@ fn upstream_closes_first(runtime: &str, zero_copy: bool) {
     relay.close();
 }
 
+/// Linked by hand (the library API, no relay program): bytes are spliced both ways until a
+/// subscription wants to see them; from then on that side copies again, and the subscription
+/// gets exactly what came after it while the link still forwards it.
+async fn subscribing_goes_back_to_copying<R: pipe_io::Runtime>(rt: R) {
+    use pipe_io::{Filter, PipeBuilder, Proto, SubId};
+    let (up_addr, server) = upstream(|mut s| {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(k @ 1..) = s.read(&mut buf) {
+            s.write_all(&buf[..k]).unwrap();
+        }
+    });
+    let listener = PipeBuilder::new(rt.clone(), Proto::Tcp)
+        .bind("127.0.0.1:0".parse::<SocketAddr>().unwrap())
+        .open()
+        .await
+        .unwrap();
+    let c = connect(listener.local_addr().unwrap());
+    let conn = listener.accept().await.unwrap();
+    let up = PipeBuilder::new(rt, Proto::Tcp)
+        .dest(up_addr)
+        .open()
+        .await
+        .unwrap();
+    conn.link(&up).unwrap();
+    up.link(&conn).unwrap();
+    up.unsubscribe(SubId::ALL).unwrap();
+
+    // Bulk both ways: spliced after the first read of each side.
+    let data = pattern(7, 8 << 20);
+    let mut w = c.try_clone().unwrap();
+    let d = data.clone();
+    let writer = thread::spawn(move || w.write_all(&d).unwrap());
+    let mut r = c.try_clone().unwrap();
+    let mut got = vec![0u8; data.len()];
+    r.read_exact(&mut got)
+        .expect("the echo within the deadline");
+    writer.join().unwrap();
+    same("the bulk echo", &got, &data);
+    let (c1, u1) = (conn.stats().unwrap(), up.stats().unwrap());
+    if cfg!(target_os = "linux") {
+        assert!(c1.spliced_in > 0, "client → upstream spliced: {c1:?}");
+        assert!(u1.spliced_in > 0, "upstream → client spliced: {u1:?}");
+    }
+
+    // Both sides subscribe: the next bytes are copied, seen, and still forwarded.
+    conn.subscribe(Filter::all()).unwrap();
+    up.subscribe(Filter::all()).unwrap();
+    let msg = b"seen by both subscriptions";
+    let mut w = c.try_clone().unwrap();
+    w.write_all(msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    r.read_exact(&mut back)
+        .expect("the echo within the deadline");
+    assert_eq!(&back, msg);
+    for (side, p) in [("connection", &conn), ("upstream", &up)] {
+        let mut seen = Vec::new();
+        while seen.len() < msg.len() {
+            let m = p
+                .recv()
+                .await
+                .unwrap()
+                .expect("a message within recv_timeout");
+            seen.extend_from_slice(&m.data);
+        }
+        assert_eq!(
+            &seen, msg,
+            "{side}: the subscription got the bytes after it"
+        );
+    }
+    let (c2, u2) = (conn.stats().unwrap(), up.stats().unwrap());
+    assert_eq!(c2.spliced_in, c1.spliced_in, "connection: copying again");
+    assert_eq!(u2.spliced_in, u1.spliced_in, "upstream: copying again");
+    assert_eq!(c2.bytes_in, c1.bytes_in + msg.len() as u64);
+
+    w.shutdown(Shutdown::Write).unwrap();
+    let mut tail = Vec::new();
+    r.read_to_end(&mut tail).expect("EOF within the deadline");
+    assert!(tail.is_empty());
+    server.join().unwrap();
+    listener.close().await;
+}
+
+#[test]
+fn subscribing_goes_back_to_copying_tokio() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { subscribing_goes_back_to_copying(pipe_tokio::Tokio::current()).await });
+}
+
+#[test]
+fn subscribing_goes_back_to_copying_smol() {
+    smol::block_on(subscribing_goes_back_to_copying(pipe_smol::Smol::default()));
+}
+
 macro_rules! cases {
     ($($name:ident: $f:ident($rt:literal, $zc:literal);)*) => {$(
         #[test]

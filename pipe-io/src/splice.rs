@@ -183,7 +183,8 @@ pub(crate) async fn run<R: Runtime>(
     // Made once the first reservation succeeds: a target with queued bytes sends the
     // session back to copying before it costs a pipe.
     let mut kpipe: Option<KernelPipe> = None;
-    // The rule's answer and the target, from the lock taken to report the last chunk.
+    // The rule's answer and the target, from the lock taken to report the last chunk; used
+    // only when nothing was awaited since (else asked again).
     let mut next: Option<(LinkId, Pipe<R>)> = None;
     let mut chunks = 0u32;
     loop {
@@ -194,6 +195,7 @@ pub(crate) async fn run<R: Runtime>(
         if chunks % YIELD_EVERY == 0 {
             // Let the other tasks of a single-threaded runtime run (the other direction).
             future::yield_now().await;
+            next = None;
         }
         if entry.is_paused() {
             // The read loop waits for the engine's resume.
@@ -258,6 +260,8 @@ pub(crate) async fn run<R: Runtime>(
                 end_reservation(&target, 0, 0).await;
                 match e.kind() {
                     ErrorKind::WouldBlock => {
+                        // Ask the rule afresh after the wait (a subscription may come).
+                        next = None;
                         match tasks::wait(&group, id, &entry, &*sock, true).await {
                             Wake::Readable | Wake::Signal => {}
                             Wake::Writable => group.flush_pipe(id),
