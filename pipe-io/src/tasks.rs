@@ -238,12 +238,14 @@ async fn run_tcp<R: Runtime>(
     entry: Arc<Entry>,
     reader_limit: usize,
 ) {
-    // Zero copy (`splice.rs`): the engine's word after the last read, and whether the runtime
-    // or the OS said it cannot splice.
-    let (mut may_splice, mut no_splice) = (false, false);
+    // Zero copy (`splice.rs`): the engine's word after the last read (`Some(true)`: splice
+    // next), or `None` once the runtime or the OS said it cannot splice. One variable, so the
+    // read closure of every idle task holds one reference more, not two.
+    let mut may_splice = Some(false);
     loop {
         let exit = read_loop(&group, id, &entry, &*sock, || {
-            if std::mem::take(&mut may_splice) {
+            if may_splice == Some(true) {
+                may_splice = Some(false);
                 return Read::Splice;
             }
             let read = read_pooled(
@@ -267,7 +269,9 @@ async fn run_tcp<R: Runtime>(
                             len
                         }
                     };
-                    may_splice = !no_splice && g.engine.splice_source(id).is_some();
+                    if let Some(may) = &mut may_splice {
+                        *may = g.engine.splice_source(id).is_some();
+                    }
                     (len, group.pump(&mut g))
                 },
             );
@@ -308,7 +312,7 @@ async fn run_tcp<R: Runtime>(
         .await
         {
             crate::splice::Session::Copy => {}
-            crate::splice::Session::Off => no_splice = true,
+            crate::splice::Session::Off => may_splice = None,
             crate::splice::Session::End(forwards) => {
                 if !forwards.is_empty() {
                     Box::pin(run_forwards(&group, forwards)).await;
