@@ -380,6 +380,133 @@ fn subscribing_goes_back_to_copying_smol() {
     smol::block_on(subscribing_goes_back_to_copying(pipe_smol::Smol::default()));
 }
 
+/// A runtime without the splice capability: tokio's, with every `TcpIo` method but the two
+/// splice ones delegated, so the seam's defaults (`Unsupported`) are what the driver gets.
+mod no_splice {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use pipe_io::{BoxFuture, ListenerIo, Readiness, Runtime, TcpIo};
+    use pipe_tokio::Tokio;
+
+    #[derive(Debug, Clone)]
+    pub struct NoSplice(pub Tokio);
+
+    #[derive(Debug)]
+    pub struct Tcp(<Tokio as Runtime>::Tcp);
+
+    #[derive(Debug)]
+    pub struct Listener(<Tokio as Runtime>::Listener);
+
+    impl Runtime for NoSplice {
+        type Udp = <Tokio as Runtime>::Udp;
+        type Tcp = Tcp;
+        type Listener = Listener;
+        fn now(&self) -> Instant {
+            self.0.now()
+        }
+        fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+            self.0.sleep_until(deadline)
+        }
+        fn spawn(&self, future: BoxFuture<()>) {
+            self.0.spawn(future)
+        }
+        fn udp(&self, socket: std::net::UdpSocket) -> io::Result<Self::Udp> {
+            self.0.udp(socket)
+        }
+        fn tcp(&self, stream: std::net::TcpStream) -> io::Result<Tcp> {
+            self.0.tcp(stream).map(Tcp)
+        }
+        fn listener(&self, listener: std::net::TcpListener) -> io::Result<Listener> {
+            self.0.listener(listener).map(Listener)
+        }
+        fn resolve(&self, host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+            self.0.resolve(host, port)
+        }
+    }
+
+    impl Readiness for Tcp {
+        async fn readable(&self) -> io::Result<()> {
+            self.0.readable().await
+        }
+        async fn writable(&self) -> io::Result<()> {
+            self.0.writable().await
+        }
+    }
+
+    impl TcpIo for Tcp {
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            self.0.local_addr()
+        }
+        fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.try_read(buf)
+        }
+        fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+            self.0.try_write(buf)
+        }
+        fn peer_addr(&self) -> io::Result<SocketAddr> {
+            self.0.peer_addr()
+        }
+        fn take_error(&self) -> io::Result<Option<io::Error>> {
+            self.0.take_error()
+        }
+        fn shutdown_write(&self) -> io::Result<()> {
+            self.0.shutdown_write()
+        }
+    }
+
+    impl ListenerIo for Listener {
+        type Stream = Tcp;
+        async fn accept(&self) -> io::Result<(Tcp, SocketAddr)> {
+            self.0.accept().await.map(|(s, a)| (Tcp(s), a))
+        }
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            self.0.local_addr()
+        }
+    }
+}
+
+/// A runtime that cannot splice keeps the copying path with `zero_copy` on: the same bytes,
+/// nothing spliced (the seam's default, as for any runtime but pipe-tokio and pipe-smol on
+/// Linux).
+#[test]
+fn a_runtime_without_splice_copies() {
+    const LEN: usize = 8 << 20;
+    let (up, server) = upstream(|mut s| {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(k @ 1..) = s.read(&mut buf) {
+            s.write_all(&buf[..k]).unwrap();
+        }
+        s.shutdown(Shutdown::Write).unwrap();
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let relay = rt
+        .block_on(async {
+            let r = no_splice::NoSplice(pipe_tokio::Tokio::current());
+            examples::relay::tcp_relay(r, listen, up).await
+        })
+        .unwrap();
+    let data = pattern(8, LEN);
+    let got = send_and_read(connect(relay.local_addr().unwrap()), data.clone());
+    server.join().unwrap();
+    same("echo without splice", &got, &data);
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut t = relay.conn_totals().unwrap();
+    while t.bytes_out != LEN as u64 && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+        t = relay.conn_totals().unwrap();
+    }
+    assert_eq!((t.bytes_in, t.bytes_out), (LEN as u64, LEN as u64));
+    assert_eq!((t.spliced_in, t.spliced_out), (0, 0), "nothing spliced");
+    rt.block_on(relay.close());
+}
+
 macro_rules! cases {
     ($($name:ident: $f:ident($rt:literal, $zc:literal);)*) => {$(
         #[test]
