@@ -244,3 +244,123 @@ fn a_reservation_without_progress_is_a_write_stall_and_the_close_deadline_ends_i
         .iter()
         .any(|ev| matches!(ev, Event::Released { .. })));
 }
+
+/// Random driver steps on a target pipe: sends, partial writes, reservations, spliced bytes,
+/// shutdown, close, time. After each step: nothing of the queue is handed out while reserved,
+/// no FIN and no release while reserved, a reservation only over an empty queue, `WriteShut`
+/// and `Released` at most once and only once the queue is written, and every byte out counted
+/// exactly once.
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Send(usize),
+        Write(usize),
+        Begin,
+        Out(usize),
+        End(usize),
+        Shutdown,
+        Close,
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (1usize..5000).prop_map(Op::Send),
+            3 => (0usize..6000).prop_map(Op::Write),
+            3 => Just(Op::Begin),
+            3 => (0usize..70_000).prop_map(Op::Out),
+            2 => (0usize..3).prop_map(Op::End),
+            1 => Just(Op::Shutdown),
+            1 => Just(Op::Close),
+            2 => (1u64..4000).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn a_reservation_holds_the_queue_the_fin_and_the_release(ops in proptest::collection::vec(op(), 1..60)) {
+            let epoch = epoch();
+            let mut now = epoch;
+            let conf = Conf {
+                write_stall_timeout: Some(Duration::from_secs(5)),
+                ..Conf::default()
+            };
+            let (mut e, t) = upstream(conf, now);
+            drain(&mut e);
+            let (mut fins, mut releases) = (0, 0);
+            let (mut written, mut spliced) = (0u64, 0u64);
+            for op in ops {
+                let busy = e.is_splicing(t);
+                match op {
+                    Op::Send(n) => {
+                        let _ = e.send(now, t, &vec![1u8; n], None);
+                    }
+                    Op::Write(n) => {
+                        if let Some((buf, _)) = e.peek_transmit(t) {
+                            prop_assert!(!busy, "queue handed out while reserved");
+                            let n = n.min(buf.len());
+                            e.advance_transmit(now, t, n);
+                            written += n as u64;
+                        }
+                    }
+                    Op::Begin => {
+                        let empty = e.out_bytes(t) == 0;
+                        let ok = e.splice_begin(now, t);
+                        prop_assert!(!ok || (empty && !busy), "reserved over a queue, or twice");
+                    }
+                    Op::Out(n) => {
+                        e.handle_spliced_out(now, t, n);
+                        if busy {
+                            spliced += n as u64;
+                        }
+                    }
+                    Op::End(unsent) => e.splice_end(now, t, unsent),
+                    Op::Shutdown => {
+                        let _ = e.shutdown_write(now, t);
+                    }
+                    Op::Close => e.close(now, t),
+                    Op::Advance(ms) => {
+                        now += Duration::from_millis(ms);
+                        e.handle_timeout(now);
+                    }
+                }
+                let busy = e.is_splicing(t);
+                if busy {
+                    prop_assert!(e.peek_transmit(t).is_none());
+                    prop_assert!(!matches!(e.can_send_direct(t, 1, None), Ok(Some(_))));
+                }
+                for ev in drain(&mut e) {
+                    match ev {
+                        Event::WriteShut { .. } => {
+                            prop_assert!(!busy && e.out_bytes(t) == 0, "FIN before the bytes");
+                            fins += 1;
+                        }
+                        Event::Released { .. } => {
+                            prop_assert!(!busy, "released while reserved");
+                            releases += 1;
+                        }
+                        _ => {}
+                    }
+                }
+                prop_assert!(fins <= 1 && releases <= 1);
+                if let Some(s) = e.stats(t) {
+                    prop_assert_eq!(s.bytes_out, written + spliced);
+                    prop_assert_eq!(s.spliced_out, spliced);
+                }
+            }
+            // Closing and letting time pass always releases the pipe in the end.
+            e.close(now, t);
+            e.handle_timeout(now + Duration::from_secs(60));
+            for ev in drain(&mut e) {
+                if matches!(ev, Event::Released { .. }) {
+                    releases += 1;
+                }
+            }
+            prop_assert_eq!(releases, 1, "released exactly once");
+        }
+    }
+}
