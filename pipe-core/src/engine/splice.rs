@@ -20,7 +20,7 @@
 //!   (only while its outbound queue is empty, so order is kept); while reserved its sends
 //!   queue and nothing of its queue is written ([`Engine::peek_transmit`] gives nothing), so
 //!   no send lands inside a spliced chunk; the pipe is not released and its FIN
-//!   ([`Event::WriteShut`]) waits. [`Engine::handle_spliced_out`] counts bytes written
+//!   ([`crate::Event::WriteShut`]) waits. [`Engine::handle_spliced_out`] counts bytes written
 //!   (output and write progress: the write-stall deadline runs from the reservation);
 //!   [`Engine::splice_end`] ends the reservation, counting bytes the driver could not
 //!   deliver as unsent; the queue then leaves as usual. The close deadline ends a reservation
