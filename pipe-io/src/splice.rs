@@ -179,10 +179,15 @@ pub(crate) async fn run<R: Runtime>(
     id: PipeId,
     sock: Arc<R::Tcp>,
     entry: Arc<Entry>,
+    bulk: usize,
 ) -> Session<R> {
-    // Made once the first reservation succeeds: a target with queued bytes sends the
-    // session back to copying before it costs a pipe.
+    // Made when a reservation succeeds (a target with queued bytes sends the session back to
+    // copying before it costs a pipe), dropped before each wait on the source: an idle
+    // connection holds no kernel pipe.
     let mut kpipe: Option<KernelPipe> = None;
+    // The size of the last chunk: a session that moves small chunks returns to copying when
+    // the source runs dry (a kernel pipe per small message costs more than the copy).
+    let mut last = usize::MAX;
     // The rule's answer and the target, from the lock taken to report the last chunk; used
     // only when nothing was awaited since (else asked again).
     let mut next: Option<(LinkId, Pipe<R>)> = None;
@@ -255,11 +260,18 @@ pub(crate) async fn run<R: Runtime>(
                 g.engine.handle_peer_closed(group.rt.now(), id, false);
                 return Session::End(group.pump(&mut g));
             }
-            Ok(n) => n,
+            Ok(n) => {
+                last = n;
+                n
+            }
             Err(e) => {
                 end_reservation(&target, 0, 0).await;
                 match e.kind() {
                     ErrorKind::WouldBlock => {
+                        if last < bulk {
+                            return Session::Copy;
+                        }
+                        kpipe = None;
                         // Ask the rule afresh after the wait (a subscription may come).
                         next = None;
                         match tasks::wait(&group, id, &entry, &*sock, true).await {

@@ -238,9 +238,9 @@ async fn run_tcp<R: Runtime>(
     entry: Arc<Entry>,
     reader_limit: usize,
 ) {
-    // Zero copy (`splice.rs`): the engine's word after the last read (`Some(true)`: splice
-    // next), or `None` once the runtime or the OS said it cannot splice. One variable, so the
-    // read closure of every idle task holds one reference more, not two.
+    // Zero copy (`splice.rs`): the engine's word after the last (bulk) read (`Some(true)`:
+    // splice next), or `None` once the runtime or the OS said it cannot splice. One variable,
+    // so the read closure of every idle task holds one reference more, not two.
     let mut may_splice = Some(false);
     loop {
         let exit = read_loop(&group, id, &entry, &*sock, || {
@@ -269,8 +269,10 @@ async fn run_tcp<R: Runtime>(
                             len
                         }
                     };
+                    // Bulk only: a read of at least half the buffer (small messages gain
+                    // nothing from a kernel pipe and would pay for one).
                     if let Some(may) = &mut may_splice {
-                        *may = g.engine.splice_source(id).is_some();
+                        *may = len >= reader_limit / 2 && g.engine.splice_source(id).is_some();
                     }
                     (len, group.pump(&mut g))
                 },
@@ -308,6 +310,7 @@ async fn run_tcp<R: Runtime>(
             id,
             sock.clone(),
             entry.clone(),
+            reader_limit / 2,
         ))
         .await
         {
