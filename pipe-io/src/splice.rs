@@ -16,6 +16,11 @@
 //! (its socket failed, or its close deadline passed) are reported as unsent. The source's EOF
 //! goes through the engine's peer-FIN path after the last chunk was written, so the FIN
 //! reaches the partner after the spliced bytes.
+//!
+//! Only bulk is spliced: the read loop enters a session after a copied read of at least half
+//! its buffer, and a session whose source runs dry after a small chunk returns to copying. The
+//! kernel pipe is made for the first chunk and dropped before every wait on the source, so an
+//! idle connection holds none.
 
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
