@@ -57,7 +57,21 @@ enum Relay {
 
 impl Relay {
     fn start(runtime: &str, up: SocketAddr, zero_copy: bool) -> Relay {
+        Self::start_with(runtime, up, zero_copy, None)
+    }
+
+    /// With `stall`: the relay program's write-stall deadline (zero copy on).
+    fn start_with(
+        runtime: &str,
+        up: SocketAddr,
+        zero_copy: bool,
+        stall: Option<Duration>,
+    ) -> Relay {
         let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let deadlines = examples::Deadlines {
+            idle: None,
+            write_stall: stall,
+        };
         match runtime {
             "tokio" => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
@@ -67,7 +81,9 @@ impl Relay {
                     .unwrap();
                 let server = rt.block_on(async {
                     let t = pipe_tokio::Tokio::current();
-                    if zero_copy {
+                    if stall.is_some() {
+                        examples::relay::tcp_relay_with(t, listen, up, deadlines, None).await
+                    } else if zero_copy {
                         examples::relay::tcp_relay(t, listen, up).await
                     } else {
                         examples::relay::tcp_relay_copying(t, listen, up).await
@@ -78,7 +94,9 @@ impl Relay {
             _ => {
                 let server = smol::block_on(async {
                     let s = pipe_smol::Smol::default();
-                    if zero_copy {
+                    if stall.is_some() {
+                        examples::relay::tcp_relay_with(s, listen, up, deadlines, None).await
+                    } else if zero_copy {
                         examples::relay::tcp_relay(s, listen, up).await
                     } else {
                         examples::relay::tcp_relay_copying(s, listen, up).await
@@ -505,6 +523,72 @@ fn a_runtime_without_splice_copies() {
     assert_eq!((t.bytes_in, t.bytes_out), (LEN as u64, LEN as u64));
     assert_eq!((t.spliced_in, t.spliced_out), (0, 0), "nothing spliced");
     rt.block_on(relay.close());
+}
+
+/// An upstream that never reads, behind a relay with a 1 s write-stall deadline: the client's
+/// bytes are spliced until the upstream's buffers are full, then the reservation makes no
+/// progress, the deadline ends the upstream (the engine's deadline runs while spliced bytes
+/// wait), the relay closes the client, and every connection ends.
+fn stalled_upstream(runtime: &str) {
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    let (up, server) = upstream(move |s| {
+        let _ = held.recv();
+        drop(s);
+    });
+    let relay = Relay::start_with(runtime, up, true, Some(Duration::from_secs(1)));
+    let c = connect(relay.addr());
+    let mut w = c.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let chunk = pattern(9, 1 << 16);
+        let mut sent = 0usize;
+        while w.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        sent
+    });
+    let mut r = c.try_clone().unwrap();
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    // EOF or a reset: the relay closed the client.
+    let _ = r.read(&mut buf);
+    let ended_after = t0.elapsed();
+    assert!(
+        ended_after < WAIT,
+        "{runtime}: the relay never closed the client"
+    );
+    c.shutdown(Shutdown::Both).ok();
+    let sent = writer.join().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut t = relay.totals();
+    while t.ended < t.accepted && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+        t = relay.totals();
+    }
+    eprintln!("[{runtime}] client closed after {ended_after:?}, {sent} bytes sent; {t:?}");
+    assert_eq!(
+        (t.accepted, t.ended),
+        (1, 1),
+        "{runtime}: the connection ended"
+    );
+    if cfg!(target_os = "linux") {
+        assert!(
+            t.spliced_in > 0,
+            "{runtime}: spliced before the stall: {t:?}"
+        );
+    }
+    drop(hold);
+    server.join().unwrap();
+    relay.close();
+}
+
+#[test]
+fn stalled_upstream_ends_at_the_write_stall_deadline_tokio() {
+    stalled_upstream("tokio");
+}
+
+#[test]
+fn stalled_upstream_ends_at_the_write_stall_deadline_smol() {
+    stalled_upstream("smol");
 }
 
 macro_rules! cases {
