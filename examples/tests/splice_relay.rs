@@ -552,9 +552,10 @@ fn stalled_upstream(runtime: &str) {
     // EOF or a reset: the relay closed the client.
     let _ = r.read(&mut buf);
     let ended_after = t0.elapsed();
+    // The deadline is 1 s after the last progress; 30 s is generous on a loaded machine.
     assert!(
-        ended_after < WAIT,
-        "{runtime}: the relay never closed the client"
+        ended_after < Duration::from_secs(30),
+        "{runtime}: the relay closed the client only after {ended_after:?}"
     );
     c.shutdown(Shutdown::Both).ok();
     let sent = writer.join().unwrap();
