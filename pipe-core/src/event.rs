@@ -219,6 +219,12 @@ pub enum Event {
         /// The pipe.
         pipe: PipeId,
     },
+    /// The earliest deadline a `recv` of the pipe waits to ([`crate::Engine::recv_wait`])
+    /// passed: readers should look at the clock.
+    RecvDue {
+        /// The pipe.
+        pipe: PipeId,
+    },
     /// A message to send through a pipe the driver owns (a link to [`LinkTarget::External`]).
     Forward {
         /// The pipe the message arrived on.

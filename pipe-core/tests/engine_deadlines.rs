@@ -1367,3 +1367,68 @@ fn ten_thousand_stalled_connections_each_end_once_at_their_first_message_deadlin
     assert_eq!(s.e.poll_timeout(), None);
     assert!(s.e.within_caps());
 }
+
+// ---- recv deadlines: the engine's timer wakes waiting readers -------------------------------
+
+#[test]
+fn a_recv_deadline_fires_recv_due_at_exactly_its_instant() {
+    for tcp in [false, true] {
+        let mut s = Sim::new();
+        let p = if tcp {
+            s.tcp(Conf::default())
+        } else {
+            s.udp(Conf::default(), Some(PEER))
+        };
+        assert_eq!(s.ev(), [Event::Up { pipe: p }]);
+        assert_eq!(s.e.poll_timeout(), None, "P2PD defaults: no deadline of its own");
+        s.e.recv_wait(p, s.at(2 * SEC));
+        assert_eq!(s.e.poll_timeout(), Some(s.at(2 * SEC)));
+        assert_eq!(s.fire(2 * SEC - MS), NONE, "tcp={tcp}");
+        assert_eq!(s.fire(2 * SEC), [Event::RecvDue { pipe: p }], "tcp={tcp}");
+        // Fired once: nothing armed until a reader waits again.
+        assert_eq!(s.e.poll_timeout(), None, "tcp={tcp}");
+        assert_eq!(s.e.state(p), Some(State::Open), "a recv deadline ends nothing");
+    }
+}
+
+#[test]
+fn recv_deadlines_keep_the_earliest_and_later_waits_move_no_timer() {
+    let mut s = Sim::new();
+    let p = s.udp(Conf::default(), Some(PEER));
+    s.ev();
+    s.e.recv_wait(p, s.at(2 * SEC));
+    // A reader with a later deadline (the next `recv` after a message) leaves the timer.
+    s.e.recv_wait(p, s.at(3 * SEC));
+    assert_eq!(s.e.poll_timeout(), Some(s.at(2 * SEC)));
+    // An earlier one moves it earlier.
+    s.e.recv_wait(p, s.at(SEC));
+    assert_eq!(s.e.poll_timeout(), Some(s.at(SEC)));
+    assert_eq!(s.fire(SEC), [Event::RecvDue { pipe: p }]);
+    // The woken reader of +3 s waits again: armed at its own deadline.
+    s.e.recv_wait(p, s.at(3 * SEC));
+    assert_eq!(s.e.poll_timeout(), Some(s.at(3 * SEC)));
+    assert_eq!(s.fire(3 * SEC), [Event::RecvDue { pipe: p }]);
+}
+
+#[test]
+fn a_recv_deadline_and_the_idle_deadline_share_the_pipe_entry() {
+    let mut s = Sim::new();
+    let conf = Conf {
+        idle_timeout: Some(5 * SEC),
+        ..Conf::default()
+    };
+    let p = s.udp(conf, Some(PEER));
+    s.ev();
+    s.e.recv_wait(p, s.at(2 * SEC));
+    assert_eq!(s.e.poll_timeout(), Some(s.at(2 * SEC)));
+    assert_eq!(s.fire(2 * SEC), [Event::RecvDue { pipe: p }]);
+    // Re-armed at the idle deadline, which still ends the pipe on time.
+    assert_eq!(s.e.poll_timeout(), Some(s.at(5 * SEC)));
+    assert_eq!(
+        s.fire(5 * SEC),
+        [
+            end(p, EndReason::IdleTimeout),
+            released(p, 0)
+        ]
+    );
+}

@@ -250,7 +250,6 @@ pub(crate) struct GroupState<R: Runtime> {
     /// The pipe the group was opened for, and its callbacks (its connections run them too).
     pub(crate) first: Option<PipeId>,
     pub(crate) cbs: Callbacks<R>,
-    /// Links to pipes of other groups: the driver's handle on each target, by token.
     /// Links to pipes of other groups: the driver's handle on each target, by the engine's
     /// token, until the engine says `Unlinked`.
     pub(crate) link_targets: IdMap<TargetToken, Pipe<R>>,
@@ -260,6 +259,39 @@ pub(crate) struct GroupState<R: Runtime> {
     pub(crate) armed: Option<Instant>,
     /// Job queues that became runnable under the lock, started when it is released.
     pub(crate) starts: Vec<(PipeId, Arc<Entry>)>,
+}
+
+/// The group's one runtime timer, for the engine's next deadline. It is made again only when
+/// that deadline changes: the engine re-arms lazily (a deadline moved later by activity stays
+/// armed until it fires), so a task woken by every message does not make, register and drop
+/// a runtime timer each time, and `recv` waits need none of their own
+/// ([`pipe_core::Engine::recv_wait`]). Whichever task holds the group's timer polls it.
+#[derive(Default)]
+pub(crate) struct Sleeper {
+    at: Option<Instant>,
+    sleep: Option<crate::runtime::BoxFuture<()>>,
+}
+
+impl Sleeper {
+    /// Poll a timer for `at`: the kept one if it is for `at` and has not fired yet.
+    pub(crate) fn poll_until<R: Runtime>(
+        &mut self,
+        rt: &R,
+        at: Instant,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.at != Some(at) {
+            self.sleep = None;
+        }
+        self.at = Some(at);
+        let sleep = self.sleep.get_or_insert_with(|| rt.sleep_until(at));
+        let ready = sleep.as_mut().poll(cx);
+        if ready.is_ready() {
+            // A fired timer is not polled again; the next wait makes a new one.
+            (self.at, self.sleep) = (None, None);
+        }
+        ready
+    }
 }
 
 impl<R: Runtime> GroupState<R> {
@@ -321,6 +353,10 @@ impl<R: Runtime> Drop for GroupGuard<'_, R> {
 pub(crate) struct Group<R: Runtime> {
     pub(crate) rt: R,
     state: Mutex<GroupState<R>>,
+    /// The runtime timer the timer task sleeps on, kept across its wake-ups. Its own lock:
+    /// only the timer task polls it, and polling under the group's lock made a busy
+    /// listener (TLS handshakes under that lock) accept more slowly.
+    pub(crate) sleeper: Mutex<Sleeper>,
 }
 
 impl<R: Runtime> std::fmt::Debug for Group<R> {
@@ -335,6 +371,7 @@ impl<R: Runtime> Group<R> {
     pub(crate) fn new(rt: R, engine: Engine) -> Arc<Self> {
         Arc::new(Self {
             rt,
+            sleeper: Mutex::default(),
             state: Mutex::new(GroupState {
                 engine,
                 slots: IdMap::default(),
@@ -403,7 +440,10 @@ impl<R: Runtime> Group<R> {
                         g.engine.handle_handler_done(pipe, len);
                     }
                 }
-                Event::Readable { pipe } => notify(g, pipe, |e| &e.readable),
+                // Readers check their own deadline against the clock.
+                Event::Readable { pipe } | Event::RecvDue { pipe } => {
+                    notify(g, pipe, |e| &e.readable)
+                }
                 Event::Accepted { listener, .. } => notify(g, listener, |e| &e.accept),
                 Event::Forward {
                     from,
@@ -492,7 +532,7 @@ impl<R: Runtime> Group<R> {
 
     /// Wake the timer task when the engine's next deadline moved earlier than the one it
     /// sleeps to.
-    fn rearm_timer(&self, g: &mut GroupState<R>) {
+    pub(crate) fn rearm_timer(&self, g: &mut GroupState<R>) {
         let next = g.engine.poll_timeout();
         if next.is_some_and(|n| g.armed.is_none_or(|a| n < a)) {
             g.armed = next;
@@ -526,6 +566,11 @@ impl<R: Runtime> Group<R> {
         let Some(slot) = g.slots.get_mut(&pipe) else {
             return false;
         };
+        if slot.jobs.jobs.capacity() == 0 {
+            // One job at a time is the common case; a first push would keep room for four
+            // (216 bytes more per idle connection, for good).
+            slot.jobs.jobs.reserve_exact(1);
+        }
         slot.jobs.jobs.push_back(job);
         if !slot.jobs.running {
             slot.jobs.running = true;

@@ -403,29 +403,25 @@ impl<R: Runtime> Pipe<R> {
             })
         };
         // A timeout past the clock's range (`Duration::MAX`) waits forever, never panics.
-        let mut sleep = match self.group.rt.now().checked_add(timeout) {
-            Some(deadline) => self.group.rt.sleep_until(deadline),
-            None => Box::pin(future::pending()),
-        };
+        // The deadline is the engine's (`recv_wait`): the group's one timer wakes readers
+        // (`Event::RecvDue`), so a `recv` makes no runtime timer of its own.
+        let deadline = self.group.rt.now().checked_add(timeout);
         loop {
             let listener = self.entry.readable.listen();
-            if let Some(m) = self.group.lock().engine.recv(self.id, sub)? {
-                return Ok(Some(m));
+            {
+                let mut g = self.group.lock();
+                if let Some(m) = g.engine.recv(self.id, sub)? {
+                    return Ok(Some(m));
+                }
+                if let Some(d) = deadline {
+                    if self.group.rt.now() >= d {
+                        return Ok(None);
+                    }
+                    g.engine.recv_wait(self.id, d);
+                    self.group.rearm_timer(&mut g);
+                }
             }
-            let notified = future::or(
-                async {
-                    listener.await;
-                    true
-                },
-                async {
-                    (&mut sleep).await;
-                    false
-                },
-            )
-            .await;
-            if !notified {
-                return Ok(None);
-            }
+            listener.await;
         }
     }
 

@@ -406,10 +406,7 @@ async fn wait_target<R: Runtime>(
         return;
     }
     let timer = async {
-        match deadline {
-            Some(d) => group.rt.sleep_until(d).await,
-            None => future::pending::<()>().await,
-        }
+        crate::tasks::sleep_to(group, deadline).await;
         true
     };
     let woke = Box::pin(future::or(

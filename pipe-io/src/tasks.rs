@@ -345,10 +345,7 @@ async fn run_listener<R: Runtime>(
             break;
         }
         let due = async {
-            match deadline {
-                Some(d) => group.rt.sleep_until(d).await,
-                None => future::pending::<()>().await,
-            }
+            sleep_to(&group, deadline).await;
             Some(None)
         };
         let accepted = future::or(
@@ -500,10 +497,7 @@ async fn timed<R: Runtime, S: Readiness>(
     sock: &S,
 ) -> Wake {
     let timer = async {
-        match deadline {
-            Some(d) => group.rt.sleep_until(d).await,
-            None => future::pending::<()>().await,
-        }
+        sleep_to(group, deadline).await;
         Wake::Timer
     };
     let write = async {
@@ -515,6 +509,20 @@ async fn timed<R: Runtime, S: Readiness>(
         }
     };
     future::or(write, timer).await
+}
+
+/// Sleep until the engine's deadline `at` (for ever if `None`) on the group's kept timer.
+pub(crate) async fn sleep_to<R: Runtime>(group: &Arc<Group<R>>, at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => {
+            future::poll_fn(|cx| {
+                let mut s = group.sleeper.lock().unwrap_or_else(|p| p.into_inner());
+                s.poll_until(&group.rt, at, cx)
+            })
+            .await
+        }
+        None => future::pending().await,
+    }
 }
 
 pub(crate) fn timer<R: Runtime>(group: &Arc<Group<R>>) {

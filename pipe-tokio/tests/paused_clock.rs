@@ -78,3 +78,37 @@ async fn recv_timeout_waits_tokio_time() {
     assert!(start.elapsed() >= Duration::from_secs(3600));
     assert!(wall.elapsed() < Duration::from_secs(30));
 }
+
+/// `recv` waits on the engine's timer (`Engine::recv_wait`), not on a runtime timer of its
+/// own: two readers of one pipe with different timeouts each give up at exactly their own
+/// deadline of tokio time, the later one after the earlier deadline woke it early.
+#[tokio::test(start_paused = true)]
+async fn recv_deadlines_fire_on_tokios_paused_clock_each_at_its_own() {
+    let p = pipe_tokio::builder(Proto::Udp)
+        .dest("127.0.0.1:9")
+        .open()
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let short = async {
+        let r = p.recv_timeout(Duration::from_secs(3)).await;
+        (r, start.elapsed())
+    };
+    let long = async {
+        let r = p.recv_timeout(Duration::from_secs(7)).await;
+        (r, start.elapsed())
+    };
+    let ((r1, t1), (r2, t2)) = tokio::join!(short, long);
+    assert_eq!(r1, Ok(None));
+    assert_eq!(r2, Ok(None));
+    // tokio's timer has millisecond resolution.
+    let near = |t: Duration, want: u64| {
+        t >= Duration::from_secs(want) && t <= Duration::from_secs(want) + Duration::from_millis(2)
+    };
+    assert!(near(t1, 3), "the 3 s recv returned after {t1:?}");
+    assert!(near(t2, 7), "the 7 s recv returned after {t2:?}");
+    // A recv with no deadline of its own left still times out (the timer is re-armed).
+    let t = tokio::time::Instant::now();
+    assert_eq!(p.recv_timeout(Duration::from_millis(1500)).await, Ok(None));
+    assert!(near(t.elapsed() + Duration::from_millis(500), 2), "{:?}", t.elapsed());
+}

@@ -700,6 +700,21 @@ impl Engine {
         }
     }
 
+    /// A `recv` on `pipe` waits until `deadline` (a caller's `recv_timeout`): the engine's
+    /// timer covers it, so the driver needs no timer per `recv`. When the earliest such
+    /// deadline passes the engine emits [`Event::RecvDue`] (readers compare the clock with
+    /// their own deadline and wait on, or give up). Only the earliest deadline is kept, and an
+    /// earlier one left by a `recv` that already returned only costs one early wake: a reader
+    /// woken before its own deadline calls this again. It holds in every state: a closed pipe
+    /// may still hold messages for its callbacks, which `recv` waits for.
+    pub fn recv_wait(&mut self, pipe: PipeId, deadline: Instant) {
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
+        p.t.recv_due = Some(p.t.recv_due.map_or(deadline, |d| d.min(deadline)));
+        self.rearm(pipe);
+    }
+
     /// Tell the engine whether the driver has message callbacks for `pipe`, so that it emits
     /// [`Event::Message`]. A listener's flag also covers its connections.
     pub fn set_callbacks(&mut self, pipe: PipeId, on: bool) {
@@ -1270,6 +1285,10 @@ impl Engine {
             return;
         };
         p.t.armed = None;
+        if p.t.recv_due.is_some_and(|d| d <= now) {
+            p.t.recv_due = None;
+            self.events.push_back(Event::RecvDue { pipe });
+        }
         let c = &p.conf;
         let passed = |since: Option<Instant>, limit: Option<std::time::Duration>| matches!((since, limit), (Some(s), Some(l)) if s + l <= now);
         if p.is_open() {
@@ -1340,6 +1359,8 @@ impl Engine {
         if let Some(at) = p.t.armed.take() {
             self.timers.remove(&(at, pipe, DEADLINE));
         }
+        // A `recv` may still wait for messages held by callbacks.
+        self.rearm(pipe);
         self.events.push_back(Event::Released { pipe, unsent });
     }
 
@@ -1571,9 +1592,16 @@ fn check_udp_size(p: &PipeState, dst: SocketAddr, len: usize) -> Result<(), Send
     Ok(())
 }
 
-/// The earliest deadline of a pipe: idle, first message, write stall while open; the close
-/// deadline while it flushes after its end.
+/// The earliest deadline of a pipe: a waiting `recv`'s in any state, and idle, first message,
+/// write stall while open; the close deadline while it flushes after its end.
 fn next_deadline(p: &PipeState) -> Option<Instant> {
+    match (own_deadline(p), p.t.recv_due) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn own_deadline(p: &PipeState) -> Option<Instant> {
     let c = &p.conf;
     if p.t.released {
         return None;

@@ -335,6 +335,8 @@ pub(crate) struct Timing {
     pub(crate) mem: usize,
     pub(crate) paused: bool,
     pub(crate) counted_handshake: bool,
+    /// The earliest deadline of a waiting `recv` ([`super::Engine::recv_wait`]).
+    pub(crate) recv_due: Option<Instant>,
 }
 
 impl Timing {
@@ -352,6 +354,7 @@ impl Timing {
             mem: 0,
             paused: false,
             counted_handshake: false,
+            recv_due: None,
         }
     }
 }

@@ -88,21 +88,20 @@ impl Engine {
             if msg.is_none() && !claimed {
                 p.stats.rare().unclaimed += 1;
             }
-            p.held.push_back(Held {
-                waits,
-                claimed,
-                msg,
-            });
+            push_held(&mut p.held, Held { waits, claimed, msg });
             return;
         }
         if waits {
             // Past the cap (a driver that ignores `Pause`): the message does not wait, but the
             // report of its callbacks still needs its place in the list.
-            p.held.push_back(Held {
-                waits,
-                claimed,
-                msg: None,
-            });
+            push_held(
+                &mut p.held,
+                Held {
+                    waits,
+                    claimed,
+                    msg: None,
+                },
+            );
         }
         self.offer(pipe, from, data, claimed);
     }
@@ -181,4 +180,13 @@ impl Engine {
             p.stats.rare().unclaimed += 1;
         }
     }
+}
+
+/// Most pipes hold one message at a time: a first `push_back` would keep room for four, 216
+/// bytes more per idle connection for good.
+fn push_held(held: &mut std::collections::VecDeque<Held>, h: Held) {
+    if held.capacity() == 0 {
+        held.reserve_exact(1);
+    }
+    held.push_back(h);
 }
