@@ -35,8 +35,9 @@ impl Rng {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
-    /// True with probability `p` (0.0..=1.0).
+    /// True with probability `p` (0.0..=1.0): never at 0, always at 1.
     pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+        // A draw in [0, 1); `>=`, so that p = 1 holds for a draw of 0 too.
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 >= 1.0 - p
     }
 }

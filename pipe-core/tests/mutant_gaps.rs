@@ -578,3 +578,802 @@ fn reliable_sequence_numbers_skip_zero_when_they_wrap() {
     assert_ne!(draw, 0);
     assert_eq!(first_ids(draw ^ u64::MAX), (u64::MAX, 1));
 }
+
+/// Unsubscribing another filter on an accepted connection still waiting for `accept()` leaves
+/// its fallback subscription a fallback: a message a link took is still not queued a second
+/// time for `accept()`'s reader.
+/// Kills: `engine/mod.rs` `Engine::unsubscribe` `==` with `!=` in `if sub == SubId::ALL`
+/// (which cleared `fallback_all` when any other subscription went).
+#[test]
+fn unsubscribing_another_filter_keeps_an_accepted_connections_fallback() {
+    let (mut e, now) = engine();
+    let listen = sa("10.0.0.1:80");
+    let l = e
+        .open_listener(now, listen, Conf::default(), false)
+        .unwrap();
+    let a = e.handle_accepted(now, l, listen, sa("10.0.0.2:1")).unwrap();
+    let b = e.handle_accepted(now, l, listen, sa("10.0.0.2:2")).unwrap();
+    let s = e.subscribe(a, Filter::pattern("^never").unwrap()).unwrap();
+    assert_ne!(s, SubId::ALL);
+    assert_eq!(e.unsubscribe(a, s), Ok(()));
+    e.link(a, pipe_core::LinkTarget::Local(b), None, None)
+        .unwrap();
+    e.handle_stream(now, a, b"forwarded");
+    e.handle_stream(now, a, b"forwarded too");
+    evs(&mut e);
+    assert_eq!(e.stats(a).unwrap().forwarded, 2);
+    assert_eq!(e.pop_accepted(l), Ok(Some(a)));
+    assert_eq!(
+        e.recv(a, SubId::ALL),
+        Ok(None),
+        "what the link took is not queued for accept() as well"
+    );
+    assert_eq!(e.stats(a).unwrap().queued, 0);
+}
+
+/// `abandon` counts the messages it drops from the pipe's subscriptions in `queue_dropped`
+/// (read while the pipe is still known: its output is not flushed yet).
+/// Kills: `engine/mod.rs` `Engine::abandon` `+=` with `*=` (and `-=`).
+#[test]
+fn abandon_counts_the_unread_messages_it_drops() {
+    let (mut e, now) = engine();
+    let p = e
+        .open_tcp(
+            now,
+            sa("10.0.0.2:5000"),
+            sa("10.0.0.1:80"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
+    evs(&mut e);
+    e.handle_stream(now, p, b"one");
+    e.handle_stream(now, p, b"two");
+    e.handle_stream(now, p, b"three");
+    assert_eq!(e.stats(p).unwrap().queued, 3);
+    assert_eq!(e.stats(p).unwrap().queue_dropped, 0);
+    e.send(now, p, b"unsent", None).unwrap(); // keeps `p` known after the abandon
+    e.abandon(now, p);
+    let st = e.stats(p).expect("still known: its output is queued");
+    assert_eq!(st.queue_dropped, 3);
+    assert_eq!(e.recv(p, SubId::ALL), Err(RecvError::Closed));
+}
+
+/// Host names are checked at their limits (253 bytes in all without a trailing dot, 63 a
+/// label; letters, digits, `-` and `_`; no empty label, none starting with `-`; not digits and
+/// dots only), kept lowercased, and need resolving; an IPv6-looking text that is not an
+/// address is malformed, not a bad name.
+/// Kills: `addr.rs` `check_name` (its length, label and character tests), and
+/// `parse_ip_with_scope` `||` with `&&` / `!=` with `==` in `if scope != 0 || ip_text.contains(':')`.
+#[test]
+fn dest_host_names_are_checked_at_their_limits() {
+    use pipe_core::{Dest, DestError, Host};
+    let bad = |h: &str| matches!(Dest::new(h, 80), Err(DestError::BadHostName(_)));
+
+    let d = Dest::new("Example.COM", 80).unwrap();
+    assert_eq!(d.host(), &Host::Name("example.com".into()));
+    assert_eq!((d.port(), d.scope_id(), d.socket_addr()), (80, 0, None));
+    assert_eq!(d.to_string(), "example.com:80");
+    assert_eq!(Dest::parse("example.com:80"), Ok(d));
+    assert!(Dest::new("example.com.", 80).is_ok(), "a trailing dot");
+    assert!(
+        Dest::new("_sip.a-b.c1", 80).is_ok(),
+        "`_` and `-` inside labels"
+    );
+    assert!(Dest::new("1.2.3a", 80).is_ok(), "not digits only");
+
+    let (l63, l64) = ("a".repeat(63), "a".repeat(64));
+    assert!(Dest::new(&format!("{l63}.com"), 80).is_ok());
+    assert!(bad(&format!("{l64}.com")), "a 64-byte label");
+    let n253 = format!("{l63}.{l63}.{l63}.{}", "a".repeat(61));
+    assert_eq!(n253.len(), 253);
+    assert!(Dest::new(&n253, 80).is_ok());
+    assert!(Dest::new(&format!("{n253}."), 80).is_ok());
+    assert!(bad(&format!("{n253}a")), "254 bytes");
+
+    for name in [
+        "",
+        ".",
+        "a..b",
+        "-a.com",
+        "a b.com",
+        "a/b",
+        "1.2.3",
+        "1.2.3.4.5",
+    ] {
+        assert!(bad(name), "{name:?}");
+    }
+    for text in ["fe80::zz", "::g", "1:2"] {
+        assert_eq!(
+            Dest::new(text, 80),
+            Err(DestError::Malformed(text.into())),
+            "{text:?}"
+        );
+    }
+    assert!(matches!(
+        Dest::parse("fe80::1:80"),
+        Err(DestError::Malformed(_))
+    ));
+    assert_eq!(Dest::parse("example.com"), Err(DestError::MissingPort));
+}
+
+/// `Rng` is SplitMix64 (the published sequence for seed 0), `fill` takes its bytes little-end
+/// first, `below(n)` covers `0..n` and nothing else, and `chance` is never true at 0 and
+/// always true at 1, even on the one draw of all zero bits.
+/// Kills: `rng.rs` `next_u64` (each `^` / `>>`), `fill` with `()`, `below` (`*`, `>>`),
+/// `chance` (`>` with `<` / `==`, `/`, `-`, the shifts), and the `>=` of `chance` itself.
+#[test]
+fn rng_is_splitmix64_and_its_helpers_keep_their_ranges() {
+    use pipe_core::rng::Rng;
+    let mut r = Rng::new(0);
+    let firsts = [r.next_u64(), r.next_u64(), r.next_u64()];
+    assert_eq!(
+        firsts,
+        [
+            0xE220_A839_7B1D_CDAF,
+            0x6E78_9E6A_A1B9_65F4,
+            0x06C4_5D18_8009_454F
+        ]
+    );
+
+    let mut bytes = [0u8; 12];
+    Rng::new(0).fill(&mut bytes);
+    assert_eq!(bytes[..8], firsts[0].to_le_bytes());
+    assert_eq!(bytes[8..], firsts[1].to_le_bytes()[..4]);
+
+    let mut r = Rng::new(7);
+    let mut seen = [0u32; 10];
+    for _ in 0..1000 {
+        let v = r.below(10);
+        assert!(v < 10);
+        seen[v as usize] += 1;
+    }
+    assert!(seen.iter().all(|&n| (50..150).contains(&n)), "{seen:?}");
+
+    let mut r = Rng::new(7);
+    let heads = (0..1000).filter(|_| r.chance(0.25)).count();
+    assert!((200..300).contains(&heads), "{heads} of 1000 at 0.25");
+    let mut r = Rng::new(7);
+    assert!((0..1000).all(|_| !r.chance(0.0)));
+    assert!((0..1000).all(|_| r.chance(1.0)));
+    // The seed whose first draw is 0 (SplitMix64's state is 0 after one step).
+    let zero = 0u64.wrapping_sub(0x9E37_79B9_7F4A_7C15);
+    assert_eq!(Rng::new(zero).next_u64(), 0);
+    assert!(Rng::new(zero).chance(1.0), "p = 1 is always true");
+    assert!(!Rng::new(zero).chance(0.0), "p = 0 is never true");
+}
+
+/// A STUN response takes only its own transaction's queued requests with it: another
+/// transaction's request still waiting to be sent stays queued. `StunTransmit`'s `Debug`
+/// shows the payload's length, not its bytes.
+/// Kills: `stun/client.rs` `StunClient::handle_input` `!=` with `==` in the `transmits.retain`,
+/// and `<impl Debug for StunTransmit>::fmt` with `Ok(Default::default())`.
+#[test]
+fn a_stun_response_drops_only_its_own_queued_requests() {
+    use pipe_core::stun::{
+        decode, Attribute, Class, Message, Method, StunClient, StunClientConfig, StunEvent,
+        Transport,
+    };
+    let now = base_instant();
+    let (s1, s2, me) = (
+        sa("198.51.100.1:3478"),
+        sa("198.51.100.2:3478"),
+        sa("192.0.2.7:5555"),
+    );
+    let mut c = StunClient::new(StunClientConfig::default(), 7);
+    let a = c.start_binding(now, s1, Transport::Udp).unwrap();
+    let b = c.start_binding(now, s2, Transport::Udp).unwrap();
+    let mut ok = Message::new(Class::Success, Method::Binding, a);
+    ok.attributes.push(Attribute::XorMappedAddress(me));
+    c.handle_input(now, s1, &ok.encode());
+    assert!(
+        matches!(c.poll_event(), Some(StunEvent::Success { id, mapped, .. }) if id == a && mapped == me)
+    );
+    let t = c.poll_transmit().expect("b's request is still queued");
+    assert_eq!(t.dest, s2);
+    assert_eq!(decode(&t.payload).unwrap().transaction_id, b);
+    assert!(
+        c.poll_transmit().is_none(),
+        "a's request went with its answer"
+    );
+    assert_eq!(
+        format!("{t:?}"),
+        format!(
+            "StunTransmit {{ dest: {s2}, transport: Udp, len: {} }}",
+            t.payload.len()
+        )
+    );
+}
+
+/// The STUN client's two output queues hold 256 entries each: one more drops the oldest and
+/// counts it in `dropped_queue_overflow`; while either queue holds something, `poll_timeout`
+/// is the time of the last input (the driver must drain now), not the next deadline.
+/// Kills: `stun/client.rs` `push_transmit` and `push_event` `+=` with `-=` / `*=`, and
+/// `poll_timeout` `||` with `&&`.
+#[test]
+fn stun_client_queues_drop_their_oldest_past_256_and_ask_to_be_drained() {
+    use pipe_core::stun::{decode, StunClient, StunClientConfig, StunEvent, Transport};
+    use std::time::Duration;
+    let now = base_instant();
+    let mut conf = StunClientConfig::default();
+    conf.max_transactions = 300;
+    conf.max_outstanding_per_server = 300;
+    conf.tcp_timeout = Duration::from_secs(1);
+    let server = sa("198.51.100.1:3478");
+
+    let mut c = StunClient::new(conf.clone(), 1);
+    let first = c.start_binding(now, server, Transport::Udp).unwrap();
+    assert_eq!(c.poll_timeout(), Some(now), "a request waits to be sent");
+    for _ in 1..257 {
+        c.start_binding(now, server, Transport::Udp).unwrap();
+    }
+    assert_eq!(c.stats().dropped_queue_overflow, 1);
+    let sent: Vec<_> = std::iter::from_fn(|| c.poll_transmit()).collect();
+    assert_eq!(sent.len(), 256);
+    assert_ne!(decode(&sent[0].payload).unwrap().transaction_id, first);
+    assert_eq!(
+        c.poll_timeout(),
+        Some(now + Duration::from_millis(500)),
+        "drained: the first retransmission"
+    );
+
+    let mut c = StunClient::new(conf, 2);
+    let first = c.start_binding(now, server, Transport::Tcp).unwrap();
+    for _ in 1..257 {
+        c.start_binding(now, server, Transport::Tcp).unwrap();
+    }
+    while c.poll_transmit().is_some() {}
+    assert_eq!(
+        c.stats().dropped_queue_overflow,
+        1,
+        "the transmit of the 257th"
+    );
+    let later = now + Duration::from_secs(1);
+    c.handle_timeout(later);
+    assert_eq!(c.stats().dropped_queue_overflow, 2, "and now its timeout");
+    assert_eq!(c.poll_timeout(), Some(later), "events wait to be taken");
+    let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert_eq!(events.len(), 256);
+    assert_ne!(events[0], StunEvent::Timeout { id: first });
+    assert_eq!(c.poll_timeout(), None);
+}
+
+/// `Debug` of `EncodeOptions` never prints the MESSAGE-INTEGRITY key; a `TransactionId`
+/// prints as its 24 hex digits, in `Debug` and `Display`.
+/// Kills: `stun/codec.rs` `<impl Debug for EncodeOptions>::fmt` and `<impl Debug for
+/// TransactionId>::fmt` with `Ok(Default::default())`.
+#[test]
+fn stun_debug_output_redacts_the_key_and_shows_ids_in_hex() {
+    use pipe_core::stun::{EncodeOptions, TransactionId};
+    let opts = EncodeOptions {
+        integrity_key: Some(b"hunter2"),
+        fingerprint: true,
+    };
+    assert_eq!(
+        format!("{opts:?}"),
+        "EncodeOptions { integrity_key: Some(\"<redacted>\"), fingerprint: true }"
+    );
+    let id = TransactionId([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xab, 0xff]);
+    assert_eq!(id.to_string(), "00010203040506070809abff");
+    assert_eq!(format!("{id:?}"), "TransactionId(00010203040506070809abff)");
+}
+
+/// A lookup is finished only once it has its result; its error lists each server with its
+/// failure, comma-separated, in the configured order.
+/// Kills: `stun/lookup.rs` `ExternalLookup::is_finished` with `true`, and `>` with `>=` / `==`
+/// in `<impl Display for List>::fmt` (the separator).
+#[test]
+fn a_lookup_error_lists_every_server_and_finishes_only_with_its_result() {
+    use pipe_core::stun::{ExternalLookup, LookupConfig, LookupError};
+    use std::io::ErrorKind;
+    let now = base_instant();
+    let (s1, s2) = (sa("198.51.100.1:3478"), sa("198.51.100.2:3478"));
+    let mut l = ExternalLookup::new(LookupConfig::new(vec![s1, s2]), 1);
+    assert!(!l.is_finished(), "not started");
+    l.start(now);
+    assert_eq!(l.in_flight(), 2);
+    assert!(!l.is_finished(), "asking");
+    l.handle_unreachable(now, s1, ErrorKind::NetworkUnreachable);
+    assert!(!l.is_finished(), "one server left");
+    l.handle_unreachable(now, s2, ErrorKind::HostUnreachable);
+    assert!(l.is_finished());
+    let err = l.poll_result().unwrap().unwrap_err();
+    assert!(matches!(err, LookupError::Unreachable { .. }));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no STUN server is reachable: {s1} unreachable ({}), {s2} unreachable ({})",
+            ErrorKind::NetworkUnreachable,
+            ErrorKind::HostUnreachable
+        )
+    );
+}
+
+/// NAT discovery's three id streams (mapping socket, filtering socket, hairpin probe) never
+/// share a transaction id, whatever the key (all zero bits, all one bits): a server that
+/// caches answers by id (RFC 8489 §6.3.1) must not answer one test with another's mapping.
+/// Kills: `stun/nat.rs` `NatDiscovery::with_key` `^=` with `&=` (zero key) / `|=` (ones key)
+/// in the key derivation.
+#[test]
+fn nat_discovery_never_reuses_a_transaction_id_across_its_sockets() {
+    use pipe_core::stun::{
+        decode, Attribute, Class, Message, Method, NatConfig, NatDiscovery, NatSocket,
+    };
+    let now = base_instant();
+    let (server, other) = (sa("198.51.100.1:3478"), sa("198.51.100.2:3479"));
+    let (local_m, local_f) = (sa("10.0.0.2:4000"), sa("10.0.0.2:4001"));
+    for key in [[0; 32], [0xFF; 32]] {
+        let mut d = NatDiscovery::with_key(NatConfig::new(vec![server]), key);
+        d.start(now, local_m, local_f);
+        let mut ids = Vec::new();
+        let first = d.poll_transmit().expect("test I");
+        assert_eq!((first.socket, first.dest), (NatSocket::Mapping, server));
+        let test1 = decode(&first.payload).unwrap().transaction_id;
+        ids.push(test1);
+        assert!(d.poll_transmit().is_none());
+        let mut ok = Message::new(Class::Success, Method::Binding, test1);
+        ok.attributes
+            .push(Attribute::XorMappedAddress(sa("203.0.113.9:5000")));
+        ok.attributes.push(Attribute::OtherAddress(other));
+        d.handle_datagram(now, NatSocket::Mapping, server, &ok.encode());
+        let mut sockets = Vec::new();
+        while let Some(t) = d.poll_transmit() {
+            sockets.push(t.socket);
+            ids.push(decode(&t.payload).unwrap().transaction_id);
+        }
+        let on = |s| sockets.iter().filter(|x| **x == s).count();
+        assert_eq!((on(NatSocket::Mapping), on(NatSocket::Filtering)), (3, 3));
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+    }
+}
+
+/// The NAT classes print as P2PD names them, with P2PD's numbers.
+/// Kills: `stun/nat.rs` `<impl Display for NatClass>::fmt` with `Ok(Default::default())`.
+#[test]
+fn nat_classes_print_their_names_and_p2pd_codes() {
+    use pipe_core::stun::NatClass::*;
+    let all = [
+        (OpenInternet, "open internet", 1),
+        (SymmetricUdpFirewall, "symmetric UDP firewall", 2),
+        (FullCone, "full cone", 3),
+        (Restricted, "restricted", 4),
+        (PortRestricted, "port restricted", 5),
+        (Symmetric, "symmetric", 6),
+        (Blocked, "blocked", 7),
+    ];
+    for (class, name, code) in all {
+        assert_eq!(
+            (class.to_string().as_str(), class.p2pd_code()),
+            (name, code)
+        );
+    }
+}
+
+/// Drive a NAT discovery whose servers never answer until it reports; returns each request
+/// (ms after start, destination) and when the report came.
+fn silent_nat_run(
+    conf: pipe_core::stun::NatConfig,
+) -> (Vec<(u128, SocketAddr)>, u128, pipe_core::stun::NatReport) {
+    use pipe_core::stun::NatDiscovery;
+    let t0 = base_instant();
+    let mut d = NatDiscovery::new(conf, 5);
+    assert!(!d.is_finished(), "not started");
+    d.start(t0, sa("10.0.0.2:4000"), sa("10.0.0.2:4001"));
+    let mut now = t0;
+    let mut sends = Vec::new();
+    loop {
+        while let Some(t) = d.poll_transmit() {
+            sends.push((now.duration_since(t0).as_millis(), t.dest));
+        }
+        if let Some(r) = d.poll_result() {
+            assert!(d.is_finished());
+            return (sends, now.duration_since(t0).as_millis(), r.unwrap());
+        }
+        assert!(!d.is_finished(), "running");
+        now = d.poll_timeout().expect("running: a timer");
+        d.handle_timeout(now);
+    }
+}
+
+/// The race asks a further server only while its test (2.75 s with the defaults) can still
+/// finish before the deadline, and one whose test ends exactly at the deadline still is.
+/// Kills: `stun/nat.rs` `NatDiscovery::race` `||` with `&&`, `>` with `==` / `>=` in
+/// `late` (`now >= d || now + test_time > d`), and `NatDiscovery::is_finished` with `true`.
+#[test]
+fn nat_race_asks_a_server_only_while_its_test_fits_before_the_deadline() {
+    use pipe_core::stun::{NatClass, NatConfig};
+    use std::time::Duration;
+    let servers = vec![
+        sa("198.51.100.1:3478"),
+        sa("198.51.100.2:3478"),
+        sa("198.51.100.3:3478"),
+    ];
+    let mut conf = NatConfig::new(servers.clone());
+    conf.parallel = 1;
+    assert_eq!(conf.test_time(), Duration::from_millis(2750));
+    let asked = |sends: &[(u128, SocketAddr)]| {
+        let mut d: Vec<SocketAddr> = sends.iter().map(|s| s.1).collect();
+        d.dedup();
+        d
+    };
+
+    // 6 s: the second server at 2.75 s (done by 5.5 s), no third (it would end at 8.25 s).
+    let (sends, at, report) = silent_nat_run(conf.clone());
+    assert_eq!(asked(&sends), servers[..2]);
+    assert_eq!(sends.iter().find(|s| s.1 == servers[1]).unwrap().0, 2750);
+    assert_eq!((at, report.class), (5500, NatClass::Blocked));
+
+    // 5.5 s: the second server's test ends exactly at the deadline: it is still asked.
+    conf.timeout = Duration::from_millis(5500);
+    let (sends, at, _) = silent_nat_run(conf);
+    assert_eq!(asked(&sends), servers[..2]);
+    assert_eq!(at, 5500);
+}
+
+/// During the race the filtering socket sends nothing: a send failure reported for it does
+/// not fail the server the mapping socket is asking.
+/// Kills: `stun/nat.rs` `NatDiscovery::handle_unreachable` `&&` with `||`.
+#[test]
+fn nat_race_ignores_a_filtering_socket_failure() {
+    use pipe_core::stun::{NatConfig, NatDiscovery, NatError, NatSocket};
+    use std::io::ErrorKind;
+    let now = base_instant();
+    let server = sa("198.51.100.1:3478");
+    let mut d = NatDiscovery::new(NatConfig::new(vec![server]), 5);
+    d.start(now, sa("10.0.0.2:4000"), sa("10.0.0.2:4001"));
+    assert!(d.poll_transmit().is_some());
+    d.handle_unreachable(
+        now,
+        NatSocket::Filtering,
+        server,
+        ErrorKind::HostUnreachable,
+    );
+    assert!(
+        d.poll_result().is_none() && !d.is_finished(),
+        "still asking"
+    );
+    d.handle_unreachable(now, NatSocket::Mapping, server, ErrorKind::HostUnreachable);
+    assert_eq!(
+        d.poll_result(),
+        Some(Err(NatError::Unreachable(ErrorKind::HostUnreachable)))
+    );
+}
+
+/// The report's mappings start with test I's (mapping socket's local port → the mapped port
+/// the race saw), then each later test's, in order; the CHANGE-REQUEST answers (which come
+/// from the server's other address) add none.
+/// Kills: `stun/nat.rs` `NatDiscovery::note_mapping` with `()`, `NatDiscovery::tests`
+/// `&&` with `||` in `if i != 3 && i != 4`, and `delta_of` `&&` with `||` (`Preserving`
+/// needs both two local ports and one offset).
+#[test]
+fn nat_report_lists_test_one_mapping_first() {
+    use pipe_core::stun::{
+        decode, Attribute, Class, Message, Method, NatConfig, NatDiscovery, NatSocket,
+    };
+    use std::time::Duration;
+    let now = base_instant();
+    let (server, other) = (sa("198.51.100.1:3478"), sa("198.51.100.2:3479"));
+    let a2p1 = sa("198.51.100.2:3478");
+    let mut d = NatDiscovery::new(NatConfig::new(vec![server]), 5);
+    d.start(now, sa("10.0.0.2:4000"), sa("10.0.0.2:4001"));
+    let answer = |req: &[u8], mapped: &str, extra: Option<Attribute>| {
+        let id = decode(req).unwrap().transaction_id;
+        let mut ok = Message::new(Class::Success, Method::Binding, id);
+        ok.attributes.push(Attribute::XorMappedAddress(sa(mapped)));
+        ok.attributes.extend(extra);
+        ok.encode()
+    };
+    let t1 = d.poll_transmit().unwrap();
+    let reply = answer(
+        &t1.payload,
+        "203.0.113.9:5000",
+        Some(Attribute::OtherAddress(other)),
+    );
+    d.handle_datagram(now, NatSocket::Mapping, server, &reply);
+    let mut replies = Vec::new();
+    while let Some(t) = d.poll_transmit() {
+        let change = decode(&t.payload)
+            .unwrap()
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                Attribute::ChangeRequest { change_ip, .. } => Some(*change_ip),
+                _ => None,
+            });
+        let (from, mapped) = match (t.socket, t.dest, change) {
+            (NatSocket::Mapping, dest, _) if dest == a2p1 => (dest, "203.0.113.9:5001"),
+            (NatSocket::Mapping, dest, _) if dest == other => (dest, "203.0.113.9:5002"),
+            (NatSocket::Filtering, dest, None) => (dest, "203.0.113.9:6000"),
+            // "Change IP and port", answered from the other address.
+            (NatSocket::Filtering, _, Some(true)) => (other, "203.0.113.9:6001"),
+            _ => continue, // "change port" and the hairpin probe go unanswered
+        };
+        replies.push((t.socket, from, answer(&t.payload, mapped, None)));
+    }
+    assert_eq!(replies.len(), 4);
+    for (socket, from, reply) in replies {
+        d.handle_datagram(now, socket, from, &reply);
+    }
+    d.handle_timeout(now + Duration::from_secs(6));
+    let report = d.poll_result().expect("reported by the deadline").unwrap();
+    assert_eq!(
+        report.mappings,
+        [(4000, 5000), (4000, 5001), (4000, 5002), (4001, 6000)]
+    );
+    assert_eq!(
+        report.delta,
+        pipe_core::stun::PortDelta::Random,
+        "two local ports, but no constant offset: deltas 1, 1, 998"
+    );
+}
+
+/// A NAT discovery past its race (test I answered with OTHER-ADDRESS by `server`), and the
+/// second phase's requests, each with the answer a full-cone NAT in front of an RFC 5780
+/// server would bring back (none for the hairpin probe: that is `None`); the filtering
+/// socket's mapping is `filtering_mapped`.
+#[allow(clippy::type_complexity)]
+fn nat_second_phase(
+    hairpin: bool,
+    filtering_mapped: &str,
+) -> (
+    pipe_core::stun::NatDiscovery,
+    Instant,
+    Vec<(pipe_core::stun::NatTransmit, Option<(SocketAddr, Bytes)>)>,
+) {
+    use pipe_core::stun::{
+        decode, Attribute, Class, Message, Method, NatConfig, NatDiscovery, NatSocket,
+    };
+    let now = base_instant();
+    let (server, other) = (sa("198.51.100.1:3478"), sa("198.51.100.2:3479"));
+    let mut conf = NatConfig::new(vec![server]);
+    conf.hairpin = hairpin;
+    let mut d = NatDiscovery::new(conf, 5);
+    d.start(now, sa("10.0.0.2:4000"), sa("10.0.0.2:4001"));
+    let answer = |req: &[u8], mapped: &str, extra: Vec<Attribute>| {
+        let id = decode(req).unwrap().transaction_id;
+        let mut ok = Message::new(Class::Success, Method::Binding, id);
+        ok.attributes.push(Attribute::XorMappedAddress(sa(mapped)));
+        ok.attributes.extend(extra);
+        ok.encode()
+    };
+    let t1 = d.poll_transmit().unwrap();
+    let reply = answer(
+        &t1.payload,
+        "203.0.113.9:5000",
+        vec![Attribute::OtherAddress(other)],
+    );
+    d.handle_datagram(now, NatSocket::Mapping, server, &reply);
+    let mut out = Vec::new();
+    while let Some(t) = d.poll_transmit() {
+        let msg = decode(&t.payload).unwrap();
+        let change = msg.attributes.iter().find_map(|a| match a {
+            Attribute::ChangeRequest {
+                change_ip,
+                change_port,
+            } => Some((*change_ip, *change_port)),
+            _ => None,
+        });
+        let reply = match (t.socket, msg.class, change) {
+            (_, Class::Request, _) if t.dest == sa("203.0.113.9:5000") => None, // hairpin
+            (NatSocket::Mapping, ..) => {
+                Some((t.dest, answer(&t.payload, "203.0.113.9:5000", vec![])))
+            }
+            (NatSocket::Filtering, _, None) => {
+                Some((t.dest, answer(&t.payload, filtering_mapped, vec![])))
+            }
+            (NatSocket::Filtering, _, Some((ip, _))) => {
+                let origin = if ip { other } else { sa("198.51.100.1:3479") };
+                let origin_attr = vec![Attribute::ResponseOrigin(origin)];
+                Some((origin, answer(&t.payload, filtering_mapped, origin_attr)))
+            }
+        };
+        out.push((t, reply));
+    }
+    (d, now, out)
+}
+
+/// The hairpin probe is sent three times (0, 1, 2 RTOs), and the report waits for it: it
+/// comes when the probe does (hairpin `Some(true)`), or when the probe's time is up
+/// (`Some(false)`, at 1.5 s with the defaults). Once "change IP and port" is answered, the
+/// report does not wait for "change port".
+/// Kills: `stun/nat.rs` `NatDiscovery::tests` `-=` with `/=` (probe sends), delete `!` in
+/// `!h.expired` (`hairpin_pending`), delete `!` in `!both_done`, and `||` with `&&` after
+/// `matches!(t.f_both, Test::Pending(_))` (the report must wait for "change IP and port").
+#[test]
+fn nat_report_waits_for_the_hairpin_probe_but_not_for_change_port() {
+    use pipe_core::stun::NatSocket;
+    // The probe comes back: the report waits for it.
+    let (mut d, now, out) = nat_second_phase(true, "203.0.113.9:6000");
+    let mut probe = None;
+    for (t, reply) in out {
+        match reply {
+            Some((from, bytes)) => d.handle_datagram(now, t.socket, from, &bytes),
+            None => probe = Some(t),
+        }
+    }
+    assert!(
+        d.poll_result().is_none(),
+        "every test answered, the probe not yet"
+    );
+    let probe = probe.expect("a hairpin probe");
+    d.handle_datagram(now, NatSocket::Mapping, probe.dest, &probe.payload);
+    let r = d.poll_result().expect("the probe came back").unwrap();
+    assert_eq!(r.hairpin, Some(true));
+
+    // The probe never comes back: three sends, then the report at its give-up time.
+    let (mut d, t0, out) = nat_second_phase(true, "203.0.113.9:6000");
+    let mut probes = 0;
+    for (t, reply) in out {
+        match reply {
+            Some((from, bytes)) => d.handle_datagram(t0, t.socket, from, &bytes),
+            None => probes += 1,
+        }
+    }
+    let mut now = t0;
+    let r = loop {
+        if let Some(r) = d.poll_result() {
+            break r.unwrap();
+        }
+        now = d.poll_timeout().unwrap();
+        d.handle_timeout(now);
+        while let Some(t) = d.poll_transmit() {
+            assert_eq!(t.dest, sa("203.0.113.9:5000"), "only the probe again");
+            probes += 1;
+        }
+    };
+    assert_eq!(probes, 3);
+    assert_eq!(
+        (r.hairpin, now.duration_since(t0).as_millis()),
+        (Some(false), 1500)
+    );
+
+    // No hairpin test; "change port" unanswered: the report comes with the other answers.
+    let (mut d, now, out) = nat_second_phase(false, "203.0.113.9:6000");
+    for (t, reply) in out {
+        let change_port_only = t.socket == NatSocket::Filtering
+            && reply
+                .as_ref()
+                .is_some_and(|(from, _)| *from == sa("198.51.100.1:3479"));
+        if let (Some((from, bytes)), false) = (reply, change_port_only) {
+            d.handle_datagram(now, t.socket, from, &bytes);
+        }
+    }
+    let r = d
+        .poll_result()
+        .expect("not waiting on change port")
+        .unwrap();
+    assert_eq!(r.filtering, pipe_core::stun::Filtering::EndpointIndependent);
+
+    // "Change IP and port" answered last (after "change port"): the report waits for it.
+    let (mut d, now, out) = nat_second_phase(false, "203.0.113.9:6000");
+    let mut both = None;
+    for (t, reply) in out {
+        let Some((from, bytes)) = reply else { continue };
+        if t.socket == NatSocket::Filtering && from == sa("198.51.100.2:3479") {
+            both = Some((from, bytes));
+        } else {
+            d.handle_datagram(now, t.socket, from, &bytes);
+        }
+    }
+    assert!(d.poll_result().is_none(), "waiting on change IP and port");
+    let (from, bytes) = both.unwrap();
+    d.handle_datagram(now, NatSocket::Filtering, from, &bytes);
+    let r = d.poll_result().unwrap().unwrap();
+    assert_eq!(r.filtering, pipe_core::stun::Filtering::EndpointIndependent);
+}
+
+/// Mappings a constant distance from their local ports, on two local ports, are
+/// `Preserving`; one local port alone cannot show that.
+/// Kills: `stun/nat.rs` `delta_of` `>=` with `<` in `distinct_locals >= 2`.
+#[test]
+fn nat_delta_is_preserving_only_over_two_local_ports() {
+    let (mut d, now, out) = nat_second_phase(false, "203.0.113.9:5001");
+    for (t, reply) in out {
+        if let Some((from, bytes)) = reply {
+            d.handle_datagram(now, t.socket, from, &bytes);
+        }
+    }
+    let r = d.poll_result().unwrap().unwrap();
+    assert_eq!(r.mappings, [(4000, 5000), (4001, 5001)]);
+    assert_eq!(r.delta, pipe_core::stun::PortDelta::Preserving(1000));
+    assert_eq!(r.port_preserved, Some(false));
+}
+
+/// The STUN server counts what it does: answers, an answer sent from its other address
+/// (`answered_changed`), one sent to another port (`answered_response_port`) and a request
+/// over the source's rate (`dropped_rate_limited`).
+/// Kills: `stun/server.rs` `StunServer::handle_request` `+=` with `*=` on `answered`,
+/// `answered_changed`, `answered_response_port` and `dropped_rate_limited`, and `!=` with `==`
+/// in `u64::from(to != from)`.
+#[test]
+fn stun_server_counts_changed_answers_and_rate_limited_drops() {
+    use pipe_core::stun::{Attribute, Message, StunServer, StunServerConfig, TransactionId};
+    let now = base_instant();
+    let (primary, alternate) = (sa("192.0.2.1:3478"), sa("192.0.2.2:3479"));
+    let mut conf = StunServerConfig::default();
+    conf.alternate = Some((primary, alternate));
+    conf.burst = 2;
+    conf.rate_per_sec = 1;
+    let mut s = StunServer::new(conf);
+    let client = sa("203.0.113.5:40000");
+    let req = |n: u8, attrs: Vec<Attribute>| {
+        let mut m = Message::binding_request(TransactionId([n; 12]));
+        m.attributes = attrs;
+        m.encode()
+    };
+    let change = Attribute::ChangeRequest {
+        change_ip: true,
+        change_port: true,
+    };
+    let r = s.handle_request(now, primary, client, &req(1, vec![change]));
+    assert_eq!(r.map(|r| r.from), Some(alternate));
+    let r = s.handle_request(now, primary, client, &req(2, vec![]));
+    assert_eq!(r.map(|r| r.from), Some(primary));
+    assert_eq!(
+        s.handle_request(now, primary, client, &req(3, vec![])),
+        None
+    );
+    let st = s.stats();
+    assert_eq!(
+        (
+            st.received,
+            st.answered,
+            st.answered_changed,
+            st.dropped_rate_limited
+        ),
+        (3, 2, 1, 1)
+    );
+    assert_eq!(st.answered_response_port, 0);
+    // Another source (its own bucket), answered on another port of its IP.
+    let other = sa("203.0.113.6:40000");
+    let r = s.handle_request(
+        now,
+        primary,
+        other,
+        &req(4, vec![Attribute::ResponsePort(40001)]),
+    );
+    assert_eq!(r.map(|r| r.to), Some(sa("203.0.113.6:40001")));
+    let st = s.stats();
+    assert_eq!(
+        (st.answered, st.answered_changed, st.answered_response_port),
+        (3, 1, 1)
+    );
+}
+
+/// The server's SOFTWARE goes into an answer only if the whole answer stays within twice
+/// the request, counted with its real size (4-byte header + value padded to 4).
+/// Kills: `stun/server.rs` `attr_len` `*` with `+` (`s.len().div_ceil(4) * 4`).
+#[test]
+fn stun_server_adds_software_only_within_twice_the_request() {
+    use pipe_core::stun::{
+        decode, Attribute, Message, StunServer, StunServerConfig, TransactionId,
+    };
+    let now = base_instant();
+    let local = sa("192.0.2.1:3478");
+    let mut conf = StunServerConfig::default();
+    conf.software = Some("s".repeat(40)); // 44 bytes on the wire
+    let mut s = StunServer::new(conf);
+    let software = |resp: &[u8]| {
+        decode(resp)
+            .unwrap()
+            .attributes
+            .iter()
+            .any(|a| matches!(a, Attribute::Software(_)))
+    };
+    for (pad, fits) in [("abcd", false), (&*"p".repeat(20), true)] {
+        let mut m = Message::binding_request(TransactionId([7; 12]));
+        m.attributes.push(Attribute::Software(pad.into()));
+        let req = m.encode();
+        let resp = s.handle(now, local, sa("203.0.113.5:40000"), &req).unwrap();
+        assert!(
+            resp.len() <= 2 * req.len(),
+            "{} > 2 × {}",
+            resp.len(),
+            req.len()
+        );
+        assert_eq!(software(&resp), fits, "request of {} bytes", req.len());
+    }
+}
