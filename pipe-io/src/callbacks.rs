@@ -315,6 +315,8 @@ impl<R: Runtime> Group<R> {
         let slot = g.slots.get_mut(&pipe)?;
         let Some(job) = slot.jobs.jobs.pop_front() else {
             slot.jobs.running = false;
+            // An idle connection keeps no job buffer (72 bytes each).
+            slot.jobs.jobs = Default::default();
             Self::forget_if_done(&mut g, pipe);
             return None;
         };

@@ -567,8 +567,7 @@ impl<R: Runtime> Group<R> {
             return false;
         };
         if slot.jobs.jobs.capacity() == 0 {
-            // One job at a time is the common case; a first push would keep room for four
-            // (216 bytes more per idle connection, for good).
+            // One job at a time is the common case; a first push would make room for four.
             slot.jobs.jobs.reserve_exact(1);
         }
         slot.jobs.jobs.push_back(job);

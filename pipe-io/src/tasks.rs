@@ -4,6 +4,7 @@
 //! pipe's socket (`Event::Released`: everything written, or the close deadline passed), the
 //! task drops it. Protocol decisions, deadlines and caps all live in pipe-core.
 
+use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -128,173 +129,112 @@ enum Exit {
 /// is readable, sleep until the socket, the engine's timer or the pipe's signal wakes us.
 /// Returns when the pipe ended (after writing what is left until the engine releases it), or
 /// when a read asks for a zero-copy session.
-async fn read_loop<R: Runtime, S: Readiness>(
-    group: &Arc<Group<R>>,
+// Not `async fn`: its state machine would keep each argument twice (rust-lang/rust#62958);
+// an `async move` block keeps them once. Every connection's task is made of these.
+#[allow(clippy::manual_async_fn)]
+fn read_loop<'a, R: Runtime, S: Readiness>(
+    group: &'a Arc<Group<R>>,
     id: PipeId,
-    entry: &Entry,
-    sock: &S,
-    mut read_one: impl FnMut() -> Read<R>,
-) -> Exit {
-    'read: loop {
-        let mut n = 0;
-        while n < READ_BUDGET {
-            if entry.is_ended() {
-                break 'read;
-            }
-            if entry.is_paused() {
-                break;
-            }
-            match with_inline_jobs(&mut read_one) {
-                Read::Splice => return Exit::Splice,
-                Read::Fed(forwards) => {
-                    n += 1;
-                    if !forwards.is_empty() {
-                        // On the heap: only relays forward, and idle tasks stay small.
-                        Box::pin(run_forwards(group, forwards)).await;
-                    }
-                }
-                Read::Empty => break,
-                Read::Retry => {}
-                Read::Ended => break 'read,
-                Read::Fin(forwards) => {
-                    if !forwards.is_empty() {
-                        Box::pin(run_forwards(group, forwards)).await;
-                    }
+    entry: &'a Entry,
+    sock: &'a S,
+    mut read_one: impl FnMut() -> Read<R> + 'a,
+) -> impl Future<Output = Exit> + 'a {
+    async move {
+        'read: loop {
+            let mut n = 0;
+            while n < READ_BUDGET {
+                if entry.is_ended() {
                     break 'read;
                 }
+                if entry.is_paused() {
+                    break;
+                }
+                match with_inline_jobs(&mut read_one) {
+                    Read::Splice => return Exit::Splice,
+                    Read::Fed(forwards) => {
+                        n += 1;
+                        if !forwards.is_empty() {
+                            // On the heap: only relays forward, and idle tasks stay small.
+                            Box::pin(run_forwards(group, forwards)).await;
+                        }
+                    }
+                    Read::Empty => break,
+                    Read::Retry => {}
+                    Read::Ended => break 'read,
+                    Read::Fin(forwards) => {
+                        if !forwards.is_empty() {
+                            Box::pin(run_forwards(group, forwards)).await;
+                        }
+                        break 'read;
+                    }
+                }
+            }
+            if n == READ_BUDGET {
+                future::yield_now().await;
+                continue;
+            }
+            match wait(group, id, entry, sock, true).await {
+                Wake::Readable | Wake::Signal => {}
+                Wake::Writable => group.flush_pipe(id),
+                Wake::Timer => timer(group),
             }
         }
-        if n == READ_BUDGET {
-            future::yield_now().await;
-            continue;
-        }
-        match wait(group, id, entry, sock, true).await {
-            Wake::Readable | Wake::Signal => {}
-            Wake::Writable => group.flush_pipe(id),
-            Wake::Timer => timer(group),
-        }
+        // On the heap: the drain's wait is the biggest state, and every idle task would carry it.
+        Box::pin(drain(group, id, entry, sock)).await;
+        Exit::Done
     }
-    // On the heap: the drain's wait is the biggest state, and every idle task would carry it.
-    Box::pin(drain(group, id, entry, sock)).await;
-    Exit::Done
 }
 
 /// The pipe ended, or its peer sent a FIN (half-closed: it still writes, and sends may still
 /// come): write what is queued until the engine releases the socket (all written, or its
 /// close deadline passed), running the group's timer if this task holds it.
-async fn drain<R: Runtime, S: Readiness>(
-    group: &Arc<Group<R>>,
+// Not `async fn`: its state machine would keep each argument twice (rust-lang/rust#62958);
+// an `async move` block keeps them once. Every connection's task is made of these.
+#[allow(clippy::manual_async_fn)]
+fn drain<'a, R: Runtime, S: Readiness>(
+    group: &'a Arc<Group<R>>,
     id: PipeId,
-    entry: &Entry,
-    sock: &S,
-) {
-    loop {
-        group.flush_pipe(id);
-        if entry.is_released() || group.lock().engine.state(id).is_none() {
-            return;
-        }
-        match wait(group, id, entry, sock, false).await {
-            Wake::Timer => timer(group),
-            Wake::Writable | Wake::Readable | Wake::Signal => {}
+    entry: &'a Entry,
+    sock: &'a S,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        loop {
+            group.flush_pipe(id);
+            if entry.is_released() || group.lock().engine.state(id).is_none() {
+                return;
+            }
+            match wait(group, id, entry, sock, false).await {
+                Wake::Timer => timer(group),
+                Wake::Writable | Wake::Readable | Wake::Signal => {}
+            }
         }
     }
 }
 
-async fn run_udp<R: Runtime>(
+// Not `async fn`: its state machine would keep each argument twice (rust-lang/rust#62958);
+// an `async move` block keeps them once. Every connection's task is made of these.
+#[allow(clippy::manual_async_fn)]
+fn run_udp<R: Runtime>(
     group: Arc<Group<R>>,
     id: PipeId,
     sock: Arc<R::Udp>,
     entry: Arc<Entry>,
-) {
-    let _ = read_loop(&group, id, &entry, &*sock, || {
-        // One byte more than the largest UDP payload, so nothing is truncated silently.
-        let read = with_scratch(65_536, |buf| {
-            let (len, from) = sock.try_recv_from(buf)?;
-            let mut g = group.lock();
-            g.engine
-                .handle_datagram(group.rt.now(), id, from, &buf[..len]);
-            Ok(group.pump(&mut g))
-        });
-        match read {
-            Ok(forwards) => Read::Fed(forwards),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
-            // ICMP errors reported on the socket: the pipe lives on.
-            Err(e) if crate::socket::is_transient_udp_error(&e) => Read::Retry,
-            Err(e) => {
-                fail(&group, id, e);
-                Read::Ended
-            }
-        }
-    })
-    .await;
-    drop(sock);
-    finish(&group, id);
-}
-
-async fn run_tcp<R: Runtime>(
-    group: Arc<Group<R>>,
-    id: PipeId,
-    sock: Arc<R::Tcp>,
-    entry: Arc<Entry>,
-    reader_limit: usize,
-) {
-    // Zero copy (`splice.rs`): the engine's word after the last (bulk) read (`Some(true)`:
-    // splice next), or `None` once the runtime or the OS said it cannot splice. One variable,
-    // so the read closure of every idle task holds one reference more, not two.
-    let mut may_splice = Some(false);
-    loop {
-        let exit = read_loop(&group, id, &entry, &*sock, || {
-            if may_splice == Some(true) {
-                may_splice = Some(false);
-                return Read::Splice;
-            }
-            let read = read_pooled(
-                reader_limit,
-                |buf| sock.try_read(buf),
-                |input| {
-                    let mut g = group.lock();
-                    let now = group.rt.now();
-                    let len = match input {
-                        Input::Slice([]) => {
-                            g.engine.handle_peer_closed(now, id, false);
-                            0
-                        }
-                        Input::Slice(bytes) => {
-                            g.engine.handle_stream(now, id, bytes);
-                            bytes.len()
-                        }
-                        Input::Owned(bytes) => {
-                            let len = bytes.len();
-                            g.engine.handle_stream_bytes(now, id, bytes);
-                            len
-                        }
-                    };
-                    // Bulk only: a read of at least half the buffer (small messages gain
-                    // nothing from a kernel pipe and would pay for one).
-                    if let Some(may) = &mut may_splice {
-                        *may = len >= reader_limit / 2 && g.engine.splice_source(id).is_some();
-                    }
-                    (len, group.pump(&mut g))
-                },
-            );
+) -> impl Future<Output = ()> {
+    async move {
+        let _ = read_loop(&group, id, &entry, &*sock, || {
+            // One byte more than the largest UDP payload, so nothing is truncated silently.
+            let read = with_scratch(65_536, |buf| {
+                let (len, from) = sock.try_recv_from(buf)?;
+                let mut g = group.lock();
+                g.engine
+                    .handle_datagram(group.rt.now(), id, from, &buf[..len]);
+                Ok(group.pump(&mut g))
+            });
             match read {
-                Ok((0, forwards)) => Read::Fin(forwards),
-                Ok((_, forwards)) => Read::Fed(forwards),
+                Ok(forwards) => Read::Fed(forwards),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
-                Err(e) if e.kind() == ErrorKind::Interrupted => Read::Retry,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::ConnectionReset
-                            | ErrorKind::ConnectionAborted
-                            | ErrorKind::BrokenPipe
-                    ) =>
-                {
-                    let mut g = group.lock();
-                    g.engine.handle_peer_closed(group.rt.now(), id, true);
-                    group.pump(&mut g);
-                    Read::Ended
-                }
+                // ICMP errors reported on the socket: the pipe lives on.
+                Err(e) if crate::socket::is_transient_udp_error(&e) => Read::Retry,
                 Err(e) => {
                     fail(&group, id, e);
                     Read::Ended
@@ -302,33 +242,114 @@ async fn run_tcp<R: Runtime>(
             }
         })
         .await;
-        if let Exit::Done = exit {
-            break;
-        }
-        match Box::pin(crate::splice::run(
-            group.clone(),
-            id,
-            sock.clone(),
-            entry.clone(),
-            reader_limit / 2,
-        ))
-        .await
-        {
-            crate::splice::Session::Copy => {}
-            crate::splice::Session::Off => may_splice = None,
-            crate::splice::Session::End(forwards) => {
-                if !forwards.is_empty() {
-                    Box::pin(run_forwards(&group, forwards)).await;
+        drop(sock);
+        finish(&group, id);
+    }
+}
+
+// Not `async fn`: its state machine would keep each argument twice (rust-lang/rust#62958);
+// an `async move` block keeps them once. Every connection's task is made of these.
+#[allow(clippy::manual_async_fn)]
+fn run_tcp<R: Runtime>(
+    group: Arc<Group<R>>,
+    id: PipeId,
+    sock: Arc<R::Tcp>,
+    entry: Arc<Entry>,
+    reader_limit: usize,
+) -> impl Future<Output = ()> {
+    async move {
+        // Zero copy (`splice.rs`): the engine's word after the last (bulk) read (`Some(true)`:
+        // splice next), or `None` once the runtime or the OS said it cannot splice. One variable,
+        // so the read closure of every idle task holds one reference more, not two.
+        let mut may_splice = Some(false);
+        loop {
+            let exit = read_loop(&group, id, &entry, &*sock, || {
+                if may_splice == Some(true) {
+                    may_splice = Some(false);
+                    return Read::Splice;
                 }
-                Box::pin(drain(&group, id, &entry, &*sock)).await;
+                let read = read_pooled(
+                    reader_limit,
+                    |buf| sock.try_read(buf),
+                    |input| {
+                        let mut g = group.lock();
+                        let now = group.rt.now();
+                        let len = match input {
+                            Input::Slice([]) => {
+                                g.engine.handle_peer_closed(now, id, false);
+                                0
+                            }
+                            Input::Slice(bytes) => {
+                                g.engine.handle_stream(now, id, bytes);
+                                bytes.len()
+                            }
+                            Input::Owned(bytes) => {
+                                let len = bytes.len();
+                                g.engine.handle_stream_bytes(now, id, bytes);
+                                len
+                            }
+                        };
+                        // Bulk only: a read of at least half the buffer (small messages gain
+                        // nothing from a kernel pipe and would pay for one).
+                        if let Some(may) = &mut may_splice {
+                            *may = len >= reader_limit / 2 && g.engine.splice_source(id).is_some();
+                        }
+                        (len, group.pump(&mut g))
+                    },
+                );
+                match read {
+                    Ok((0, forwards)) => Read::Fin(forwards),
+                    Ok((_, forwards)) => Read::Fed(forwards),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => Read::Retry,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::ConnectionReset
+                                | ErrorKind::ConnectionAborted
+                                | ErrorKind::BrokenPipe
+                        ) =>
+                    {
+                        let mut g = group.lock();
+                        g.engine.handle_peer_closed(group.rt.now(), id, true);
+                        group.pump(&mut g);
+                        Read::Ended
+                    }
+                    Err(e) => {
+                        fail(&group, id, e);
+                        Read::Ended
+                    }
+                }
+            })
+            .await;
+            if let Exit::Done = exit {
                 break;
             }
+            match Box::pin(crate::splice::run(
+                group.clone(),
+                id,
+                sock.clone(),
+                entry.clone(),
+                reader_limit / 2,
+            ))
+            .await
+            {
+                crate::splice::Session::Copy => {}
+                crate::splice::Session::Off => may_splice = None,
+                crate::splice::Session::End(forwards) => {
+                    if !forwards.is_empty() {
+                        Box::pin(run_forwards(&group, forwards)).await;
+                    }
+                    Box::pin(drain(&group, id, &entry, &*sock)).await;
+                    break;
+                }
+            }
         }
+        // Closing the last descriptor sends the FIN (or, with SO_LINGER 0, the RST): no
+        // shutdown call, which would also turn an abortive close into a graceful one.
+        drop(sock);
+        finish(&group, id);
     }
-    // Closing the last descriptor sends the FIN (or, with SO_LINGER 0, the RST): no
-    // shutdown call, which would also turn an abortive close into a graceful one.
-    drop(sock);
-    finish(&group, id);
 }
 
 async fn run_listener<R: Runtime>(
@@ -434,59 +455,64 @@ fn timer_deadline<R: Runtime>(group: &Arc<Group<R>>, id: PipeId) -> Option<std::
 /// Sleep until the socket is readable (if `read`, and the engine has not paused reading: then
 /// until it resumes), writable (only if bytes are queued), the engine's timer is due (the
 /// timer task only), or the entry's `wake_io` is signalled.
-pub(crate) async fn wait<R: Runtime, S: Readiness>(
-    group: &Arc<Group<R>>,
+// Not `async fn`: its state machine would keep each argument twice (rust-lang/rust#62958);
+// an `async move` block keeps them once. Every connection's task is made of these.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn wait<'a, R: Runtime, S: Readiness>(
+    group: &'a Arc<Group<R>>,
     id: PipeId,
-    entry: &Entry,
-    sock: &S,
+    entry: &'a Entry,
+    sock: &'a S,
     read: bool,
-) -> Wake {
-    let signal = entry.wake_io.listen();
-    let (deadline, want_write) = {
-        let mut g = group.lock();
-        let deadline = if g.timer_task == Some(id) {
-            g.armed = g.engine.poll_timeout();
-            g.armed
-        } else {
-            None
+) -> impl Future<Output = Wake> + 'a {
+    async move {
+        let signal = entry.wake_io.listen();
+        let (deadline, want_write) = {
+            let mut g = group.lock();
+            let deadline = if g.timer_task == Some(id) {
+                g.armed = g.engine.poll_timeout();
+                g.armed
+            } else {
+                None
+            };
+            (deadline, g.engine.peek_transmit(id).is_some())
         };
-        (deadline, g.engine.peek_transmit(id).is_some())
-    };
-    if (read && entry.is_ended()) || entry.is_released() {
-        return Wake::Signal;
-    }
-    if read && entry.is_paused() {
-        // Paused: wait for the engine's resume (it signals `wake_io`, listened to above,
-        // before the check, so a resume in between is not lost) instead of the socket. An
-        // idle task holds one listener, not two: ~250 bytes less per connection.
+        if (read && entry.is_ended()) || entry.is_released() {
+            return Wake::Signal;
+        }
+        if read && entry.is_paused() {
+            // Paused: wait for the engine's resume (it signals `wake_io`, listened to above,
+            // before the check, so a resume in between is not lost) instead of the socket. An
+            // idle task holds one listener, not two: ~250 bytes less per connection.
+            let sig = async {
+                signal.await;
+                Wake::Signal
+            };
+            return Box::pin(future::or(sig, timed(group, deadline, want_write, sock))).await;
+        }
         let sig = async {
             signal.await;
             Wake::Signal
         };
-        return Box::pin(future::or(sig, timed(group, deadline, want_write, sock))).await;
-    }
-    let sig = async {
-        signal.await;
-        Wake::Signal
-    };
-    let readable = async {
-        if read {
-            let _ = sock.readable().await;
-            Wake::Readable
-        } else {
-            future::pending().await
+        let readable = async {
+            if read {
+                let _ = sock.readable().await;
+                Wake::Readable
+            } else {
+                future::pending().await
+            }
+        };
+        if deadline.is_none() && !want_write {
+            // The idle case, kept small: 10,000 idle connections each hold this future.
+            return future::or(readable, sig).await;
         }
-    };
-    if deadline.is_none() && !want_write {
-        // The idle case, kept small: 10,000 idle connections each hold this future.
-        return future::or(readable, sig).await;
+        // Busier waits live on the heap, so they do not size every idle task.
+        Box::pin(future::or(
+            readable,
+            future::or(sig, timed(group, deadline, want_write, sock)),
+        ))
+        .await
     }
-    // Busier waits live on the heap, so they do not size every idle task.
-    Box::pin(future::or(
-        readable,
-        future::or(sig, timed(group, deadline, want_write, sock)),
-    ))
-    .await
 }
 
 /// The timer and writability half of a wait.

@@ -123,6 +123,11 @@ impl Engine {
                 return;
             }
             let Some(h) = p.held.pop_front() else { return };
+            if p.held.is_empty() {
+                // An idle connection keeps no buffer (72 bytes each); one allocation per
+                // message that waited is the price.
+                p.held = std::collections::VecDeque::new();
+            }
             if let Some(m) = h.msg {
                 self.offer(pipe, m.from, m.data, h.claimed);
             }
@@ -182,8 +187,7 @@ impl Engine {
     }
 }
 
-/// Most pipes hold one message at a time: a first `push_back` would keep room for four, 216
-/// bytes more per idle connection for good.
+/// Most pipes hold one message at a time: a first `push_back` would make room for four.
 fn push_held(held: &mut std::collections::VecDeque<Held>, h: Held) {
     if held.capacity() == 0 {
         held.reserve_exact(1);
