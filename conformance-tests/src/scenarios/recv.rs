@@ -254,6 +254,9 @@ pub async fn max_qsize_drops_oldest<R: Runtime>(rt: R) {
             .unwrap();
     }
     log.wait_len(5).await;
+    // The callback logged the last message, but the engine queues it for `recv` only once
+    // the callback's job reported back (`engine/subs.rs`): wait for that, not for the log.
+    queue_dropped(&p, 3).await;
     assert_eq!(text(&recv_msg(&p).await), "q3");
     assert_eq!(text(&recv_msg(&p).await), "q4");
     assert_eq!(p.recv_timeout(Duration::from_millis(50)).await, Ok(None));
@@ -316,6 +319,7 @@ pub async fn max_qsize_on_accepted_connection<S: Runtime, C: Runtime>(srv: S, cl
         c.send(format!("t{i}").as_bytes()).await.unwrap();
     }
     log.wait_len(5).await;
+    queue_dropped(&conn, 3).await;
     assert_eq!(text(&recv_msg(&conn).await), "t3");
     assert_eq!(text(&recv_msg(&conn).await), "t4");
     assert_eq!(conn.recv_timeout(Duration::from_millis(50)).await, Ok(None));
@@ -488,4 +492,18 @@ pub async fn queued_messages_survive_close<R: Runtime>(rt: R) {
     assert_eq!(text(&recv_msg(&p).await), "one");
     assert_eq!(text(&recv_msg(&p).await), "two");
     assert_eq!(p.recv_timeout(WAIT).await, Err(RecvError::Closed));
+}
+
+/// Wait until `p` has dropped `n` messages from its queues (its counter, read every
+/// millisecond, for at most [`WAIT`]).
+async fn queue_dropped<R: Runtime>(p: &Pipe<R>, n: u64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while p.stats().map_or(0, |s| s.queue_dropped) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} messages not dropped from the queue within {WAIT:?}: {:?}",
+            p.stats()
+        );
+        sleep(Duration::from_millis(1)).await;
+    }
 }
