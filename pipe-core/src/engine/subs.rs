@@ -88,7 +88,14 @@ impl Engine {
             if msg.is_none() && !claimed {
                 p.stats.rare().unclaimed += 1;
             }
-            push_held(&mut p.held, Held { waits, claimed, msg });
+            push_held(
+                &mut p.held,
+                Held {
+                    waits,
+                    claimed,
+                    msg,
+                },
+            );
             return;
         }
         if waits {
@@ -141,9 +148,13 @@ impl Engine {
         };
         let mut queued = false;
         let mut handled = false;
+        // The queue that takes the message last gets `data` itself, the others a clone: a
+        // clone of a freshly copied `Bytes` allocates its shared header.
+        let mut last: Option<usize> = None;
         // An accepted connection's fallback subscription takes only what nothing else took.
         let skip_all = claimed && p.fallback_all;
-        for s in &mut p.subs {
+        for i in 0..p.subs.len() {
+            let s = &mut p.subs[i];
             if skip_all && s.id == SubId::ALL {
                 continue;
             }
@@ -168,13 +179,12 @@ impl Engine {
                 }
                 continue;
             }
-            let before = s.queue.dropped;
-            s.queue.push(Message {
-                data: data.clone(),
-                from,
-            });
-            p.stats.rare().queue_dropped += s.queue.dropped - before;
-            p.stats.queued += 1;
+            if let Some(j) = last.replace(i) {
+                push_counted(p, j, data.clone(), from);
+            }
+        }
+        if let Some(j) = last {
+            push_counted(p, j, data, from);
             queued = true;
         }
         if queued && !p.readable_pending {
@@ -193,4 +203,17 @@ fn push_held(held: &mut std::collections::VecDeque<Held>, h: Held) {
         held.reserve_exact(1);
     }
     held.push_back(h);
+}
+
+/// Queue a message on the pipe's subscription `i`, counting it and what the queue dropped.
+fn push_counted(p: &mut super::PipeState, i: usize, data: Bytes, from: SocketAddr) {
+    let q = &mut p.subs[i].queue;
+    let before = q.dropped;
+    q.push(Message { data, from });
+    let dropped = q.dropped - before;
+    if dropped > 0 {
+        // The rare counters live in a box made on first use: not for every queued message.
+        p.stats.rare().queue_dropped += dropped;
+    }
+    p.stats.queued += 1;
 }
