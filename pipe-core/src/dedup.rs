@@ -12,28 +12,29 @@
 //!   numbers far from a sender's window (P2PD picks them at random) go to a bounded FIFO set.
 
 use std::collections::hash_map::Entry;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::conf::DedupKey;
 
 /// A bounded map that evicts the least recently touched key.
 #[derive(Debug)]
-pub(crate) struct Lru<K, V> {
+pub(crate) struct Lru<K, V, S = RandomState> {
     cap: usize,
     /// Key → value and the stamp of its latest touch.
-    map: HashMap<K, (V, u64)>,
+    map: HashMap<K, (V, u64), S>,
     /// Touches in order; entries whose stamp is stale are skipped on eviction.
     order: VecDeque<(K, u64)>,
     stamp: u64,
 }
 
-impl<K: Hash + Eq + Copy, V> Lru<K, V> {
+impl<K: Hash + Eq + Copy, V, S: BuildHasher + Default> Lru<K, V, S> {
     pub(crate) fn new(cap: usize) -> Self {
         Self {
             cap: cap.max(1),
-            map: HashMap::new(),
+            map: HashMap::with_hasher(S::default()),
             order: VecDeque::new(),
             stamp: 0,
         }
@@ -97,7 +98,10 @@ impl<K: Hash + Eq + Copy, V> Lru<K, V> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A message's identity. `digest` is a keyed hash of the other fields and the payload, so
+/// the window's map uses it as the key's hash as it is ([`DigestHasher`]): one SipHash per
+/// message, not two, and a peer cannot aim keys at one bucket without the secret key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key {
     ip: IpAddr,
     port: u16,
@@ -105,31 +109,65 @@ struct Key {
     digest: u64,
 }
 
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.digest);
+    }
+}
+
+/// The hasher of [`Key`]s: their digest, already keyed and uniform.
+#[derive(Debug, Default, Clone, Copy)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached (`Key` writes one u64); a plain fold keeps it a correct hasher.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// The dedup window of one pipe.
 #[derive(Debug)]
 pub(crate) struct Dedup {
     keying: DedupKey,
-    window: Lru<Key, ()>,
+    /// The secret key of the digests (SipHash-1-3, random per window).
+    keys: RandomState,
+    window: Lru<Key, (), BuildHasherDefault<DigestHasher>>,
 }
 
 impl Dedup {
     pub(crate) fn new(cap: usize, keying: DedupKey) -> Self {
         Self {
             keying,
+            keys: RandomState::new(),
             window: Lru::new(cap),
         }
     }
 
     /// True if the message is new (and remembers it); false for a duplicate (refreshed).
     pub(crate) fn check(&mut self, from: &SocketAddr, data: &[u8]) -> bool {
-        let mut h = std::hash::DefaultHasher::new();
+        let ip = from.ip().to_canonical();
+        let port = match self.keying {
+            DedupKey::Ip => 0,
+            DedupKey::IpPort => from.port(),
+        };
+        let mut h = self.keys.build_hasher();
+        ip.hash(&mut h);
+        port.hash(&mut h);
         data.hash(&mut h);
         let key = Key {
-            ip: from.ip().to_canonical(),
-            port: match self.keying {
-                DedupKey::Ip => 0,
-                DedupKey::IpPort => from.port(),
-            },
+            ip,
+            port,
             len: u32::try_from(data.len()).unwrap_or(u32::MAX),
             digest: h.finish(),
         };
