@@ -1377,3 +1377,146 @@ fn stun_server_adds_software_only_within_twice_the_request() {
         assert_eq!(software(&resp), fits, "request of {} bytes", req.len());
     }
 }
+
+/// The three optional deadlines (`idle_timeout`, `first_message_timeout`,
+/// `write_stall_timeout`) may be off or anything from a nanosecond to a day: zero and more
+/// than a day are refused, naming the key.
+/// Kills: `conf.rs` `Conf::validate` match guards `d.is_zero()` and `d > day` with `false`,
+/// and `>` with `==` / `>=` in `d > day`.
+#[test]
+fn optional_deadlines_are_checked_from_one_nanosecond_to_a_day() {
+    use pipe_core::ConfError;
+    use std::time::Duration;
+    let day = Duration::from_secs(86_400);
+    let keys = [
+        "idle_timeout",
+        "first_message_timeout",
+        "write_stall_timeout",
+    ];
+    for key in keys {
+        let with = |d: Option<Duration>| {
+            let mut c = Conf::default();
+            match key {
+                "idle_timeout" => c.idle_timeout = d,
+                "first_message_timeout" => c.first_message_timeout = d,
+                _ => c.write_stall_timeout = d,
+            }
+            c.validate()
+        };
+        assert_eq!(with(None), Ok(()), "{key} off");
+        assert_eq!(with(Some(Duration::from_nanos(1))), Ok(()), "{key}");
+        assert_eq!(with(Some(day)), Ok(()), "{key} = a day");
+        assert_eq!(
+            with(Some(Duration::ZERO)),
+            Err(ConfError::ZeroDuration { key })
+        );
+        assert_eq!(
+            with(Some(day + Duration::from_nanos(1))),
+            Err(ConfError::DurationTooLong { key, max: day })
+        );
+    }
+}
+
+/// A Happy Eyeballs plan shows its order and attempt delay, starts nothing once it has a
+/// winner or once every address has started (before the deadline too), and nothing at the
+/// deadline even with addresses left.
+/// Results for an address with no attempt in flight are ignored.
+/// Kills: `connect_plan.rs` `ConnectPlan::order` with an empty slice, `attempt_delay` with
+/// `Default::default()`, `poll_start` `||` with `&&` before `now >= self.deadline`, and
+/// `slot` `&&` with `||` (an attempt is found by its address *and* being in flight).
+#[test]
+fn a_connect_plan_starts_nothing_once_won_exhausted_or_out_of_time() {
+    use pipe_core::ConnectPlan;
+    use std::time::Duration;
+    let now = base_instant();
+    let ms = Duration::from_millis;
+    let (v4, v6, v4b) = (
+        sa("192.0.2.1:80"),
+        sa("[2001:db8::1]:80"),
+        sa("192.0.2.2:80"),
+    );
+    let plan = |addrs: Vec<SocketAddr>| {
+        ConnectPlan::<String>::new(now, addrs, None, ms(250), ms(1000)).unwrap()
+    };
+
+    let mut p = plan(vec![v4, v6, v4b]);
+    assert_eq!(p.order(), [v6, v4, v4b]);
+    assert_eq!(p.attempt_delay(), ms(250));
+    assert_eq!(p.poll_start(now), Some(v6));
+    assert_eq!(p.poll_start(now + ms(250)), Some(v4));
+    assert!(p.handle_connected(v6));
+    assert_eq!(p.poll_start(now + ms(500)), None, "won: nothing more");
+
+    let mut p = plan(vec![v4]);
+    assert_eq!(p.poll_start(now), Some(v4));
+    assert_eq!(p.poll_start(now + ms(300)), None, "every address started");
+    assert_eq!(p.poll_timeout(), Some(now + ms(1000)));
+
+    let mut p = plan(vec![v6, v4]);
+    assert_eq!(p.poll_start(now), Some(v6));
+    assert_eq!(
+        p.poll_start(now + ms(1000)),
+        None,
+        "the deadline, v4 untried"
+    );
+
+    // Results for an address not being tried change nothing.
+    let mut p = plan(vec![v6, v4]);
+    assert_eq!(p.poll_start(now), Some(v6));
+    assert!(!p.handle_connected(v4), "v4 was never started");
+    p.handle_failed(v4, "not started".to_string());
+    assert!(!p.is_done());
+    assert_eq!(
+        p.poll_start(now + ms(1)),
+        None,
+        "v6 still in flight: v4 waits"
+    );
+    assert!(p.handle_connected(v6), "v6 is still in flight");
+}
+
+/// `IoError` keeps the wrapped error's chain: its `source()` is the wrapped error's source.
+/// Kills: `error.rs` `<impl Error for IoError>::source` with `None`.
+#[test]
+fn io_error_keeps_the_wrapped_errors_source() {
+    use pipe_core::{IoError, SendError};
+    use std::error::Error;
+    let cause = SendError::Io(IoError::from("the disk is on fire"));
+    let wrapped = IoError::new(std::io::Error::other(cause));
+    let source = wrapped.source().expect("the chain is kept");
+    assert_eq!(source.to_string(), "the disk is on fire");
+    assert!(IoError::from("no chain").source().is_none());
+}
+
+/// Pipe ids are distinct raw numbers and print as `pipe#N`; `Message` and `Transmit` print
+/// their payload's length, not its bytes.
+/// Kills: `event.rs` `PipeId::as_u64` with `0` / `1`, `<impl Display for PipeId>::fmt`,
+/// `<impl Debug for Message>::fmt` and `<impl Debug for Transmit>::fmt` with
+/// `Ok(Default::default())`.
+#[test]
+fn pipe_ids_messages_and_transmits_print_without_payloads() {
+    let (mut e, now) = engine();
+    let open = |e: &mut Engine, port: u16| {
+        let local = SocketAddr::from(([10, 0, 0, 1], port));
+        e.open_udp(now, local, Some(sa("10.0.0.2:9")), Conf::default(), false)
+            .unwrap()
+    };
+    let (a, b) = (open(&mut e, 1), open(&mut e, 2));
+    assert_ne!(a.as_u64(), b.as_u64());
+    assert_eq!(a.to_string(), format!("pipe#{}", a.as_u64()));
+    assert_eq!(format!("{a:?}"), format!("PipeId({})", a.as_u64()));
+
+    let m = msg(b"secret", "10.0.0.7:7");
+    assert_eq!(format!("{m:?}"), "Message { len: 6, from: 10.0.0.7:7 }");
+
+    evs(&mut e);
+    e.send(now, b, b"hello", None).unwrap();
+    let t = e.poll_transmit().expect("the datagram");
+    assert_eq!(
+        format!("{t:?}"),
+        format!(
+            "Transmit {{ pipe: PipeId({}), proto: Udp, src: 10.0.0.1:2, dst: 10.0.0.2:9, len: {} }}",
+            b.as_u64(),
+            t.payload.len()
+        )
+    );
+}
