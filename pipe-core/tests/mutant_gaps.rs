@@ -1520,3 +1520,40 @@ fn pipe_ids_messages_and_transmits_print_without_payloads() {
         )
     );
 }
+
+/// Attributes after MESSAGE-INTEGRITY-SHA256 are ignored (FINGERPRINT excepted), as after
+/// MESSAGE-INTEGRITY, also when it is the first integrity attribute; a second one is ignored.
+/// Kills: `stun/codec.rs` `decode_inner` match guard `after_integrity && !after_sha256` with
+/// `true`, and its `&&` with `||`.
+#[test]
+fn stun_attributes_after_integrity_sha256_are_ignored() {
+    use pipe_core::stun::{decode, Attribute, Message, TransactionId};
+    let sha256 = Attribute::Unknown {
+        typ: 0x001C,
+        value: Bytes::from_static(&[0xAB; 32]),
+    };
+    let mut m = Message::binding_request(TransactionId([3; 12]));
+    m.attributes = vec![
+        sha256.clone(),
+        Attribute::Software("after".into()),
+        sha256.clone(),
+    ];
+    assert_eq!(decode(&m.encode()).unwrap().attributes, [sha256]);
+}
+
+/// Comprehension-required attribute types are exactly 0x0000..=0x7FFF: an unknown 0x7FFF is
+/// reported, an unknown 0x8000 is not.
+/// Kills: `stun/codec.rs` `Message::unknown_comprehension_required` `<` with `<=`.
+#[test]
+fn stun_comprehension_required_ends_at_0x7fff() {
+    use pipe_core::stun::{decode, Attribute, Message, TransactionId};
+    let unknown = |typ| Attribute::Unknown {
+        typ,
+        value: Bytes::from_static(b"abcd"),
+    };
+    let mut m = Message::binding_request(TransactionId([4; 12]));
+    m.attributes = vec![unknown(0x7FFF), unknown(0x8000), unknown(0x7FFF)];
+    let d = decode(&m.encode()).unwrap();
+    assert_eq!(d.attributes.len(), 3);
+    assert_eq!(d.unknown_comprehension_required(), [0x7FFF]);
+}
