@@ -1380,14 +1380,22 @@ fn a_recv_deadline_fires_recv_due_at_exactly_its_instant() {
             s.udp(Conf::default(), Some(PEER))
         };
         assert_eq!(s.ev(), [Event::Up { pipe: p }]);
-        assert_eq!(s.e.poll_timeout(), None, "P2PD defaults: no deadline of its own");
+        assert_eq!(
+            s.e.poll_timeout(),
+            None,
+            "P2PD defaults: no deadline of its own"
+        );
         s.e.recv_wait(p, s.at(2 * SEC));
         assert_eq!(s.e.poll_timeout(), Some(s.at(2 * SEC)));
         assert_eq!(s.fire(2 * SEC - MS), NONE, "tcp={tcp}");
         assert_eq!(s.fire(2 * SEC), [Event::RecvDue { pipe: p }], "tcp={tcp}");
         // Fired once: nothing armed until a reader waits again.
         assert_eq!(s.e.poll_timeout(), None, "tcp={tcp}");
-        assert_eq!(s.e.state(p), Some(State::Open), "a recv deadline ends nothing");
+        assert_eq!(
+            s.e.state(p),
+            Some(State::Open),
+            "a recv deadline ends nothing"
+        );
     }
 }
 
@@ -1426,9 +1434,6 @@ fn a_recv_deadline_and_the_idle_deadline_share_the_pipe_entry() {
     assert_eq!(s.e.poll_timeout(), Some(s.at(5 * SEC)));
     assert_eq!(
         s.fire(5 * SEC),
-        [
-            end(p, EndReason::IdleTimeout),
-            released(p, 0)
-        ]
+        [end(p, EndReason::IdleTimeout), released(p, 0)]
     );
 }

@@ -110,5 +110,9 @@ async fn recv_deadlines_fire_on_tokios_paused_clock_each_at_its_own() {
     // A recv with no deadline of its own left still times out (the timer is re-armed).
     let t = tokio::time::Instant::now();
     assert_eq!(p.recv_timeout(Duration::from_millis(1500)).await, Ok(None));
-    assert!(near(t.elapsed() + Duration::from_millis(500), 2), "{:?}", t.elapsed());
+    assert!(
+        near(t.elapsed() + Duration::from_millis(500), 2),
+        "{:?}",
+        t.elapsed()
+    );
 }
