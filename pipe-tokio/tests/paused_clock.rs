@@ -64,13 +64,18 @@ async fn the_idle_deadline_fires_on_tokios_paused_clock() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn recv_timeout_waits_tokio_time() {
-    let p = pipe_tokio::builder(Proto::Udp)
+/// A UDP pipe with a destination that never answers (nothing is sent to it).
+async fn silent_udp() -> pipe_tokio::Pipe {
+    pipe_tokio::builder(Proto::Udp)
         .dest("127.0.0.1:9")
         .open()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn recv_timeout_waits_tokio_time() {
+    let p = silent_udp().await;
     let start = tokio::time::Instant::now();
     let wall = std::time::Instant::now();
     // Nothing arrives: tokio advances its paused clock to the deadline.
@@ -84,11 +89,7 @@ async fn recv_timeout_waits_tokio_time() {
 /// deadline of tokio time, the later one after the earlier deadline woke it early.
 #[tokio::test(start_paused = true)]
 async fn recv_deadlines_fire_on_tokios_paused_clock_each_at_its_own() {
-    let p = pipe_tokio::builder(Proto::Udp)
-        .dest("127.0.0.1:9")
-        .open()
-        .await
-        .unwrap();
+    let p = silent_udp().await;
     let start = tokio::time::Instant::now();
     let short = async {
         let r = p.recv_timeout(Duration::from_secs(3)).await;
