@@ -92,13 +92,15 @@ fn relay_conf(d: Deadlines) -> Conf {
     }
 }
 
+/// No idle and no write-stall deadline.
+const NO_DEADLINES: Deadlines = Deadlines {
+    idle: None,
+    write_stall: None,
+};
+
 /// A TCP relay from `listen` to `to`, with no deadlines (for benchmarks and embedding).
 pub async fn tcp_relay<R: Runtime>(rt: R, listen: SocketAddr, to: SocketAddr) -> Res<Pipe<R>> {
-    let none = Deadlines {
-        idle: None,
-        write_stall: None,
-    };
-    tcp_relay_with(rt, listen, to, none, None).await
+    tcp_relay_with(rt, listen, to, NO_DEADLINES, None).await
 }
 
 /// A TCP relay like [`tcp_relay`] that never splices (`Conf::zero_copy` off): every byte is
@@ -108,13 +110,9 @@ pub async fn tcp_relay_copying<R: Runtime>(
     listen: SocketAddr,
     to: SocketAddr,
 ) -> Res<Pipe<R>> {
-    let none = Deadlines {
-        idle: None,
-        write_stall: None,
-    };
     let base = Conf {
         zero_copy: false,
-        ..relay_conf(none)
+        ..relay_conf(NO_DEADLINES)
     };
     tcp_relay_conf(rt, listen, to, base, None, RelayTls::default()).await
 }

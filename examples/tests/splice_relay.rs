@@ -405,7 +405,7 @@ mod no_splice {
     use std::net::SocketAddr;
     use std::time::Instant;
 
-    use pipe_io::{BoxFuture, ListenerIo, Readiness, Runtime, TcpIo};
+    use pipe_io::{BoxFuture, ListenerIo, Runtime, TcpIo};
     use pipe_tokio::Tokio;
 
     #[derive(Debug, Clone)]
@@ -444,14 +444,7 @@ mod no_splice {
         }
     }
 
-    impl Readiness for Tcp {
-        async fn readable(&self) -> io::Result<()> {
-            self.0.readable().await
-        }
-        async fn writable(&self) -> io::Result<()> {
-            self.0.writable().await
-        }
-    }
+    pipe_io::delegate_readiness!(Tcp);
 
     impl TcpIo for Tcp {
         fn local_addr(&self) -> io::Result<SocketAddr> {

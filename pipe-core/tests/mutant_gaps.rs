@@ -14,6 +14,20 @@ fn engine() -> (Engine, Instant) {
     (Engine::new(11), base_instant())
 }
 
+/// A reliable-UDP pipe on a fresh engine, with `Conf::seed` = `seed`.
+fn seeded_reliable(seed: u64) -> (Engine, Instant, PipeId) {
+    let (mut e, now) = engine();
+    let conf = Conf {
+        reliable_udp: true,
+        seed,
+        ..Conf::default()
+    };
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(sa("10.0.0.2:5")), conf, false)
+        .unwrap();
+    (e, now, p)
+}
+
 fn evs(e: &mut Engine) -> Vec<Event> {
     while e.poll_transmit().is_some() {}
     std::iter::from_fn(|| e.poll_event()).collect()
@@ -197,15 +211,7 @@ fn events_dropped_counts_message_events_past_the_event_queue_cap() {
 #[test]
 fn conf_seed_gives_each_pipe_its_own_sequence() {
     let first_id = |seed: u64| {
-        let (mut e, now) = engine();
-        let conf = Conf {
-            reliable_udp: true,
-            seed,
-            ..Conf::default()
-        };
-        let p = e
-            .open_udp(now, sa("10.0.0.1:5"), Some(sa("10.0.0.2:5")), conf, false)
-            .unwrap();
+        let (mut e, now, p) = seeded_reliable(seed);
         e.send_reliable(now, p, b"x", None).unwrap()
     };
     let ids: Vec<_> = (0..64u64).map(first_id).collect();
@@ -561,15 +567,7 @@ fn a_closed_listener_with_a_drained_queue_pops_closed() {
 #[test]
 fn reliable_sequence_numbers_skip_zero_when_they_wrap() {
     let first_ids = |seed: u64| {
-        let (mut e, now) = engine();
-        let conf = Conf {
-            reliable_udp: true,
-            seed,
-            ..Conf::default()
-        };
-        let p = e
-            .open_udp(now, sa("10.0.0.1:5"), Some(sa("10.0.0.2:5")), conf, false)
-            .unwrap();
+        let (mut e, now, p) = seeded_reliable(seed);
         let a = e.send_reliable(now, p, b"a", None).unwrap();
         let b = e.send_reliable(now, p, b"b", None).unwrap();
         (a.0, b.0)

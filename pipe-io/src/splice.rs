@@ -31,7 +31,7 @@ use pipe_core::{LinkId, PipeId};
 use crate::group::{Entry, Forward, Group, GroupState, Sock};
 use crate::pipe::{run_forwards, Pipe};
 use crate::runtime::{Readiness, Runtime, TcpIo};
-use crate::tasks::{self, Wake};
+use crate::tasks;
 
 /// A kernel pipe: the buffer spliced bytes pass through (Linux only; elsewhere
 /// [`KernelPipe::new`] is `Unsupported`). Drivers hand it to `splice(2)` in their
@@ -279,11 +279,8 @@ pub(crate) async fn run<R: Runtime>(
                         kpipe = None;
                         // Ask the rule afresh after the wait (a subscription may come).
                         next = None;
-                        match tasks::wait(&group, id, &entry, &*sock, true).await {
-                            Wake::Readable | Wake::Signal => {}
-                            Wake::Writable => group.flush_pipe(id),
-                            Wake::Timer => tasks::timer(&group),
-                        }
+                        let wake = tasks::wait(&group, id, &entry, &*sock, true).await;
+                        tasks::on_wake(&group, id, wake);
                         continue;
                     }
                     _ if unsupported(&e) => return Session::Off,
@@ -393,20 +390,12 @@ async fn wait_target<R: Runtime>(
 ) {
     let signal = entry.wake_io.listen();
     let tsig = target.entry.writable.listen();
-    let deadline = {
-        let mut g = group.lock();
-        if g.timer_task == Some(id) {
-            g.armed = g.engine.poll_timeout();
-            g.armed
-        } else {
-            None
-        }
-    };
+    let deadline = tasks::timer_deadline(group, id);
     if target.entry.is_released() {
         return;
     }
     let timer = async {
-        crate::tasks::sleep_to(group, deadline).await;
+        tasks::sleep_to(group, deadline).await;
         true
     };
     let woke = Box::pin(future::or(

@@ -3,6 +3,10 @@
 //! at a time), and sleep until one of those can make progress. When the engine releases the
 //! pipe's socket (`Event::Released`: everything written, or the close deadline passed), the
 //! task drops it. Protocol decisions, deadlines and caps all live in pipe-core.
+//!
+//! The task's functions return `async move` blocks instead of being `async fn`s: an
+//! `async fn`'s state machine keeps each argument twice (rust-lang/rust#62958), and every
+//! connection's task is made of these.
 
 use std::future::Future;
 use std::io::ErrorKind;
@@ -129,9 +133,7 @@ enum Exit {
 /// is readable, sleep until the socket, the engine's timer or the pipe's signal wakes us.
 /// Returns when the pipe ended (after writing what is left until the engine releases it), or
 /// when a read asks for a zero-copy session.
-// Not `async fn`: its state machine would keep each argument twice (rust-lang/rust#62958);
-// an `async move` block keeps them once. Every connection's task is made of these.
-#[allow(clippy::manual_async_fn)]
+#[allow(clippy::manual_async_fn)] // see the module docs
 fn read_loop<'a, R: Runtime, S: Readiness>(
     group: &'a Arc<Group<R>>,
     id: PipeId,
@@ -173,11 +175,7 @@ fn read_loop<'a, R: Runtime, S: Readiness>(
                 future::yield_now().await;
                 continue;
             }
-            match wait(group, id, entry, sock, true).await {
-                Wake::Readable | Wake::Signal => {}
-                Wake::Writable => group.flush_pipe(id),
-                Wake::Timer => timer(group),
-            }
+            on_wake(group, id, wait(group, id, entry, sock, true).await);
         }
         // On the heap: the drain's wait is the biggest state, and every idle task would carry it.
         Box::pin(drain(group, id, entry, sock)).await;
@@ -188,9 +186,7 @@ fn read_loop<'a, R: Runtime, S: Readiness>(
 /// The pipe ended, or its peer sent a FIN (half-closed: it still writes, and sends may still
 /// come): write what is queued until the engine releases the socket (all written, or its
 /// close deadline passed), running the group's timer if this task holds it.
-// Not `async fn`: its state machine would keep each argument twice (rust-lang/rust#62958);
-// an `async move` block keeps them once. Every connection's task is made of these.
-#[allow(clippy::manual_async_fn)]
+#[allow(clippy::manual_async_fn)] // see the module docs
 fn drain<'a, R: Runtime, S: Readiness>(
     group: &'a Arc<Group<R>>,
     id: PipeId,
@@ -211,9 +207,7 @@ fn drain<'a, R: Runtime, S: Readiness>(
     }
 }
 
-// Not `async fn`: its state machine would keep each argument twice (rust-lang/rust#62958);
-// an `async move` block keeps them once. Every connection's task is made of these.
-#[allow(clippy::manual_async_fn)]
+#[allow(clippy::manual_async_fn)] // see the module docs
 fn run_udp<R: Runtime>(
     group: Arc<Group<R>>,
     id: PipeId,
@@ -247,9 +241,7 @@ fn run_udp<R: Runtime>(
     }
 }
 
-// Not `async fn`: its state machine would keep each argument twice (rust-lang/rust#62958);
-// an `async move` block keeps them once. Every connection's task is made of these.
-#[allow(clippy::manual_async_fn)]
+#[allow(clippy::manual_async_fn)] // see the module docs
 fn run_tcp<R: Runtime>(
     group: Arc<Group<R>>,
     id: PipeId,
@@ -442,22 +434,36 @@ fn accept_one<R: Runtime>(
 
 /// The engine's next deadline if this pipe's task holds the group's timer (it then sleeps
 /// to it, and `pump` wakes it when the deadline moves earlier).
-fn timer_deadline<R: Runtime>(group: &Arc<Group<R>>, id: PipeId) -> Option<std::time::Instant> {
-    let mut g = group.lock();
+pub(crate) fn timer_deadline<R: Runtime>(
+    group: &Arc<Group<R>>,
+    id: PipeId,
+) -> Option<std::time::Instant> {
+    arm_timer(&mut group.lock(), id)
+}
+
+/// [`timer_deadline`] under a lock already held.
+fn arm_timer<R: Runtime>(g: &mut GroupState<R>, id: PipeId) -> Option<std::time::Instant> {
     if g.timer_task != Some(id) {
         return None;
     }
-    let d = g.engine.poll_timeout();
-    g.armed = d;
-    d
+    g.armed = g.engine.poll_timeout();
+    g.armed
+}
+
+/// Act on what woke a reading task: flush when its socket turned writable, run the group's
+/// timer when it is due.
+pub(crate) fn on_wake<R: Runtime>(group: &Arc<Group<R>>, id: PipeId, wake: Wake) {
+    match wake {
+        Wake::Readable | Wake::Signal => {}
+        Wake::Writable => group.flush_pipe(id),
+        Wake::Timer => timer(group),
+    }
 }
 
 /// Sleep until the socket is readable (if `read`, and the engine has not paused reading: then
 /// until it resumes), writable (only if bytes are queued), the engine's timer is due (the
 /// timer task only), or the entry's `wake_io` is signalled.
-// Not `async fn`: its state machine would keep each argument twice (rust-lang/rust#62958);
-// an `async move` block keeps them once. Every connection's task is made of these.
-#[allow(clippy::manual_async_fn)]
+#[allow(clippy::manual_async_fn)] // see the module docs
 pub(crate) fn wait<'a, R: Runtime, S: Readiness>(
     group: &'a Arc<Group<R>>,
     id: PipeId,
@@ -469,13 +475,7 @@ pub(crate) fn wait<'a, R: Runtime, S: Readiness>(
         let signal = entry.wake_io.listen();
         let (deadline, want_write) = {
             let mut g = group.lock();
-            let deadline = if g.timer_task == Some(id) {
-                g.armed = g.engine.poll_timeout();
-                g.armed
-            } else {
-                None
-            };
-            (deadline, g.engine.peek_transmit(id).is_some())
+            (arm_timer(&mut g, id), g.engine.peek_transmit(id).is_some())
         };
         if (read && entry.is_ended()) || entry.is_released() {
             return Wake::Signal;

@@ -99,7 +99,11 @@ async fn recv_deadlines_fire_on_tokios_paused_clock_each_at_its_own() {
         let r = p.recv_timeout(Duration::from_secs(7)).await;
         (r, start.elapsed())
     };
-    let ((r1, t1), (r2, t2)) = tokio::join!(short, long);
+    // Bounded: a reader nothing wakes would otherwise hang (paused time with no timer left).
+    let bound = Duration::from_secs(60);
+    let ((r1, t1), (r2, t2)) = tokio::time::timeout(bound, async { tokio::join!(short, long) })
+        .await
+        .expect("a recv nothing woke");
     assert_eq!(r1, Ok(None));
     assert_eq!(r2, Ok(None));
     // tokio's timer has millisecond resolution.
@@ -110,7 +114,10 @@ async fn recv_deadlines_fire_on_tokios_paused_clock_each_at_its_own() {
     assert!(near(t2, 7), "the 7 s recv returned after {t2:?}");
     // A recv with no deadline of its own left still times out (the timer is re-armed).
     let t = tokio::time::Instant::now();
-    assert_eq!(p.recv_timeout(Duration::from_millis(1500)).await, Ok(None));
+    let r = tokio::time::timeout(bound, p.recv_timeout(Duration::from_millis(1500)))
+        .await
+        .expect("a recv nothing woke");
+    assert_eq!(r, Ok(None));
     assert!(
         near(t.elapsed() + Duration::from_millis(500), 2),
         "{:?}",

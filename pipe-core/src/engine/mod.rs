@@ -500,7 +500,7 @@ impl Engine {
         if !p.can_write() {
             return Err(SendError::Closed);
         }
-        if !p.out.is_empty() || p.splice_busy {
+        if !p.out_idle() {
             return Ok(None);
         }
         match p.kind {

@@ -109,8 +109,7 @@ impl Engine {
             && p.can_write()
             && p.session.is_plain()
             && p.deframer.is_none()
-            && p.out.is_empty()
-            && !p.splice_busy;
+            && p.out_idle();
         if !ok {
             return false;
         }
