@@ -510,6 +510,12 @@ impl<R: Runtime> Pipe<R> {
         let Some(conn) = g.engine.pop_accepted(self.id)? else {
             return Ok(None);
         };
+        if !g.cbs.msg.is_empty() || !g.cbs.end.is_empty() {
+            // Served by the listener's message or end callbacks (P2PD's way): the user has
+            // acted already, so a FIN read from now on ends it as P2PD would.
+            g.engine.user_acts(conn);
+            self.group.pump(&mut g);
+        }
         let entry = g
             .entry(conn)
             .cloned()
@@ -678,6 +684,13 @@ impl<R: Runtime> Pipe<R> {
 
     /// Wait until the pipe has ended and its socket is closed.
     pub async fn closed(&self) {
+        if !self.entry.is_ended() {
+            // Waiting for the end is the user's act on an accepted connection: a FIN read
+            // since `accept()` ends it now, as it would have after a `recv`.
+            let mut g = self.group.lock();
+            g.engine.user_acts(self.id);
+            self.group.pump(&mut g);
+        }
         loop {
             let listener = self.entry.closed.listen();
             if self.entry.is_closed() {

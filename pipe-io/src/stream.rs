@@ -89,6 +89,9 @@ impl<R: Runtime> Pipe<R> {
             if !matches!(framing, Some(Framing::Raw)) {
                 return Err(StreamError::Framing);
             }
+            // Stream mode first: it is the user's act that keeps the pipe writable after a
+            // FIN read since `accept()` (subscribing alone would end it, `Engine::user_acts`).
+            g.engine.keep_writable(self.id, true);
             match g.engine.subscribe(self.id, Filter::all()) {
                 Ok(_) => {}
                 // Ended: the queue, if any, is still read to its end.
@@ -98,7 +101,6 @@ impl<R: Runtime> Pipe<R> {
                         .is_some() => {}
                 Err(_) => return Err(StreamError::Closed),
             }
-            g.engine.keep_writable(self.id, true);
             self.group.pump(&mut g);
         }
         Ok(PipeStream {
@@ -382,6 +384,10 @@ impl<R: Runtime> PipeStream<R> {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(SendError::WouldBlock) if !self.pipe.entry.is_ended() => {
                     std::task::ready!(self.wait_for_room(cx, listener));
+                }
+                // Ended: no room will come (a `WouldBlock` error would tell a caller to retry).
+                Err(SendError::WouldBlock) => {
+                    return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
                 }
                 Err(e) => return Poll::Ready(Err(send_error(e))),
             }

@@ -226,3 +226,57 @@ fn reliable_send_is_unconfirmed_after_its_tries() {
     assert_near(took, want, "unconfirmed");
     assert!(took >= 9000 * MS);
 }
+
+/// `accept()` then `into_stream()`: a request and its FIN read in between (the peer sends
+/// them once the connection is handed out, and the driver runs before the user's next call)
+/// do not cost the stream its write side. Under a real runtime that ordering is a matter of
+/// scheduling; here it is forced. The peer gets the whole answer, then the FIN.
+#[test]
+fn a_fin_read_between_accept_and_into_stream_leaves_the_stream_writable() {
+    let sim = Sim::new();
+    let s = sim.clone();
+    let (req, got) = sim.block_on(Duration::from_secs(60), async move {
+        let srv = PipeBuilder::new(s.clone(), Proto::Tcp)
+            .bind(lo())
+            .open()
+            .await
+            .unwrap();
+        let mut peer = Peer::connect(&s, srv.local_addr().unwrap());
+        let conn = srv.accept().await.unwrap();
+        peer.write_all(b"question").await;
+        peer.0.shutdown(std::net::Shutdown::Write).unwrap();
+        // Every task runs each round: the connection's reads the request and the FIN.
+        for _ in 0..64 {
+            sim::yield_once().await;
+        }
+        let mut st = conn.into_stream().expect("still a stream");
+        let mut req = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = std::future::poll_fn(|cx| st.poll_read(cx, &mut buf))
+                .await
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+        }
+        let answer = b"an answer after the peer's FIN";
+        let mut rest = &answer[..];
+        while !rest.is_empty() {
+            let n = std::future::poll_fn(|cx| st.poll_write(cx, rest))
+                .await
+                .expect("writable after the FIN");
+            rest = &rest[n..];
+        }
+        std::future::poll_fn(|cx| st.poll_shutdown(cx))
+            .await
+            .unwrap();
+        let got = peer.read_to_eof().await;
+        drop(st);
+        drop(srv);
+        (req, got)
+    });
+    assert_eq!(req, b"question");
+    assert_eq!(got, b"an answer after the peer's FIN");
+}

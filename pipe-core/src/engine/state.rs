@@ -232,6 +232,13 @@ pub(crate) struct Half {
     /// came while it waited in the queue: its user may still answer the request it holds,
     /// until it closes or shuts down.
     pub(crate) taken: bool,
+    /// A connection handed out by `accept()` before its peer's FIN, on which the user has
+    /// not acted yet (no `recv`, no callbacks, no wait for its end, no stream mode): a FIN
+    /// read now counts as one read before the take, since when the driver reads a FIN is a
+    /// matter of scheduling. The user's first act settles it ([`Engine::user_acts`]).
+    ///
+    /// [`Engine::user_acts`]: crate::Engine::user_acts
+    pub(crate) undecided: bool,
 }
 
 /// Where a link goes, as the engine knows it.
