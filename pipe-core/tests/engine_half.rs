@@ -291,11 +291,11 @@ fn a_connection_taken_by_accept_stays_writable_after_the_peer_fin() {
 }
 
 #[test]
-fn a_fin_read_after_the_take_waits_for_the_users_first_act() {
+fn a_taken_connection_stays_writable_after_a_fin_read_after_the_take() {
     // When the driver reads a FIN is a matter of scheduling: one read after `accept()`
-    // handed the connection out, but before its user acted on it, counts as one read before
-    // the take. The user's first act settles it: stream mode keeps it writable, a `recv`, a
-    // callback edit or a wait for the end (`user_acts`) apply the usual rule.
+    // handed the connection out is treated as one read before. The user holds it like a
+    // `TcpStream` (reads and writes, stream mode or not) until it acts in P2PD's way: a
+    // callback edit or a wait for the end (`user_acts`) applies P2PD's rule.
     let (mut e, now) = (Engine::new(1), base_instant());
     let l = e
         .open_listener(now, sa("10.0.0.1:80"), Conf::default(), false)
@@ -305,45 +305,56 @@ fn a_fin_read_after_the_take_waits_for_the_users_first_act() {
         let from = sa(&format!("10.0.0.2:{port}"));
         let c = e.handle_accepted(now, l, sa("10.0.0.1:80"), from).unwrap();
         assert_eq!(e.pop_accepted(l).unwrap(), Some(c));
+        e.subscribe(c, pipe_core::Filter::all()).unwrap();
         e.handle_stream(now, c, b"request");
         if fin {
             e.handle_peer_closed(now, c, false);
-            assert_eq!(ends(&evs(e)), [], "not acted on yet: stays answerable");
+            assert_eq!(ends(&evs(e)), [], "held by its user: stays writable");
             assert!(e.is_read_closed(c));
         }
         c
     };
-    // Stream mode: writable until shut down.
+    let answered = |e: &mut Engine, c: PipeId| {
+        assert_eq!(
+            &e.recv(c, SubId::ALL).unwrap().unwrap().data[..],
+            b"request"
+        );
+        assert_eq!(
+            e.recv(c, SubId::ALL),
+            Err(RecvError::Closed),
+            "read side closed"
+        );
+        assert_eq!(ends(&evs(e)), [], "a recv does not end it");
+        e.send(now, c, b"answer", None).unwrap();
+        e.shutdown_write(now, c).unwrap();
+        assert_eq!(
+            ends(&evs(e)),
+            [(c, EndReason::PeerClosed)],
+            "shut both ways"
+        );
+        let (buf, _) = e.peek_transmit(c).unwrap();
+        assert_eq!(&buf[..], b"answer");
+    };
+    // Message mode and stream mode both answer after the FIN.
     let c = take(&mut e, 5000, true);
-    e.keep_writable(c, true);
-    assert_eq!(
-        &e.recv(c, SubId::ALL).unwrap().unwrap().data[..],
-        b"request"
-    );
-    assert_eq!(e.recv(c, SubId::ALL), Err(RecvError::Closed));
-    assert_eq!(ends(&evs(&mut e)), [], "stream mode: still writable");
-    e.send(now, c, b"answer", None).unwrap();
-    e.shutdown_write(now, c).unwrap();
-    assert_eq!(ends(&evs(&mut e)), [(c, EndReason::PeerClosed)]);
-    let (buf, _) = e.peek_transmit(c).unwrap();
-    assert_eq!(&buf[..], b"answer");
-    // Message mode: the first `recv` applies the rule; nothing may answer, so it ends.
+    answered(&mut e, c);
     let c = take(&mut e, 5001, true);
-    assert_eq!(
-        &e.recv(c, SubId::ALL).unwrap().unwrap().data[..],
-        b"request"
-    );
-    assert_eq!(ends(&evs(&mut e)), [(c, EndReason::PeerClosed)]);
-    assert_eq!(e.send(now, c, b"late", None), Err(SendError::Closed));
-    // A callback edit, or a wait for the end, is an act too.
+    e.keep_writable(c, true);
+    answered(&mut e, c);
+    // Stream mode settles it: a later wait for the end does not end it.
     let c = take(&mut e, 5002, true);
+    e.keep_writable(c, true);
+    e.user_acts(c);
+    answered(&mut e, c);
+    // A callback edit, or a wait for the end, applies P2PD's rule: the FIN ends it.
+    let c = take(&mut e, 5003, true);
     e.set_callbacks(c, false);
     assert_eq!(ends(&evs(&mut e)), [(c, EndReason::PeerClosed)]);
-    let c = take(&mut e, 5003, true);
+    let c = take(&mut e, 5004, true);
     e.user_acts(c);
     assert_eq!(ends(&evs(&mut e)), [(c, EndReason::PeerClosed)]);
-    // Acted on before its FIN: the FIN applies the rule at once.
-    let c = take(&mut e, 5004, false);
+    // Acted on before its FIN: the FIN ends it at once.
+    let c = take(&mut e, 5005, false);
     e.user_acts(c);
     e.handle_peer_closed(now, c, false);
     assert_eq!(ends(&evs(&mut e)), [(c, EndReason::PeerClosed)]);

@@ -310,6 +310,12 @@ fn close_sends_close_notify_and_the_peer_ends_cleanly() {
     p.e.close(p.now, p.client);
     p.run();
     assert_eq!(p.end_of(p.client), Some(EndReason::Local));
+    // `accept()` handed the connection out: its user holds it like a `TcpStream`, so the
+    // `close_notify` ends its reading only, until the user waits for its end.
+    assert!(p.e.is_read_closed(p.conn));
+    assert_eq!(p.end_of(p.conn), None);
+    p.e.user_acts(p.conn);
+    p.run();
     assert_eq!(p.end_of(p.conn), Some(EndReason::PeerClosed));
 }
 

@@ -6,12 +6,13 @@
 //!   FIN propagated to it), the queued bytes then leave before the socket closes; or
 //! - nothing may answer any more: no callback job of the pipe is pending, the pipe is not in
 //!   stream mode ([`Engine::keep_writable`]) and it has no paired link (a relay partner that
-//!   may still forward into it), and it is not a connection whose FIN came before `accept()`
-//!   handed it out, or before its user first acted on it ([`Engine::user_acts`]): queued at a
-//!   listener that `accept()` serves, or taken from there, the user may answer the request it
-//!   holds; when the driver reads a FIN is a matter of scheduling, so `accept()` then
-//!   `into_stream()` must not lose the write side to a FIN read in between. Its queued bytes
-//!   then leave as after any end.
+//!   may still forward into it), and it is not a connection a user holds: one queued at a
+//!   listener that `accept()` serves, or one `accept()` handed out, until its user acts on it
+//!   in P2PD's way ([`Engine::user_acts`]: a callback edit, a wait for its end). A user that
+//!   takes a connection and reads and writes it holds it like a `TcpStream`: the peer's FIN
+//!   ends its reading, not its writing, whether the driver read the FIN before or after the
+//!   take (that is a matter of scheduling, so it must not decide whether the user may answer
+//!   the request it read). Its queued bytes then leave as after any end.
 //!
 //! A local `close` ends it as always. Every wait stays bounded by the pipe's deadlines: the
 //! idle and write-stall deadlines while it is open, `close_timeout` once it ended.
@@ -74,14 +75,14 @@ impl Engine {
         self.check_half(pipe);
     }
 
-    /// The user of a connection `accept()` handed out acted on it: a `recv`, a subscription,
-    /// a callback edit, a wait for its end ([`Engine::recv`], [`Engine::subscribe`] and
-    /// [`Engine::set_callbacks`] call this themselves; a driver calls it when its user waits
-    /// for the end, or serves the connection with callbacks). Until then a peer's FIN leaves
-    /// the connection writable, as one read before the take does, since when the driver
-    /// reads a FIN is a matter of scheduling; from now on the usual rule applies (a FIN that
-    /// came meanwhile may end it now). Stream mode ([`Engine::keep_writable`]) is an act that
-    /// keeps it writable. A no-op for any other pipe, and after the first act.
+    /// The user of a connection `accept()` handed out acted on it in P2PD's way: a callback
+    /// edit ([`Engine::set_callbacks`] calls this itself), a wait for its end, or a listener
+    /// whose callbacks serve it (a driver calls this). Until then the connection is held like
+    /// a `TcpStream` (`recv`, `send` and subscriptions do not change that): a peer's FIN ends
+    /// its reading, not its writing, and only a local close, a shutdown or a deadline ends
+    /// it. From now on the usual rule applies: a FIN, or one that came before, ends it once
+    /// nothing may answer. Stream mode ([`Engine::keep_writable`]) settles it the other way:
+    /// writable until shut down. A no-op for any other pipe, and after the first act.
     pub fn user_acts(&mut self, pipe: PipeId) {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
@@ -200,14 +201,11 @@ impl Engine {
         if !p.is_open() || !p.half.read_closed {
             return;
         }
-        // A connection whose peer's FIN came before `accept()` handed it out: the user who
-        // takes it may answer, so only a local close (or dropping its owning handle), a
-        // shutdown or a deadline ends it. That is one waiting in the queue of a listener that
-        // `accept()` serves, and one taken from there after its FIN, or before it but not yet
-        // acted on by its user (`user_acts`). (A FIN after the user's first act follows the
-        // rule above; to answer after it, use stream mode.)
-        let user_served = p.half.taken
-            || p.half.undecided
+        // A connection a user holds or will hold: only a local close (or dropping its owning
+        // handle), a shutdown or a deadline ends it. That is one waiting in the queue of a
+        // listener that `accept()` serves, and one taken from there that its user has not
+        // acted on in P2PD's way (`user_acts`).
+        let user_served = p.half.undecided
             || (p.in_accept_q
                 && match p.kind {
                     super::Kind::TcpConn { listener } => {

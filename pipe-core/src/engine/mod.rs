@@ -618,7 +618,6 @@ impl Engine {
     /// Subscribe to messages matching `filter`. Subscribing a filter equal to an existing one
     /// returns the existing subscription; the all-messages filter is always [`SubId::ALL`].
     pub fn subscribe(&mut self, pipe: PipeId, filter: Filter) -> Result<SubId, SubscribeError> {
-        self.user_acts(pipe);
         let p = self.pipes.get_mut(&pipe).ok_or(SubscribeError::Closed)?;
         if p.kind == Kind::TcpListener {
             return Err(SubscribeError::WrongKind(p.kind.name()));
@@ -682,11 +681,7 @@ impl Engine {
     /// Take the oldest message of a subscription: `Ok(None)` when its queue is empty and the
     /// pipe is open, `Err(Closed)` once the pipe has ended and the queue is drained.
     pub fn recv(&mut self, pipe: PipeId, sub: SubId) -> Result<Option<Message>, RecvError> {
-        let mut p = self.pipes.get_mut(&pipe).ok_or(RecvError::Closed)?;
-        if p.half.undecided {
-            self.user_acts(pipe);
-            p = self.pipes.get_mut(&pipe).ok_or(RecvError::Closed)?;
-        }
+        let p = self.pipes.get_mut(&pipe).ok_or(RecvError::Closed)?;
         // After the peer's FIN nothing more arrives: a drained queue says so.
         let open = p.is_open() && !p.half.read_closed;
         // Messages still with their callbacks will reach the queue (`subs.rs`).
@@ -859,10 +854,9 @@ impl Engine {
             Some(c) => {
                 if let Some(cp) = self.pipes.get_mut(&c) {
                     cp.in_accept_q = false;
-                    // Its peer's FIN came while it waited: the user taking it now may still
-                    // answer the request it holds (a FIN after this follows the usual rule).
-                    cp.half.taken = cp.half.read_closed;
-                    cp.half.undecided = !cp.half.read_closed;
+                    // Handed to a user, like a `TcpStream`: its peer's FIN (before or after
+                    // this) ends reading, not writing, until the user acts (`half.rs`).
+                    cp.half.undecided = true;
                 }
                 // A connection that ended while queued is released once handed out.
                 self.maybe_remove(c);

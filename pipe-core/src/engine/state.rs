@@ -228,14 +228,9 @@ pub(crate) struct Half {
     /// Stream mode: after the peer's FIN the pipe stays writable until it is shut down or
     /// closed locally (like a `TcpStream`), instead of ending once idle.
     pub(crate) keep_writable: bool,
-    /// A connection handed out by `accept()` (`Engine::pop_accepted`) after its peer's FIN
-    /// came while it waited in the queue: its user may still answer the request it holds,
-    /// until it closes or shuts down.
-    pub(crate) taken: bool,
-    /// A connection handed out by `accept()` before its peer's FIN, on which the user has
-    /// not acted yet (no `recv`, no callbacks, no wait for its end, no stream mode): a FIN
-    /// read now counts as one read before the take, since when the driver reads a FIN is a
-    /// matter of scheduling. The user's first act settles it ([`Engine::user_acts`]).
+    /// A connection `accept()` handed out, held by its user like a `TcpStream` until the
+    /// user acts on it in P2PD's way (a callback edit, a wait for its end: see
+    /// [`Engine::user_acts`]): the peer's FIN ends its reading, not its writing.
     ///
     /// [`Engine::user_acts`]: crate::Engine::user_acts
     pub(crate) undecided: bool,
