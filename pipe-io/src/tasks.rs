@@ -29,6 +29,9 @@ use crate::socket::is_fd_exhaustion;
 /// Datagrams or reads handled before the task yields to others.
 const READ_BUDGET: usize = 64;
 
+/// Connections a listener accepts before its task yields to others (`run_listener`).
+const ACCEPT_BUDGET: usize = 32;
+
 /// What woke a waiting task.
 pub(crate) enum Wake {
     Readable,
@@ -351,7 +354,15 @@ async fn run_listener<R: Runtime>(
     entry: Arc<Entry>,
 ) {
     let mut backoff = Duration::ZERO;
+    // Accepts since the task last gave way: a flood keeps `accept` ready, and smol (unlike
+    // tokio) has no budget that makes a ready task yield, so without this the accept loop
+    // starves the tasks that close evicted or refused connections on its thread.
+    let mut in_a_row = 0usize;
     while !entry.is_ended() {
+        if in_a_row == ACCEPT_BUDGET {
+            in_a_row = 0;
+            future::yield_now().await;
+        }
         let signal = entry.wake_io.listen();
         let deadline = timer_deadline(&group, id);
         if entry.is_ended() {
@@ -374,6 +385,7 @@ async fn run_listener<R: Runtime>(
             Some(None) => timer(&group),
             Some(Some(Ok((stream, peer)))) => {
                 backoff = Duration::ZERO;
+                in_a_row += 1;
                 accept_one(&group, id, stream, peer);
             }
             Some(Some(Err(e))) if is_fd_exhaustion(&e) => {
