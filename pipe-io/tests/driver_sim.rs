@@ -280,3 +280,41 @@ fn a_fin_read_between_accept_and_into_stream_leaves_the_stream_writable() {
     assert_eq!(req, b"question");
     assert_eq!(got, b"an answer after the peer's FIN");
 }
+
+/// `accept()`, then `recv()` and `send()` in message mode: a client that half-closes after
+/// its request (as `socat` does at its input's end) gets the answer even when the driver read
+/// the FIN after the take; the user's drop then closes the connection.
+#[test]
+fn a_fin_read_after_accept_leaves_a_message_pipe_answerable() {
+    let sim = Sim::new();
+    let s = sim.clone();
+    let (req, after, got) = sim.block_on(Duration::from_secs(60), async move {
+        let srv = PipeBuilder::new(s.clone(), Proto::Tcp)
+            .bind(lo())
+            .open()
+            .await
+            .unwrap();
+        let mut peer = Peer::connect(&s, srv.local_addr().unwrap());
+        let conn = srv.accept().await.unwrap();
+        conn.subscribe(pipe_io::Filter::all()).unwrap();
+        peer.write_all(b"question").await;
+        peer.0.shutdown(std::net::Shutdown::Write).unwrap();
+        for _ in 0..64 {
+            sim::yield_once().await;
+        }
+        let req = conn.recv().await.unwrap().expect("the request").data;
+        conn.send(b"answer").await.expect("writable after the FIN");
+        let after = conn.recv().await;
+        drop(conn);
+        let got = peer.read_to_eof().await;
+        drop(srv);
+        (req, after, got)
+    });
+    assert_eq!(&req[..], b"question");
+    assert_eq!(
+        after,
+        Err(pipe_io::RecvError::Closed),
+        "nothing more to read"
+    );
+    assert_eq!(got, b"answer");
+}
