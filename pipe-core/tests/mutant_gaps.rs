@@ -1555,3 +1555,303 @@ fn stun_comprehension_required_ends_at_0x7fff() {
     assert_eq!(d.attributes.len(), 3);
     assert_eq!(d.unknown_comprehension_required(), [0x7FFF]);
 }
+
+/// A Binding response carrying an attribute the client does not know and must understand
+/// (type below 0x8000) is an invalid response (RFC 8489 §7.3.3), an error response with a
+/// usable ERROR-CODE too (a success one would be invalid anyway: no mapped address is taken
+/// from it either way).
+/// Kills: `stun/client.rs` `StunClient::handle_input` delete match arm `(_, false)`.
+#[test]
+fn a_stun_response_with_an_unknown_comprehension_required_attribute_is_invalid() {
+    use pipe_core::stun::{
+        Attribute, Class, Message, Method, StunClient, StunClientConfig, StunEvent, Transport,
+    };
+    let now = base_instant();
+    let (server, me) = (sa("198.51.100.1:3478"), sa("192.0.2.7:5555"));
+    let mut c = StunClient::new(StunClientConfig::default(), 3);
+    let id = c.start_binding(now, server, Transport::Udp).unwrap();
+    let unknown = Attribute::Unknown {
+        typ: 0x7ffe,
+        value: Bytes::from_static(b"????"),
+    };
+    let mut ok = Message::new(Class::Success, Method::Binding, id);
+    ok.attributes.push(Attribute::XorMappedAddress(me));
+    ok.attributes.push(unknown.clone());
+    c.handle_input(now, server, &ok.encode());
+    assert_eq!(c.poll_event(), Some(StunEvent::InvalidResponse { id }));
+    assert_eq!(c.outstanding(), 0);
+
+    let id = c.start_binding(now, server, Transport::Udp).unwrap();
+    let mut err = Message::new(Class::Error, Method::Binding, id);
+    err.attributes.push(Attribute::ErrorCode {
+        code: 400,
+        reason: "Bad Request".into(),
+    });
+    err.attributes.push(unknown);
+    c.handle_input(now, server, &err.encode());
+    assert_eq!(c.poll_event(), Some(StunEvent::InvalidResponse { id }));
+}
+
+/// One `handle_timeout` sends at most one retransmission per transaction, even when the next
+/// wait is zero (`rto` = 0): the driver paces the sends. `outstanding` counts the
+/// transactions in flight; a TCP transaction past `tcp_timeout` is counted in `timeouts`.
+/// Kills: `stun/client.rs` `StunClient::handle_timeout` `+=` with `*=` (425:19, the index
+/// after a retransmission), `StunClient::outstanding` with 0, and `timeouts` `+=` with `*=`.
+#[test]
+fn a_stun_client_retransmits_once_per_handle_timeout_and_counts_what_is_in_flight() {
+    use pipe_core::stun::{StunClient, StunClientConfig, StunEvent, Transport};
+    use std::time::Duration;
+    let now = base_instant();
+    let server = sa("198.51.100.1:3478");
+    let mut conf = StunClientConfig::default();
+    conf.rto = Duration::ZERO;
+    conf.tcp_timeout = Duration::from_secs(1);
+    let mut c = StunClient::new(conf, 4);
+    assert_eq!(c.outstanding(), 0);
+    c.start_binding(now, server, Transport::Udp).unwrap();
+    assert_eq!(c.outstanding(), 1);
+    assert!(c.poll_transmit().is_some());
+    c.handle_timeout(now);
+    assert_eq!(c.stats().retransmits, 1);
+    assert!(c.poll_transmit().is_some());
+    assert!(c.poll_transmit().is_none(), "one send per call");
+    assert!(c.poll_event().is_none());
+    assert_eq!(c.outstanding(), 1);
+
+    let tcp = c.start_binding(now, server, Transport::Tcp).unwrap();
+    assert_eq!(c.outstanding(), 2);
+    c.handle_timeout(now + Duration::from_secs(1));
+    assert_eq!(c.stats().retransmits, 2);
+    assert_eq!(c.stats().timeouts, 1);
+    assert_eq!(c.poll_event(), Some(StunEvent::Timeout { id: tcp }));
+    assert_eq!(c.outstanding(), 1);
+}
+
+/// `ExternalLookup::start` a second time does nothing: the deadline stays `timeout` after
+/// the first call.
+/// Kills: `stun/lookup.rs` `ExternalLookup::start` `||` with `&&`.
+#[test]
+fn a_lookup_started_twice_keeps_its_first_deadline() {
+    use pipe_core::stun::{ExternalLookup, LookupConfig, LookupError};
+    use std::time::Duration;
+    let now = base_instant();
+    let mut conf = LookupConfig::new(vec![sa("198.51.100.1:3478")]);
+    conf.server_timeout = Some(Duration::from_secs(60));
+    let mut l = ExternalLookup::new(conf, 5);
+    l.start(now);
+    l.start(now + Duration::from_secs(2));
+    assert_eq!(l.in_flight(), 1);
+    l.handle_timeout(now + Duration::from_secs(3));
+    assert!(l.is_finished());
+    assert!(matches!(
+        l.poll_result(),
+        Some(Err(LookupError::Timeout { .. }))
+    ));
+}
+
+/// Only the hairpin probe itself (a Binding request with the probe's transaction id) counts
+/// as hairpinning: another request arriving on the mapping socket does not.
+/// Kills: `stun/nat.rs` `NatDiscovery::handle_datagram` `&&` with `||` (hairpin `seen`).
+#[test]
+fn nat_hairpin_is_seen_only_for_the_probes_own_request() {
+    use pipe_core::stun::{Class, Message, Method, NatSocket, TransactionId};
+    let (mut d, now, out) = nat_second_phase(true, "203.0.113.9:6000");
+    let mut probe = None;
+    for (t, reply) in out {
+        match reply {
+            Some((from, bytes)) => d.handle_datagram(now, t.socket, from, &bytes),
+            None => probe = Some(t),
+        }
+    }
+    let probe = probe.expect("a hairpin probe");
+    let stray = Message::new(Class::Request, Method::Binding, TransactionId([9; 12])).encode();
+    d.handle_datagram(now, NatSocket::Mapping, probe.dest, &stray);
+    assert!(
+        d.poll_result().is_none(),
+        "another request is not the probe"
+    );
+    d.handle_datagram(now, NatSocket::Mapping, probe.dest, &probe.payload);
+    let r = d.poll_result().expect("the probe came back").unwrap();
+    assert_eq!(r.hairpin, Some(true));
+}
+
+/// The report waits for each of tests II and III (mapping socket) and for the filtering
+/// socket's plain request: with any one of them unanswered there is no report yet.
+/// Kills: `stun/nat.rs` `NatDiscovery::tests` `||` with `&&` before `matches!(t.f_i, ..)`
+/// (`filtering_pending`) and between tests II and III (`mapping_pending`).
+#[test]
+fn nat_report_waits_for_tests_two_and_three_and_the_plain_filtering_request() {
+    use pipe_core::stun::{NatSocket, NatTransmit};
+    let server = sa("198.51.100.1:3478");
+    let withheld: [(&str, fn(&NatTransmit) -> bool); 3] = [
+        ("test II", |t| {
+            t.socket == NatSocket::Mapping && t.dest == sa("198.51.100.2:3478")
+        }),
+        ("test III", |t| {
+            t.socket == NatSocket::Mapping && t.dest == sa("198.51.100.2:3479")
+        }),
+        ("the plain filtering request", |t| {
+            t.socket == NatSocket::Filtering
+                && pipe_core::stun::decode(&t.payload)
+                    .unwrap()
+                    .attributes
+                    .iter()
+                    .all(|a| !matches!(a, pipe_core::stun::Attribute::ChangeRequest { .. }))
+        }),
+    ];
+    for (what, pick) in withheld {
+        let (mut d, now, out) = nat_second_phase(false, "203.0.113.9:6000");
+        let mut held = None;
+        for (t, reply) in out {
+            let Some((from, bytes)) = reply else { continue };
+            if pick(&t) {
+                assert!(held.is_none(), "{what}: one request");
+                held = Some((t.socket, from, bytes));
+            } else {
+                d.handle_datagram(now, t.socket, from, &bytes);
+            }
+        }
+        assert!(d.poll_result().is_none(), "waiting on {what}");
+        let (socket, from, bytes) = held.expect(what);
+        assert!(socket != NatSocket::Filtering || from == server);
+        d.handle_datagram(now, socket, from, &bytes);
+        let r = d.poll_result().expect(what).unwrap();
+        assert_eq!(r.filtering, pipe_core::stun::Filtering::EndpointIndependent);
+    }
+}
+
+/// A server whose OTHER-ADDRESS has its own IP (another port only) cannot run the RFC 5780
+/// tests: it answers the race as a plain server, and with no other server the discovery ends
+/// with `NoBehaviourDiscovery`. Once finished, `poll_timeout` and `poll_transmit` are `None`.
+/// Kills: `stun/nat.rs` `NatDiscovery::race` match guard `other.ip() != ...` with `true`, and
+/// `NatDiscovery::running` with `true`.
+#[test]
+fn nat_discovery_needs_an_other_address_on_another_ip_and_is_idle_once_finished() {
+    use pipe_core::stun::{
+        decode, Attribute, Class, Message, Method, NatConfig, NatDiscovery, NatError, NatSocket,
+    };
+    let now = base_instant();
+    let server = sa("198.51.100.1:3478");
+    let mut d = NatDiscovery::new(NatConfig::new(vec![server]), 5);
+    assert_eq!(d.poll_timeout(), None, "not started");
+    d.start(now, sa("10.0.0.2:4000"), sa("10.0.0.2:4001"));
+    let t1 = d.poll_transmit().unwrap();
+    let id = decode(&t1.payload).unwrap().transaction_id;
+    let mut ok = Message::new(Class::Success, Method::Binding, id);
+    ok.attributes
+        .push(Attribute::XorMappedAddress(sa("203.0.113.9:5000")));
+    ok.attributes
+        .push(Attribute::OtherAddress(sa("198.51.100.1:3479")));
+    d.handle_datagram(now, NatSocket::Mapping, server, &ok.encode());
+    assert_eq!(
+        d.poll_result(),
+        Some(Err(NatError::NoBehaviourDiscovery {
+            answered: vec![(server, sa("203.0.113.9:5000"))]
+        }))
+    );
+    assert!(d.is_finished());
+    assert_eq!(d.poll_timeout(), None, "finished");
+    d.handle_timeout(now + std::time::Duration::from_secs(1));
+    assert!(d.poll_transmit().is_none());
+    assert_eq!(d.poll_timeout(), None);
+}
+
+/// RESPONSE-PORT: `handle` (the single-socket API) returns no answer for a request asking
+/// for another port; a reply to a blocked port is dropped and counted; an RFC 3489 request
+/// (not the RFC 5389 magic cookie) does not have RESPONSE-PORT honoured and is answered
+/// where it came from. `bytes_in` counts every datagram's bytes.
+/// Kills: `stun/server.rs` `StunServer::handle` `&&` with `||`, `StunServer::handle_request`
+/// `+=` with `*=` on `bytes_in` and on `dropped_blocked_source` (the reply's port), and the
+/// match guard `!classic` with `true`.
+#[test]
+fn stun_server_honours_response_port_only_for_rfc_5389_requests_to_allowed_ports() {
+    use pipe_core::stun::{Attribute, Message, StunServer, StunServerConfig, TransactionId};
+    let now = base_instant();
+    let local = sa("192.0.2.1:3478");
+    let client = sa("203.0.113.5:40000");
+    let mut s = StunServer::new(StunServerConfig::default());
+    let req = |n: u8, port: u16| {
+        let mut m = Message::binding_request(TransactionId([n; 12]));
+        m.attributes.push(Attribute::ResponsePort(port));
+        m.encode()
+    };
+    let mut bytes_in = 0;
+
+    let r1 = req(1, 40001);
+    bytes_in += r1.len() as u64;
+    assert_eq!(s.handle(now, local, client, &r1), None, "another port");
+
+    let r2 = req(2, 53);
+    bytes_in += r2.len() as u64;
+    assert_eq!(s.handle_request(now, local, client, &r2), None);
+    assert_eq!(s.stats().dropped_blocked_source, 1);
+
+    let mut r3 = req(3, 40001).to_vec();
+    r3[4..8].copy_from_slice(&[1, 2, 3, 4]); // an RFC 3489 transaction id, no magic cookie
+    bytes_in += r3.len() as u64;
+    let reply = s.handle_request(now, local, client, &r3).expect("answered");
+    assert_eq!((reply.from, reply.to), (local, client));
+    let st = s.stats();
+    assert_eq!((st.received, st.answered, st.answered_classic), (3, 2, 1));
+    assert_eq!(st.answered_response_port, 1);
+    assert_eq!(st.bytes_in, bytes_in);
+}
+
+/// With no NAT (the mapped address is the local one) the hairpin probe is not sent; the
+/// report's `hairpin` is then `Some(true)` (a datagram to ourselves arrives) only if
+/// hairpinning was asked for, `None` if `NatConfig::hairpin` is off.
+/// Kills: `stun/nat.rs` `NatDiscovery::report` `&&` with `||` in
+/// `self.conf.hairpin && t.x1 == local_m`.
+#[test]
+fn nat_hairpin_without_a_nat_is_reported_only_when_asked_for() {
+    use pipe_core::stun::{
+        decode, Attribute, Class, Message, Method, NatClass, NatConfig, NatDiscovery, NatSocket,
+    };
+    let (server, other) = (sa("198.51.100.1:3478"), sa("198.51.100.2:3479"));
+    let (local_m, local_f) = (sa("10.0.0.2:4000"), sa("10.0.0.2:4001"));
+    for hairpin in [true, false] {
+        let now = base_instant();
+        let mut conf = NatConfig::new(vec![server]);
+        conf.hairpin = hairpin;
+        let mut d = NatDiscovery::new(conf, 5);
+        d.start(now, local_m, local_f);
+        let r = loop {
+            let t = d.poll_transmit().expect("a request to answer");
+            let msg = decode(&t.payload).unwrap();
+            assert_eq!(msg.class, Class::Request);
+            assert!(t.dest != local_m, "no hairpin probe without a NAT");
+            let change = msg.attributes.iter().find_map(|a| match a {
+                Attribute::ChangeRequest {
+                    change_ip,
+                    change_port,
+                } => Some((*change_ip, *change_port)),
+                _ => None,
+            });
+            let mapped = match t.socket {
+                NatSocket::Mapping => local_m,
+                NatSocket::Filtering => local_f,
+            };
+            let from = match change {
+                Some((true, _)) => other,
+                Some((false, true)) => sa("198.51.100.1:3479"),
+                _ => t.dest,
+            };
+            let mut ok = Message::new(Class::Success, Method::Binding, msg.transaction_id);
+            ok.attributes.push(Attribute::XorMappedAddress(mapped));
+            ok.attributes.push(Attribute::OtherAddress(other));
+            if change.is_some() {
+                ok.attributes.push(Attribute::ResponseOrigin(from));
+            }
+            d.handle_datagram(now, t.socket, from, &ok.encode());
+            if let Some(r) = d.poll_result() {
+                break r.unwrap();
+            }
+        };
+        assert_eq!(r.class, NatClass::OpenInternet);
+        assert_eq!(
+            r.hairpin,
+            hairpin.then_some(true),
+            "hairpin asked for: {hairpin}"
+        );
+    }
+}
