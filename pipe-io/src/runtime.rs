@@ -47,6 +47,11 @@ pub trait Runtime: Clone + Send + Sync + Debug + 'static {
 /// Readiness shared by all socket types.
 pub trait Readiness: Send + Sync + 'static {
     /// Completes when the socket may be readable (or has an error pending).
+    ///
+    /// One task at a time waits on a socket's readability (its pipe's I/O task, or the one
+    /// task that owns a helper socket), so an implementation may keep a single waker per
+    /// socket: tokio's `poll_read_ready`, async-io's `poll_readable`. Writability may have
+    /// several waiters at once.
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Completes when the socket may be writable (or has an error pending).
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
