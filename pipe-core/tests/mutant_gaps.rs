@@ -1855,3 +1855,104 @@ fn nat_hairpin_without_a_nat_is_reported_only_when_asked_for() {
         );
     }
 }
+
+/// A datagram the OS refused (`drop_transmit`) leaves `out_bytes` at what is still queued; a
+/// closed pipe stays `Closing` while a datagram is left, and is forgotten once none is.
+/// Kills: `engine/mod.rs` `Engine::drop_transmit` `-=` with `+=` (`out_bytes`), and
+/// `Engine::after_write` `&&` with `||` (`done && state == Closing`).
+#[test]
+fn a_dropped_transmit_leaves_the_queued_byte_count_and_a_closing_pipe_closing() {
+    use pipe_core::State;
+    let (mut e, now) = engine();
+    let u = e
+        .open_udp(
+            now,
+            sa("10.0.0.1:5"),
+            Some(sa("10.0.0.2:5")),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
+    e.send(now, u, b"one", None).unwrap();
+    e.send(now, u, b"three", None).unwrap();
+    assert_eq!(e.out_bytes(u), 8);
+    e.drop_transmit(now, u);
+    assert_eq!(e.out_bytes(u), 5);
+    assert_eq!(e.stats(u).unwrap().send_failed, 1);
+    e.send(now, u, b"four", None).unwrap();
+    e.close(now, u);
+    assert_eq!(e.state(u), Some(State::Closing));
+    e.drop_transmit(now, u);
+    assert_eq!(e.out_bytes(u), 4);
+    assert_eq!(e.state(u), Some(State::Closing), "a datagram is left");
+    e.drop_transmit(now, u);
+    assert_eq!(e.state(u), None, "flushed: forgotten");
+}
+
+/// `within_caps` allows one event past the queue's cap for each reliable send still waiting
+/// for its outcome (its timer), on top of a few lifecycle events per pipe.
+/// Kills: `engine/mod.rs` `Engine::within_caps` `+` with `-` before `self.timers.len()`.
+#[test]
+fn within_caps_allows_an_outcome_event_per_outstanding_reliable_send() {
+    let (mut e, now) = engine();
+    let from: SocketAddr = sa("10.0.0.2:80");
+    let r = e
+        .open_udp(
+            now,
+            sa("10.0.0.1:6"),
+            Some(from),
+            Conf {
+                reliable_udp: true,
+                ..Conf::default()
+            },
+            false,
+        )
+        .unwrap();
+    let conf = Conf {
+        max_callback_jobs: 1 << 20,
+        max_callback_bytes: 1 << 30,
+        ..Conf::default()
+    };
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(from), conf, true)
+        .unwrap();
+    for i in 0..pipe_core::MAX_EVENTS {
+        e.handle_datagram(now, p, from, &(i as u32).to_be_bytes());
+    }
+    for _ in 0..10 {
+        e.send_reliable(now, r, b"ack me", None).unwrap();
+    }
+    assert!(e.within_caps());
+    assert_eq!(evs(&mut e).len(), pipe_core::MAX_EVENTS);
+}
+
+/// `within_caps` allows a few lifecycle events per known pipe past the event queue's cap:
+/// a listener's accepted connections each bring an `Accepted` and an `Up`.
+/// Kills: `engine/mod.rs` `Engine::within_caps` `*` with `+` in `4 * self.pipes.len()`.
+#[test]
+fn within_caps_allows_lifecycle_events_of_every_known_pipe_past_the_cap() {
+    let (mut e, now) = engine();
+    let from: SocketAddr = sa("10.0.0.2:80");
+    let conf = Conf {
+        max_callback_jobs: 1 << 20,
+        max_callback_bytes: 1 << 30,
+        ..Conf::default()
+    };
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(from), conf, true)
+        .unwrap();
+    for i in 0..pipe_core::MAX_EVENTS {
+        e.handle_datagram(now, p, from, &(i as u32).to_be_bytes());
+    }
+    let listen = sa("10.0.0.1:80");
+    let l = e
+        .open_listener(now, listen, Conf::default(), false)
+        .unwrap();
+    for port in 1..=8 {
+        e.handle_accepted(now, l, listen, sa(&format!("10.0.0.3:{port}")))
+            .unwrap();
+    }
+    assert_eq!(e.pipe_count(), 10);
+    assert!(e.within_caps());
+    assert_eq!(evs(&mut e).len(), pipe_core::MAX_EVENTS + 17);
+}
