@@ -283,6 +283,11 @@ impl<R: Runtime> PipeBuilder<R> {
                 Opened::Listener(s) => {
                     let local = s.local_addr()?;
                     let id = g.engine.open_listener(now, local, conf, has_msg)?;
+                    if cbs.msg.is_empty() && cbs.end.is_empty() {
+                        // Only `accept()` can serve its connections: one whose peer's FIN
+                        // comes before the first `accept()` call may still be answered.
+                        g.engine.serve_by_accept(id);
+                    }
                     (id, Sock::Listener(Arc::new(rt.listener(s)?)))
                 }
             };

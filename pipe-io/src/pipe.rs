@@ -148,7 +148,7 @@ impl<R: Runtime> Pipe<R> {
                 return Ok(());
             }
             if self.entry.is_ended() {
-                let e = match self.entry.reason.get() {
+                let e = match self.entry.end_reason() {
                     Some(EndReason::Tls(e)) => e.clone(),
                     Some(other) => pipe_core::TlsError::Protocol(other.to_string()),
                     None => pipe_core::TlsError::Protocol("the pipe ended".into()),
@@ -623,7 +623,7 @@ impl<R: Runtime> Pipe<R> {
         if self.entry.is_ended() {
             // Ended already: run this one callback, with the pipe's real end reason, after
             // the jobs already queued (its End among them).
-            let reason = self.entry.reason.get().cloned().unwrap_or(EndReason::Local);
+            let reason = self.entry.end_reason().cloned().unwrap_or(EndReason::Local);
             let mut g = self.group.lock();
             let job = crate::callbacks::Job::End(reason.clone(), Some(cb.clone()));
             if !self.group.queue_job(&mut g, self.id, job) {

@@ -174,7 +174,7 @@ fn shutdown_done(entry: &Entry) -> Option<Result<(), SendError>> {
         return Some(Ok(()));
     }
     if entry.is_released() || entry.is_closed() {
-        return Some(match entry.reason.get() {
+        return Some(match entry.end_reason() {
             None | Some(EndReason::PeerClosed) | Some(EndReason::Local) => Ok(()),
             Some(_) => Err(SendError::Closed),
         });
@@ -448,7 +448,7 @@ impl<R: Runtime> PipeStream<R> {
 
 /// What a read says once the pipe's queue is drained and nothing more comes.
 fn end_of_stream(entry: &Entry) -> io::Result<()> {
-    let kind = match entry.reason.get() {
+    let kind = match entry.end_reason() {
         None
         | Some(EndReason::PeerClosed)
         | Some(EndReason::Local)

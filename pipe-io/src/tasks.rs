@@ -154,36 +154,60 @@ fn read_loop<'a, R: Runtime, S: Readiness>(
                 if entry.is_paused() {
                     break;
                 }
-                match with_inline_jobs(&mut read_one) {
+                // Nothing of the read is held across an await but the boxed forwards: every
+                // local kept across one sizes the task of each idle connection.
+                let (forwards, fin) = match with_inline_jobs(&mut read_one) {
                     Read::Splice => return Exit::Splice,
                     Read::Fed(forwards) => {
                         n += 1;
-                        if !forwards.is_empty() {
-                            // On the heap: only relays forward, and idle tasks stay small.
-                            Box::pin(run_forwards(group, forwards)).await;
-                        }
+                        (forwards, false)
                     }
                     Read::Empty => break,
-                    Read::Retry => {}
+                    Read::Retry => continue,
                     Read::Ended => break 'read,
-                    Read::Fin(forwards) => {
-                        if !forwards.is_empty() {
-                            Box::pin(run_forwards(group, forwards)).await;
-                        }
-                        break 'read;
-                    }
+                    Read::Fin(forwards) => (forwards, true),
+                };
+                if let Some(run) = boxed_forwards(group, forwards) {
+                    // On the heap: only relays forward, and idle tasks stay small.
+                    run.await;
+                }
+                if fin {
+                    break 'read;
                 }
             }
             if n == READ_BUDGET {
                 future::yield_now().await;
                 continue;
             }
-            on_wake(group, id, wait(group, id, entry, sock, true).await);
+            let woke = wait(group, id, entry, sock, true).await;
+            on_wake(group, id, woke);
         }
         // On the heap: the drain's wait is the biggest state, and every idle task would carry it.
         Box::pin(drain(group, id, entry, sock)).await;
         Exit::Done
     }
+}
+
+/// Run `forwards` (relayed messages) on the heap, or `None` when there are none.
+fn boxed_forwards<'a, R: Runtime>(
+    group: &'a Arc<Group<R>>,
+    forwards: Vec<Forward<R>>,
+) -> Option<std::pin::Pin<Box<impl Future<Output = ()> + 'a>>> {
+    (!forwards.is_empty()).then(|| Box::pin(run_forwards(group, forwards)))
+}
+
+/// A zero-copy session ended the pipe: run what it forwarded last, then write what is queued.
+async fn after_splice<R: Runtime, S: Readiness>(
+    group: &Arc<Group<R>>,
+    id: PipeId,
+    entry: &Entry,
+    sock: &S,
+    forwards: Vec<Forward<R>>,
+) {
+    if !forwards.is_empty() {
+        run_forwards(group, forwards).await;
+    }
+    drain(group, id, entry, sock).await;
 }
 
 /// The pipe ended, or its peer sent a FIN (half-closed: it still writes, and sends may still
@@ -320,25 +344,28 @@ fn run_tcp<R: Runtime>(
             if let Exit::Done = exit {
                 break;
             }
-            match Box::pin(crate::splice::run(
-                group.clone(),
-                id,
-                sock.clone(),
-                entry.clone(),
-                reader_limit / 2,
-            ))
-            .await
-            {
-                crate::splice::Session::Copy => {}
-                crate::splice::Session::Off => may_splice = None,
-                crate::splice::Session::End(forwards) => {
-                    if !forwards.is_empty() {
-                        Box::pin(run_forwards(&group, forwards)).await;
+            // The session's result is taken apart in this block, before the next await:
+            // nothing of it is kept in every idle task's state.
+            let forwards = {
+                let session = Box::pin(crate::splice::run(
+                    group.clone(),
+                    id,
+                    sock.clone(),
+                    entry.clone(),
+                    reader_limit / 2,
+                ))
+                .await;
+                match session {
+                    crate::splice::Session::Copy => continue,
+                    crate::splice::Session::Off => {
+                        may_splice = None;
+                        continue;
                     }
-                    Box::pin(drain(&group, id, &entry, &*sock)).await;
-                    break;
+                    crate::splice::Session::End(forwards) => forwards,
                 }
-            }
+            };
+            Box::pin(after_splice(&group, id, &entry, &*sock, forwards)).await;
+            break;
         }
         // Closing the last descriptor sends the FIN (or, with SO_LINGER 0, the RST): no
         // shutdown call, which would also turn an abortive close into a graceful one.

@@ -318,3 +318,49 @@ fn a_fin_read_after_accept_leaves_a_message_pipe_answerable() {
     );
     assert_eq!(got, b"answer");
 }
+
+/// A listener with no callbacks is served by `accept()` from the start: a client whose
+/// request and FIN the driver read before the first `accept()` call still gets its answer.
+#[test]
+fn a_fin_read_before_the_first_accept_leaves_the_connection_answerable() {
+    let sim = Sim::new();
+    let s = sim.clone();
+    let got = sim.block_on(Duration::from_secs(60), async move {
+        let srv = PipeBuilder::new(s.clone(), Proto::Tcp)
+            .bind(lo())
+            .open()
+            .await
+            .unwrap();
+        let mut peer = Peer::connect(&s, srv.local_addr().unwrap());
+        peer.write_all(b"question").await;
+        peer.0.shutdown(std::net::Shutdown::Write).unwrap();
+        // Every task runs each round: the listener accepts, the connection's task reads the
+        // request and the FIN, all before `accept()` is first called.
+        for _ in 0..64 {
+            sim::yield_once().await;
+        }
+        let conn = srv.accept().await.unwrap();
+        let mut st = conn.into_stream().expect("still a stream");
+        let mut buf = [0u8; 64];
+        let n = std::future::poll_fn(|cx| st.poll_read(cx, &mut buf))
+            .await
+            .unwrap();
+        assert_eq!(&buf[..n], b"question");
+        let answer = b"answered";
+        let mut rest = &answer[..];
+        while !rest.is_empty() {
+            let n = std::future::poll_fn(|cx| st.poll_write(cx, rest))
+                .await
+                .expect("writable after the FIN");
+            rest = &rest[n..];
+        }
+        std::future::poll_fn(|cx| st.poll_shutdown(cx))
+            .await
+            .unwrap();
+        let got = peer.read_to_eof().await;
+        drop(st);
+        drop(srv);
+        got
+    });
+    assert_eq!(got, b"answered");
+}

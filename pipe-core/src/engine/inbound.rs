@@ -56,14 +56,15 @@ impl Engine {
                 p.stats.rare().malformed += 1;
             }
             Ok(Frame::Ack { seq }) => {
-                let matched = p.outstanding.get(&seq).is_some_and(|o| {
+                let pending = p.rel.as_ref().and_then(|r| r.outstanding.get(&seq));
+                let matched = pending.is_some_and(|o| {
                     same_ip(o.dest.ip(), from.ip()) && o.dest.port() == from.port()
                 });
                 if !matched {
                     p.stats.rare().stray_acks += 1;
                     return;
                 }
-                if let Some(o) = p.outstanding.get(&seq) {
+                if let Some(o) = pending {
                     self.timers.remove(&(o.deadline, pipe, seq));
                 }
                 self.finish_reliable(pipe, seq, Outcome::Acked);

@@ -420,11 +420,14 @@ impl Engine {
             let Some(p) = self.pipes.get_mut(&pipe) else {
                 continue;
             };
-            let Some(pending) = p.outstanding.get_mut(&seq) else {
+            let Some(rel) = p.rel.as_deref_mut() else {
+                continue;
+            };
+            let Some(pending) = rel.outstanding.get_mut(&seq) else {
                 continue;
             };
             if pending.tries_left == 0 {
-                p.outstanding.remove(&seq);
+                rel.outstanding.remove(&seq);
                 self.finish_reliable(pipe, seq, Outcome::Unconfirmed);
                 self.maybe_remove(pipe);
                 continue;
@@ -539,10 +542,10 @@ impl Engine {
         if !p.is_open() {
             return Err(SendError::Closed);
         }
-        if p.kind != Kind::Udp || !p.conf.reliable_udp {
+        let Some(rel) = p.rel.as_deref_mut() else {
             return Err(SendError::NotReliable);
-        }
-        let waiting = p.outstanding.len() + p.outcomes.len();
+        };
+        let waiting = rel.outstanding.len() + rel.outcomes.len();
         if waiting >= p.conf.max_reliable_outstanding {
             return Err(SendError::TooManyOutstanding(waiting));
         }
@@ -551,14 +554,15 @@ impl Engine {
         }
         let dst = udp_dest(p, dest)?;
         check_udp_size(p, dst, data.len())?;
-        let mut seq = p.next_seq;
-        while seq == 0 || p.outstanding.contains_key(&seq) {
+        let rel = p.rel.as_deref_mut().ok_or(SendError::NotReliable)?;
+        let mut seq = rel.next_seq;
+        while seq == 0 || rel.outstanding.contains_key(&seq) {
             seq = seq.wrapping_add(1);
         }
-        p.next_seq = seq.wrapping_add(1);
+        rel.next_seq = seq.wrapping_add(1);
         let frame = rudp::encode(seq, rudp::FLAG_DATA, data);
         let deadline = now + p.conf.retry_interval;
-        p.outstanding.insert(
+        rel.outstanding.insert(
             seq,
             rudp::Pending {
                 dest: dst,
@@ -577,11 +581,11 @@ impl Engine {
 
     /// The outcome of a reliable send, once it has one (taken: asked again, `None`).
     pub fn take_outcome(&mut self, pipe: PipeId, id: MessageId) -> Option<Outcome> {
-        let p = self.pipes.get_mut(&pipe)?;
-        let i = p.outcomes.iter().position(|(m, _)| *m == id)?;
-        let (_, o) = p.outcomes.swap_remove(i);
-        if p.outcomes.is_empty() {
-            p.outcomes = Vec::new();
+        let rel = self.pipes.get_mut(&pipe)?.rel.as_deref_mut()?;
+        let i = rel.outcomes.iter().position(|(m, _)| *m == id)?;
+        let (_, o) = rel.outcomes.swap_remove(i);
+        if rel.outcomes.is_empty() {
+            rel.outcomes = Vec::new();
             self.maybe_remove(pipe);
         }
         Some(o)
@@ -594,7 +598,11 @@ impl Engine {
             return;
         }
         if let Some(p) = self.pipes.get_mut(&pipe) {
-            if let Some(pending) = p.outstanding.get_mut(&id.0) {
+            if let Some(pending) = p
+                .rel
+                .as_deref_mut()
+                .and_then(|r| r.outstanding.get_mut(&id.0))
+            {
                 pending.forgotten = true;
             }
         }
@@ -834,6 +842,18 @@ impl Engine {
                 if e == SendError::Closed {
                     let _ = self.unlink(pipe, link);
                 }
+            }
+        }
+    }
+
+    /// The listener's connections are served by `accept()` from the start (a driver says so
+    /// for a listener with no message or end callbacks, which nothing else could serve): a
+    /// connection whose peer's FIN comes before the first `accept()` call stays writable for
+    /// the user who will take it, as after that call (`half.rs`). A no-op for other pipes.
+    pub fn serve_by_accept(&mut self, listener: PipeId) {
+        if let Some(l) = self.pipes.get_mut(&listener) {
+            if l.kind == Kind::TcpListener {
+                l.ls_mut().accepting = true;
             }
         }
     }
@@ -1147,7 +1167,9 @@ impl Engine {
                     && p.dedup.as_ref().is_none_or(|d| d.within_caps())
                     && p.out_bytes <= internal_cap + p.conf.max_out_bytes
                     && p.out.len() <= MAX_OUT_TRANSMITS
-                    && p.outstanding.len() <= p.conf.max_reliable_outstanding
+                    && p.rel
+                        .as_ref()
+                        .is_none_or(|r| r.outstanding.len() <= p.conf.max_reliable_outstanding)
                     && p.seen.as_ref().is_none_or(|s| s.within_caps())
                     && p.stamps.as_ref().is_none_or(|s| s.within_caps())
                     && p.ls().accept_q.len() <= p.conf.accept_backlog
@@ -1204,7 +1226,11 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
-        let outstanding = std::mem::take(&mut p.outstanding);
+        let outstanding = p
+            .rel
+            .as_deref_mut()
+            .map(|r| std::mem::take(&mut r.outstanding))
+            .unwrap_or_default();
         for (seq, pending) in &outstanding {
             self.timers.remove(&(pending.deadline, pipe, *seq));
         }
@@ -1236,10 +1262,10 @@ impl Engine {
         let forgotten = self
             .pipes
             .get(&pipe)
-            .and_then(|p| p.outstanding.get(&seq))
+            .and_then(|p| p.rel.as_ref()?.outstanding.get(&seq))
             .is_some_and(|o| o.forgotten);
-        if let Some(p) = self.pipes.get_mut(&pipe) {
-            p.outstanding.remove(&seq);
+        if let Some(rel) = self.pipes.get_mut(&pipe).and_then(|p| p.rel.as_deref_mut()) {
+            rel.outstanding.remove(&seq);
         }
         self.outcome(pipe, seq, forgotten, outcome);
     }
@@ -1252,8 +1278,8 @@ impl Engine {
             Outcome::Acked => p.stats.rare().acked += 1,
             Outcome::Unconfirmed => p.stats.rare().unconfirmed += 1,
         }
-        if !forgotten {
-            p.outcomes.push((MessageId(seq), outcome));
+        if let (false, Some(rel)) = (forgotten, p.rel.as_deref_mut()) {
+            rel.outcomes.push((MessageId(seq), outcome));
         }
         self.events.push_back(Event::Reliable {
             pipe,

@@ -300,8 +300,8 @@ pub(crate) struct PipeState {
     pub(crate) in_dirty: bool,
     /// The socket is reserved for bytes spliced into it (`engine/splice.rs`): the queue waits.
     pub(crate) splice_busy: bool,
-    pub(crate) next_seq: u64,
-    pub(crate) outstanding: BTreeMap<u64, Pending>,
+    /// Reliable-UDP sends (reliable UDP pipes only: every other pipe saves its 56 bytes).
+    pub(crate) rel: Option<Box<Reliable>>,
     /// Reliable-UDP receive window (reliable UDP pipes).
     pub(crate) seen: Option<Box<RecvWindow>>,
     /// The (origin, message id) window of a stamping pipe (`Conf::relay_stamp`).
@@ -314,6 +314,13 @@ pub(crate) struct PipeState {
     pub(crate) stats: Counters,
     pub(crate) half: Half,
     pub(crate) t: Timing,
+}
+
+/// The sending side of a reliable UDP pipe.
+#[derive(Debug, Default)]
+pub(crate) struct Reliable {
+    pub(crate) next_seq: u64,
+    pub(crate) outstanding: BTreeMap<u64, Pending>,
     /// Reliable outcomes not yet taken by the driver.
     pub(crate) outcomes: Vec<(crate::event::MessageId, crate::event::Outcome)>,
 }
@@ -370,6 +377,12 @@ impl PipeState {
         seq_seed: u64,
         now: Instant,
     ) -> Self {
+        let rel = (kind == Kind::Udp && conf.reliable_udp).then(|| {
+            Box::new(Reliable {
+                next_seq: seq_seed.max(1),
+                ..Reliable::default()
+            })
+        });
         let dedup = conf
             .enable_msg_ids
             .then(|| Box::new(Dedup::new(conf.max_msg_ids, conf.dedup_key)));
@@ -403,8 +416,7 @@ impl PipeState {
             out_bytes: 0,
             in_dirty: false,
             splice_busy: false,
-            next_seq: seq_seed.max(1),
-            outstanding: BTreeMap::new(),
+            rel,
             seen,
             stamps,
             in_accept_q: false,
@@ -413,7 +425,6 @@ impl PipeState {
             stats: Counters::default(),
             half: Half::default(),
             t: Timing::new(now),
-            outcomes: Vec::new(),
         }
     }
 
@@ -453,7 +464,7 @@ impl PipeState {
             && self.ls().children.is_empty()
             && self.ls().accept_q.is_empty()
             && self.subs.iter().all(|s| s.queue.is_empty())
-            && self.outcomes.is_empty()
+            && self.rel.as_ref().is_none_or(|r| r.outcomes.is_empty())
             && self.t.held_jobs == 0
     }
 
