@@ -384,10 +384,10 @@ async fn run_listener<R: Runtime>(
     // Accepts since the task last gave way: a flood keeps `accept` ready, and smol (unlike
     // tokio) has no budget that makes a ready task yield, so without this the accept loop
     // starves the tasks that close evicted or refused connections on its thread.
-    let mut in_a_row = 0usize;
+    let mut since_yield = 0usize;
     while !entry.is_ended() {
-        if in_a_row == ACCEPT_BUDGET {
-            in_a_row = 0;
+        if since_yield == ACCEPT_BUDGET {
+            since_yield = 0;
             future::yield_now().await;
         }
         let signal = entry.wake_io.listen();
@@ -412,7 +412,7 @@ async fn run_listener<R: Runtime>(
             Some(None) => timer(&group),
             Some(Some(Ok((stream, peer)))) => {
                 backoff = Duration::ZERO;
-                in_a_row += 1;
+                since_yield += 1;
                 accept_one(&group, id, stream, peer);
             }
             Some(Some(Err(e))) if is_fd_exhaustion(&e) => {
