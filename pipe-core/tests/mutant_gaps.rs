@@ -1683,7 +1683,8 @@ fn nat_hairpin_is_seen_only_for_the_probes_own_request() {
 fn nat_report_waits_for_tests_two_and_three_and_the_plain_filtering_request() {
     use pipe_core::stun::{NatSocket, NatTransmit};
     let server = sa("198.51.100.1:3478");
-    let withheld: [(&str, fn(&NatTransmit) -> bool); 3] = [
+    type Pick = fn(&NatTransmit) -> bool;
+    let withheld: [(&str, Pick); 3] = [
         ("test II", |t| {
             t.socket == NatSocket::Mapping && t.dest == sa("198.51.100.2:3478")
         }),
@@ -1955,4 +1956,109 @@ fn within_caps_allows_lifecycle_events_of_every_known_pipe_past_the_cap() {
     assert_eq!(e.pipe_count(), 10);
     assert!(e.within_caps());
     assert_eq!(evs(&mut e).len(), pipe_core::MAX_EVENTS + 17);
+}
+
+/// A self-signed certificate and key for `name` (rcgen), as in `engine_tls.rs`.
+fn tls_pair(name: &str) -> (pipe_core::Tls, pipe_core::Tls) {
+    use pipe_core::rustls_types::{PrivateKeyDer, ServerName};
+    use pipe_core::{TlsClient, TlsServer};
+    let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let server = TlsServer::new(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .build()
+    .unwrap();
+    let client = TlsClient::with_roots([cert.der().clone()])
+        .server_name(ServerName::try_from(name.to_string()).unwrap())
+        .build()
+        .unwrap();
+    (server, client)
+}
+
+/// Once its handshake is done, a TLS connection is not ended by the handshake deadline
+/// (`Conf::ssl_handshake`): both ends are still open long after it. A server `Tls` equals its
+/// clone; `Debug` of a `Tls` names its kind and the server name, not the key material.
+/// Kills: `tls.rs` `TlsSession::is_handshaking` with `true`, `<impl PartialEq for Tls>::eq`
+/// delete match arm `(Tls::Server, Tls::Server)`, and `<impl Debug for Tls>::fmt` with
+/// `Ok(Default::default())`.
+#[test]
+fn a_tls_connection_outlives_its_handshake_deadline() {
+    use pipe_core::State;
+    let (server, client) = tls_pair("pipes.test");
+    assert_eq!(server, server.clone());
+    assert!(format!("{server:?}").starts_with("Tls::Server"));
+    let shown = format!("{client:?}");
+    assert!(
+        shown.starts_with("Tls::Client") && shown.contains("pipes.test"),
+        "{shown}"
+    );
+    let (mut e, now) = engine();
+    let listen = sa("10.0.0.1:443");
+    let conf = |tls| Conf {
+        tls: Some(tls),
+        ..Conf::default()
+    };
+    let l = e.open_listener(now, listen, conf(server), false).unwrap();
+    let c = e
+        .open_tcp(now, sa("10.0.0.2:5000"), listen, conf(client), false)
+        .unwrap();
+    let a = e
+        .handle_accepted(now, l, listen, sa("10.0.0.2:5000"))
+        .unwrap();
+    e.pop_accepted(l).unwrap();
+    loop {
+        let mut moved = false;
+        for (from, to) in [(c, a), (a, c)] {
+            while let Some(t) = e.poll_transmit_for(from) {
+                moved = true;
+                e.handle_stream(now, to, &t.payload);
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    while e.poll_event().is_some() {}
+    let later = now + Conf::default().ssl_handshake * 3;
+    e.handle_timeout(later);
+    assert_eq!(e.state(c), Some(State::Open));
+    assert_eq!(e.state(a), Some(State::Open));
+}
+
+/// `external_links` lists a pipe's links to other engines' pipes with their tokens (what a
+/// driver pairs), not its local links.
+/// Kills: `engine/half.rs` `Engine::external_links` with `vec![]`.
+#[test]
+fn external_links_lists_the_links_to_other_engines_with_their_tokens() {
+    use pipe_core::{Kind, LinkTarget};
+    let (mut e, now) = engine();
+    let open = |e: &mut Engine, port: u16| {
+        e.open_udp(
+            now,
+            sa(&format!("10.0.0.1:{port}")),
+            None,
+            Conf::default(),
+            false,
+        )
+        .unwrap()
+    };
+    let (a, b) = (open(&mut e, 1), open(&mut e, 2));
+    let ext = LinkTarget::External {
+        kind: Kind::Udp,
+        open: true,
+    };
+    let l1 = e.link(a, ext, None, None).unwrap();
+    e.link(a, LinkTarget::Local(b), None, None).unwrap();
+    let l3 = e.link(a, ext, Some(sa("10.0.0.7:7")), None).unwrap();
+    assert_eq!(
+        e.external_links(a),
+        [
+            (l1, e.link_token(a, l1).unwrap()),
+            (l3, e.link_token(a, l3).unwrap())
+        ]
+    );
+    assert!(e.external_links(b).is_empty());
 }
