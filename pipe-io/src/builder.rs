@@ -283,7 +283,7 @@ impl<R: Runtime> PipeBuilder<R> {
                 Opened::Listener(s) => {
                     let local = s.local_addr()?;
                     let id = g.engine.open_listener(now, local, conf, has_msg)?;
-                    if cbs.msg.is_empty() && cbs.end.is_empty() {
+                    if !cbs.serve_connections() {
                         // Only `accept()` can serve its connections: one whose peer's FIN
                         // comes before the first `accept()` call may still be answered.
                         g.engine.serve_by_accept(id);

@@ -68,6 +68,15 @@ pub(crate) struct Callbacks<R: Runtime> {
     pub(crate) sub: Arc<Vec<(SubId, MsgFn<R>)>>,
 }
 
+impl<R: Runtime> Callbacks<R> {
+    /// A listener's message or end callbacks serve its connections, P2PD's way (the peer's
+    /// FIN ends a connection once nothing may answer); without them only `accept()` can,
+    /// and its user holds each connection like a `TcpStream` (`pipe_core::Engine::user_acts`).
+    pub(crate) fn serve_connections(&self) -> bool {
+        !self.msg.is_empty() || !self.end.is_empty()
+    }
+}
+
 impl<R: Runtime> Default for Callbacks<R> {
     fn default() -> Self {
         Self {

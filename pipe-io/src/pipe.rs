@@ -510,9 +510,9 @@ impl<R: Runtime> Pipe<R> {
         let Some(conn) = g.engine.pop_accepted(self.id)? else {
             return Ok(None);
         };
-        if !g.cbs.msg.is_empty() || !g.cbs.end.is_empty() {
-            // Served by the listener's message or end callbacks (P2PD's way): the user has
-            // acted already, so a FIN read from now on ends it as P2PD would.
+        if g.cbs.serve_connections() {
+            // Served by the listener's callbacks: the user has acted already, so a FIN read
+            // from now on ends it as P2PD would.
             g.engine.user_acts(conn);
             self.group.pump(&mut g);
         }

@@ -156,9 +156,7 @@ fn close_flush_deadline_fires_after_the_listener_handed_its_timer_over() {
                     false
                 },
                 async {
-                    for _ in 0..64 {
-                        sim::yield_once().await;
-                    }
+                    sim::yield_rounds(64).await;
                     true
                 },
             )
@@ -227,6 +225,36 @@ fn reliable_send_is_unconfirmed_after_its_tries() {
     assert!(took >= 9000 * MS);
 }
 
+/// A TCP server on the simulation with no callbacks: only `accept()` serves it.
+async fn plain_server(sim: &Sim) -> pipe_io::Pipe<Sim> {
+    PipeBuilder::new(sim.clone(), Proto::Tcp)
+        .bind(lo())
+        .open()
+        .await
+        .unwrap()
+}
+
+/// The peer's request, then its FIN (a half-close, as `socat` does at its input's end).
+async fn question_then_fin(peer: &mut Peer) {
+    peer.write_all(b"question").await;
+    peer.0.shutdown(std::net::Shutdown::Write).unwrap();
+}
+
+/// Write all of `answer` to the stream (each write must be taken: the peer's FIN does not
+/// end the stream's writing), then shut it down.
+async fn answer_then_shut_down(st: &mut pipe_io::PipeStream<Sim>, answer: &[u8]) {
+    let mut rest = answer;
+    while !rest.is_empty() {
+        let n = std::future::poll_fn(|cx| st.poll_write(cx, rest))
+            .await
+            .expect("writable after the FIN");
+        rest = &rest[n..];
+    }
+    std::future::poll_fn(|cx| st.poll_shutdown(cx))
+        .await
+        .unwrap();
+}
+
 /// `accept()` then `into_stream()`: a request and its FIN read in between (the peer sends
 /// them once the connection is handed out, and the driver runs before the user's next call)
 /// do not cost the stream its write side. Under a real runtime that ordering is a matter of
@@ -236,19 +264,12 @@ fn a_fin_read_between_accept_and_into_stream_leaves_the_stream_writable() {
     let sim = Sim::new();
     let s = sim.clone();
     let (req, got) = sim.block_on(Duration::from_secs(60), async move {
-        let srv = PipeBuilder::new(s.clone(), Proto::Tcp)
-            .bind(lo())
-            .open()
-            .await
-            .unwrap();
+        let srv = plain_server(&s).await;
         let mut peer = Peer::connect(&s, srv.local_addr().unwrap());
         let conn = srv.accept().await.unwrap();
-        peer.write_all(b"question").await;
-        peer.0.shutdown(std::net::Shutdown::Write).unwrap();
+        question_then_fin(&mut peer).await;
         // Every task runs each round: the connection's reads the request and the FIN.
-        for _ in 0..64 {
-            sim::yield_once().await;
-        }
+        sim::yield_rounds(64).await;
         let mut st = conn.into_stream().expect("still a stream");
         let mut req = Vec::new();
         let mut buf = [0u8; 64];
@@ -261,17 +282,7 @@ fn a_fin_read_between_accept_and_into_stream_leaves_the_stream_writable() {
             }
             req.extend_from_slice(&buf[..n]);
         }
-        let answer = b"an answer after the peer's FIN";
-        let mut rest = &answer[..];
-        while !rest.is_empty() {
-            let n = std::future::poll_fn(|cx| st.poll_write(cx, rest))
-                .await
-                .expect("writable after the FIN");
-            rest = &rest[n..];
-        }
-        std::future::poll_fn(|cx| st.poll_shutdown(cx))
-            .await
-            .unwrap();
+        answer_then_shut_down(&mut st, b"an answer after the peer's FIN").await;
         let got = peer.read_to_eof().await;
         drop(st);
         drop(srv);
@@ -289,19 +300,12 @@ fn a_fin_read_after_accept_leaves_a_message_pipe_answerable() {
     let sim = Sim::new();
     let s = sim.clone();
     let (req, after, got) = sim.block_on(Duration::from_secs(60), async move {
-        let srv = PipeBuilder::new(s.clone(), Proto::Tcp)
-            .bind(lo())
-            .open()
-            .await
-            .unwrap();
+        let srv = plain_server(&s).await;
         let mut peer = Peer::connect(&s, srv.local_addr().unwrap());
         let conn = srv.accept().await.unwrap();
         conn.subscribe(pipe_io::Filter::all()).unwrap();
-        peer.write_all(b"question").await;
-        peer.0.shutdown(std::net::Shutdown::Write).unwrap();
-        for _ in 0..64 {
-            sim::yield_once().await;
-        }
+        question_then_fin(&mut peer).await;
+        sim::yield_rounds(64).await;
         let req = conn.recv().await.unwrap().expect("the request").data;
         conn.send(b"answer").await.expect("writable after the FIN");
         let after = conn.recv().await;
@@ -326,19 +330,12 @@ fn a_fin_read_before_the_first_accept_leaves_the_connection_answerable() {
     let sim = Sim::new();
     let s = sim.clone();
     let got = sim.block_on(Duration::from_secs(60), async move {
-        let srv = PipeBuilder::new(s.clone(), Proto::Tcp)
-            .bind(lo())
-            .open()
-            .await
-            .unwrap();
+        let srv = plain_server(&s).await;
         let mut peer = Peer::connect(&s, srv.local_addr().unwrap());
-        peer.write_all(b"question").await;
-        peer.0.shutdown(std::net::Shutdown::Write).unwrap();
+        question_then_fin(&mut peer).await;
         // Every task runs each round: the listener accepts, the connection's task reads the
         // request and the FIN, all before `accept()` is first called.
-        for _ in 0..64 {
-            sim::yield_once().await;
-        }
+        sim::yield_rounds(64).await;
         let conn = srv.accept().await.unwrap();
         let mut st = conn.into_stream().expect("still a stream");
         let mut buf = [0u8; 64];
@@ -346,17 +343,7 @@ fn a_fin_read_before_the_first_accept_leaves_the_connection_answerable() {
             .await
             .unwrap();
         assert_eq!(&buf[..n], b"question");
-        let answer = b"answered";
-        let mut rest = &answer[..];
-        while !rest.is_empty() {
-            let n = std::future::poll_fn(|cx| st.poll_write(cx, rest))
-                .await
-                .expect("writable after the FIN");
-            rest = &rest[n..];
-        }
-        std::future::poll_fn(|cx| st.poll_shutdown(cx))
-            .await
-            .unwrap();
+        answer_then_shut_down(&mut st, b"answered").await;
         let got = peer.read_to_eof().await;
         drop(st);
         drop(srv);

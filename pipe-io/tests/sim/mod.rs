@@ -345,3 +345,10 @@ impl Peer {
 pub async fn yield_once() {
     Once(false).await
 }
+
+/// Yield to the simulation for `n` rounds (every task is polled each round).
+pub async fn yield_rounds(n: usize) {
+    for _ in 0..n {
+        yield_once().await;
+    }
+}
