@@ -47,7 +47,8 @@ pub const MAX_SUBSCRIPTIONS: usize = 256;
 /// Most links per pipe.
 pub const MAX_LINKS: usize = 64;
 /// Most queued events; past it, `Message` and `Forward` events are dropped and counted (the others are
-/// bounded by the number of pipes and reliable sends).
+/// bounded by the number of pipes, those forgotten with events still queued among them, and
+/// reliable sends).
 pub const MAX_EVENTS: usize = 1 << 16;
 /// Largest UDP payload on IPv4 (65,535 − 20 − 8).
 pub const MAX_UDP_V4: usize = 65_507;
@@ -1154,7 +1155,17 @@ impl Engine {
     /// True when every queue and table is within its cap (checked by the property tests
     /// after every step).
     pub fn within_caps(&self) -> bool {
-        self.events.len() <= MAX_EVENTS + 4 * self.pipes.len() + self.timers.len()
+        // Lifecycle events are never dropped, and a forgotten pipe's last ones (End,
+        // Released) stay queued until the driver polls them: each pipe with events queued
+        // counts, known or not.
+        let forgotten: std::collections::HashSet<PipeId> = self
+            .events
+            .iter()
+            .map(event_pipe)
+            .filter(|p| !self.pipes.contains_key(p))
+            .collect();
+        self.events.len()
+            <= MAX_EVENTS + 4 * (self.pipes.len() + forgotten.len()) + self.timers.len()
             && self.dirty.len() <= self.pipes.len()
             && self.pipes.values().all(|p| {
                 // One message larger than the buffer may be queued alone (see `send`).
@@ -1657,4 +1668,24 @@ fn own_deadline(p: &PipeState) -> Option<Instant> {
         .flatten()
         .map(|t| p.t.last_activity + t);
     [handshake, first, stall, idle].into_iter().flatten().min()
+}
+
+/// The pipe an event is about: a listener's for `Accepted`, the sender's for forwards.
+fn event_pipe(ev: &Event) -> PipeId {
+    match ev {
+        Event::Up { pipe }
+        | Event::Message { pipe, .. }
+        | Event::SubMessage { pipe, .. }
+        | Event::Readable { pipe }
+        | Event::RecvDue { pipe }
+        | Event::Unlinked { pipe, .. }
+        | Event::Reliable { pipe, .. }
+        | Event::End { pipe, .. }
+        | Event::Released { pipe, .. }
+        | Event::WriteShut { pipe }
+        | Event::Pause { pipe }
+        | Event::Resume { pipe } => *pipe,
+        Event::Accepted { listener, .. } => *listener,
+        Event::Forward { from, .. } | Event::ForwardShutdown { from, .. } => *from,
+    }
 }
