@@ -207,7 +207,7 @@ impl<R: Runtime> PipeBuilder<R> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let id = self.cb_id();
-        Arc::make_mut(&mut self.cbs.msg).push((id, msg_fn(f)));
+        self.cbs.msg.make_mut().push((id, msg_fn(f)));
         self
     }
 
@@ -218,7 +218,7 @@ impl<R: Runtime> PipeBuilder<R> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let id = self.cb_id();
-        Arc::make_mut(&mut self.cbs.up).push((id, up_fn(f)));
+        self.cbs.up.make_mut().push((id, up_fn(f)));
         self
     }
 
@@ -231,7 +231,7 @@ impl<R: Runtime> PipeBuilder<R> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let id = self.cb_id();
-        Arc::make_mut(&mut self.cbs.accept).push((id, up_fn(f)));
+        self.cbs.accept.make_mut().push((id, up_fn(f)));
         self
     }
 
@@ -242,7 +242,7 @@ impl<R: Runtime> PipeBuilder<R> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let id = self.cb_id();
-        Arc::make_mut(&mut self.cbs.end).push((id, end_fn(f)));
+        self.cbs.end.make_mut().push((id, end_fn(f)));
         self
     }
 
@@ -528,17 +528,20 @@ async fn connect<R: Runtime>(
             socket: keep(dup),
         });
     }
-    let failure = match stream.take_error() {
-        Ok(Some(e)) | Err(e) => Some(e),
-        Ok(None) => stream.peer_addr().err(),
+    // No pending error and a peer address: connected. The peer address is the one really
+    // connected to (`0.0.0.0:p`, P2PD's way to reach a local server, reports the loopback
+    // address the OS used); one `getpeername` serves both.
+    let connected = match stream.take_error() {
+        Ok(Some(e)) | Err(e) => Err(e),
+        Ok(None) => stream.peer_addr(),
     };
-    if let Some(source) = failure {
-        drop(stream);
-        return Err(connect_error(addr, source, keep(dup)));
-    }
-    // The address really connected to: `0.0.0.0:p` (P2PD's way to reach a local server)
-    // reports the loopback address the OS used.
-    let peer = stream.peer_addr().unwrap_or(addr);
+    let peer = match connected {
+        Ok(peer) => peer,
+        Err(source) => {
+            drop(stream);
+            return Err(connect_error(addr, source, keep(dup)));
+        }
+    };
     Ok(Connected {
         stream,
         peer,

@@ -57,15 +57,63 @@ where
     Arc::new(move |r, p| Box::pin(f(r, p)))
 }
 
+/// A copy-on-write list of callbacks that allocates nothing while empty: most pipes have no
+/// callbacks of most kinds, and a client's set is made twice on open (its builder's and its
+/// group's), which with five `Arc<Vec>`s cost ten allocations per connection.
+pub(crate) struct CbList<T>(Option<Arc<Vec<T>>>);
+
+impl<T> CbList<T> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|v| v.is_empty())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |v| v.len())
+    }
+
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.as_deref().map_or(&[][..], Vec::as_slice).iter()
+    }
+
+    /// The list to edit: copied first if a running job holds a snapshot of it.
+    pub(crate) fn make_mut(&mut self) -> &mut Vec<T>
+    where
+        T: Clone,
+    {
+        Arc::make_mut(self.0.get_or_insert_with(Default::default))
+    }
+
+    pub(crate) fn retain(&mut self, keep: impl FnMut(&T) -> bool)
+    where
+        T: Clone,
+    {
+        if let Some(list) = &mut self.0 {
+            Arc::make_mut(list).retain(keep);
+        }
+    }
+}
+
+impl<T> Default for CbList<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<T> Clone for CbList<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
 /// The callbacks of one pipe. Lists are copy-on-write so a worker can snapshot them cheaply.
 pub(crate) struct Callbacks<R: Runtime> {
-    pub(crate) msg: Arc<Vec<(CallbackId, MsgFn<R>)>>,
-    pub(crate) up: Arc<Vec<(CallbackId, UpFn<R>)>>,
-    pub(crate) end: Arc<Vec<(CallbackId, EndFn<R>)>>,
+    pub(crate) msg: CbList<(CallbackId, MsgFn<R>)>,
+    pub(crate) up: CbList<(CallbackId, UpFn<R>)>,
+    pub(crate) end: CbList<(CallbackId, EndFn<R>)>,
     /// Listener only: run for each accepted connection before it reads.
-    pub(crate) accept: Arc<Vec<(CallbackId, UpFn<R>)>>,
+    pub(crate) accept: CbList<(CallbackId, UpFn<R>)>,
     /// The pipe's subscription handlers (`Pipe::subscribe_with`), one per subscription.
-    pub(crate) sub: Arc<Vec<(SubId, MsgFn<R>)>>,
+    pub(crate) sub: CbList<(SubId, MsgFn<R>)>,
 }
 
 impl<R: Runtime> Callbacks<R> {
@@ -80,11 +128,11 @@ impl<R: Runtime> Callbacks<R> {
 impl<R: Runtime> Default for Callbacks<R> {
     fn default() -> Self {
         Self {
-            msg: Arc::default(),
-            up: Arc::default(),
-            end: Arc::default(),
-            accept: Arc::default(),
-            sub: Arc::default(),
+            msg: CbList::default(),
+            up: CbList::default(),
+            end: CbList::default(),
+            accept: CbList::default(),
+            sub: CbList::default(),
         }
     }
 }
@@ -189,7 +237,7 @@ pub(crate) async fn run_job<R: Runtime>(
 
 /// Run a listener's accept hooks for a new connection, in order.
 pub(crate) async fn run_accept_hooks<R: Runtime>(
-    hooks: Arc<Vec<(CallbackId, UpFn<R>)>>,
+    hooks: CbList<(CallbackId, UpFn<R>)>,
     pipe: Pipe<R>,
 ) {
     for (_, f) in hooks.iter() {

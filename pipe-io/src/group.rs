@@ -132,7 +132,7 @@ impl Entry {
 
     pub(crate) fn wake_all(&self) {
         for s in [&self.readable, &self.writable, &self.accept, &self.reliable] {
-            s.notify(usize::MAX);
+            wake(s);
         }
         self.wake_io.notify(usize::MAX);
     }
@@ -422,14 +422,7 @@ impl<R: Runtime> Group<R> {
                 Event::Up { pipe } => {
                     if let Some(e) = g.entry(pipe) {
                         e.up.store(true, Ordering::Release);
-                        // Most pipes have no one waiting for `up`, and a first `notify` would
-                        // allocate the signal's list (72 bytes per idle connection). The
-                        // fence pairs with the one `listen()` makes after registering, so a
-                        // waiter either is counted here or sees `up` when it checks.
-                        std::sync::atomic::fence(Ordering::SeqCst);
-                        if e.writable.total_listeners() > 0 {
-                            e.writable.notify(usize::MAX);
-                        }
+                        wake(&e.writable);
                     }
                     self.queue_job(g, pipe, Job::Up);
                 }
@@ -489,7 +482,7 @@ impl<R: Runtime> Group<R> {
                             }
                         }
                         slot.entry.write_shut.store(true, Ordering::Release);
-                        slot.entry.writable.notify(usize::MAX);
+                        wake(&slot.entry.writable);
                     }
                 }
                 Event::Unlinked { target, .. } => {
@@ -515,7 +508,7 @@ impl<R: Runtime> Group<R> {
                         slot.sock = None;
                         slot.entry.released.store(true, Ordering::Release);
                         slot.entry.wake_io.notify(usize::MAX);
-                        slot.entry.writable.notify(usize::MAX);
+                        wake(&slot.entry.writable);
                     }
                 }
                 Event::Pause { pipe } => {
@@ -593,7 +586,7 @@ impl<R: Runtime> Group<R> {
             slot.sock = None;
             slot.entry.io_done.store(true, Ordering::Release);
             slot.entry.wake_all();
-            slot.entry.closed.notify(usize::MAX);
+            wake(&slot.entry.closed);
         }
         // A descriptor was freed: a listener backing off after EMFILE may accept again now.
         if let Some(e) = g.first.filter(|f| *f != pipe).and_then(|f| g.entry(f)) {
@@ -632,7 +625,20 @@ impl<R: Runtime> Group<R> {
 
 fn notify<R: Runtime>(g: &GroupState<R>, pipe: PipeId, which: impl Fn(&Entry) -> &Signal) {
     if let Some(e) = g.entry(pipe) {
-        which(e).notify(usize::MAX);
+        wake(which(e));
+    }
+}
+
+/// Wake a signal's waiters, if it has any. A first `notify` allocates the signal's list (72
+/// bytes, kept while the pipe lives), and most signals of most pipes never have a waiter: a
+/// plain notify on every end, close and drained write cost each connection up to five
+/// allocations and frees. The fence pairs with the `SeqCst` fence `listen()` makes after
+/// registering (event-listener documents it), so a waiter that listens and then checks the
+/// state this wake-up announces is either counted here or sees that state.
+pub(crate) fn wake(s: &Signal) {
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if s.total_listeners() > 0 {
+        s.notify(usize::MAX);
     }
 }
 
@@ -696,7 +702,7 @@ pub(crate) fn flush<R: Runtime>(
         first = false;
     }
     if drained {
-        slot.entry.writable.notify(usize::MAX);
+        wake(&slot.entry.writable);
     }
     Ok(())
 }

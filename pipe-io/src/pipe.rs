@@ -600,7 +600,7 @@ impl<R: Runtime> Pipe<R> {
         F: Fn(Message, Pipe<R>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.edit_callbacks(|c, id| Arc::make_mut(&mut c.msg).push((id, msg_fn(f))))
+        self.edit_callbacks(|c, id| c.msg.make_mut().push((id, msg_fn(f))))
     }
 
     /// Add an up callback. It fires once when the pipe can send; added later, it does not fire.
@@ -609,7 +609,7 @@ impl<R: Runtime> Pipe<R> {
         F: Fn(Pipe<R>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.edit_callbacks(|c, id| Arc::make_mut(&mut c.up).push((id, up_fn(f))))
+        self.edit_callbacks(|c, id| c.up.make_mut().push((id, up_fn(f))))
     }
 
     /// Add an end callback: `f(reason, pipe)`, once when the pipe ends. Added after the pipe
@@ -632,7 +632,7 @@ impl<R: Runtime> Pipe<R> {
             }
             return CallbackId(0);
         }
-        self.edit_callbacks(|c, id| Arc::make_mut(&mut c.end).push((id, cb)))
+        self.edit_callbacks(|c, id| c.end.make_mut().push((id, cb)))
     }
 
     /// Remove a callback by the id its `add_*` returned. True if it was there.
@@ -642,9 +642,9 @@ impl<R: Runtime> Pipe<R> {
             return false;
         };
         let before = c.msg.len() + c.up.len() + c.end.len();
-        Arc::make_mut(&mut c.msg).retain(|(i, _)| *i != id);
-        Arc::make_mut(&mut c.up).retain(|(i, _)| *i != id);
-        Arc::make_mut(&mut c.end).retain(|(i, _)| *i != id);
+        c.msg.retain(|(i, _)| *i != id);
+        c.up.retain(|(i, _)| *i != id);
+        c.end.retain(|(i, _)| *i != id);
         let removed = before != c.msg.len() + c.up.len() + c.end.len();
         let has_msg = !c.msg.is_empty();
         g.engine.set_callbacks(self.id, has_msg);

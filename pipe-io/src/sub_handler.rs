@@ -10,7 +10,6 @@
 //! handler finished. A panicking handler is caught like a callback; the pipe goes on.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use pipe_core::{Filter, Message, SubId, SubscribeError};
 
@@ -60,7 +59,7 @@ impl<R: Runtime> Pipe<R> {
                 None => return Err(SubscribeError::Closed),
             }
         };
-        let list = Arc::make_mut(&mut cbs.sub);
+        let list = cbs.sub.make_mut();
         list.retain(|(s, _)| live.contains(s));
         list.push((id, msg_fn(handler)));
         Ok(id)

@@ -70,8 +70,13 @@ pub(crate) fn start<R: Runtime>(
     let reader_limit = g.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
     let (s, e) = (group.clone(), entry.clone());
     let hooks = Some(g.cbs.accept.clone()).filter(|h| conn && !h.is_empty());
+    // Every connection's and client's task is spawned unboxed (one allocation, not two);
+    // the rarer ones go through the boxed `spawn`.
     let task: crate::runtime::BoxFuture<()> = match sock {
-        Sock::Udp(u) => Box::pin(run_udp(s, id, u, e)),
+        Sock::Udp(u) => {
+            group.rt.spawn_unboxed(run_udp(s, id, u, e));
+            return entry;
+        }
         Sock::Tcp(t) => match hooks {
             Some(hooks) => Box::pin(async move {
                 let hooks = run_accept_hooks(hooks, Pipe::handle(s.clone(), id, e.clone()));
@@ -97,7 +102,10 @@ pub(crate) fn start<R: Runtime>(
                     future::zip(hooks, run_tcp(s, id, t, e, reader_limit)).await;
                 }
             }),
-            None => Box::pin(run_tcp(s, id, t, e, reader_limit)),
+            None => {
+                group.rt.spawn_unboxed(run_tcp(s, id, t, e, reader_limit));
+                return entry;
+            }
         },
         Sock::Listener(l) => Box::pin(run_listener(s, id, l, e)),
     };
@@ -182,8 +190,12 @@ fn read_loop<'a, R: Runtime, S: Readiness>(
             let woke = wait(group, id, entry, sock, true).await;
             on_wake(group, id, woke);
         }
-        // On the heap: the drain's wait is the biggest state, and every idle task would carry it.
-        Box::pin(drain(group, id, entry, sock)).await;
+        // On the heap: the drain's wait is the biggest state, and every idle task would carry
+        // it. Not at all when the engine already released the socket (a close with nothing
+        // left to write): there is nothing to drain.
+        if !entry.is_released() {
+            Box::pin(drain(group, id, entry, sock)).await;
+        }
         Exit::Done
     }
 }

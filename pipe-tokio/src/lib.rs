@@ -51,6 +51,13 @@ impl Runtime for Tokio {
         self.0.spawn(future);
     }
 
+    fn spawn_unboxed<F>(&self, future: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.0.spawn(future);
+    }
+
     /// tokio's clock, so that `tokio::time::pause()` and `#[tokio::test(start_paused = true)]`
     /// move the engine's deadlines with the timers (the same instant as `std`'s otherwise).
     fn now(&self) -> Instant {
