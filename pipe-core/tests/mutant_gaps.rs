@@ -310,8 +310,9 @@ fn forward_results_are_counted_and_a_closed_target_unlinks() {
 /// Draining one connection's queue under the server budget resumes every connection the
 /// crossing paused, at once.
 /// Written for `engine/mod.rs` `Engine::settle` `held != old` with `==`, which it does NOT
-/// kill (the crossing is noticed on another path; see `pipe-core/MUTANTS.md`); kept for the
-/// behaviour it pins down.
+/// kill (`handle_stream` settles twice, and the second settle notices the crossing); kept for
+/// the behaviour it pins down. The mutant is killed by
+/// `a_budget_crossing_on_the_single_settle_read_path_pauses_every_holder`.
 #[test]
 fn draining_under_the_server_budget_resumes_every_paused_connection_at_once() {
     let (mut e, now) = engine();
@@ -2136,4 +2137,372 @@ fn serve_by_accept_keeps_a_connection_whose_fin_came_before_the_first_accept() {
     e.serve_by_accept(client);
     e.handle_peer_closed(now, client, false);
     assert_eq!(ends(&mut e), [client], "a client's FIN ends it as before");
+}
+
+/// A relay upstream as `engine_splice.rs` makes it: a TCP client to `10.0.0.2:80`, its
+/// `SubId::ALL` dropped, one link to another engine's pipe (with `from`), paired.
+fn splice_upstream(from: Option<SocketAddr>) -> (Engine, Instant, PipeId, pipe_core::LinkId) {
+    use pipe_core::{Kind, LinkTarget};
+    let (mut e, now) = engine();
+    let p = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:5"),
+            sa("10.0.0.2:80"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
+    e.unsubscribe(p, SubId::ALL).unwrap();
+    let ext = LinkTarget::External {
+        kind: Kind::TcpClient,
+        open: true,
+    };
+    let l = e.link(p, ext, None, from).unwrap();
+    assert!(e.set_link_paired(p, l));
+    evs(&mut e);
+    (e, now, p, l)
+}
+
+/// A link's `from` filter keeps a pipe splice-eligible only when it lets every byte of the
+/// peer through (the kernel copy cannot filter): none, the peer's IP with port 0, or the
+/// peer's own address. The peer's IP with another port, or another IP, keeps it copying.
+/// Kills: `engine/splice.rs` `Engine::splice_source` `==` with `!=` in `f.port() == d.port()`
+/// (56:58 on d9b3df5).
+#[test]
+fn a_link_from_another_port_of_the_peer_keeps_the_pipe_off_the_splice_path() {
+    for (from, eligible) in [
+        (None, true),
+        (Some("10.0.0.2:0"), true),
+        (Some("10.0.0.2:80"), true),
+        (Some("[::ffff:10.0.0.2]:80"), true),
+        (Some("10.0.0.2:81"), false),
+        (Some("10.0.0.3:80"), false),
+    ] {
+        let (e, _, p, l) = splice_upstream(from.map(sa));
+        assert_eq!(
+            e.splice_source(p).map(|(link, _)| link),
+            eligible.then_some(l),
+            "from {from:?}"
+        );
+    }
+}
+
+/// `splice_end` with bytes the driver could not deliver counts them in `unsent_dropped` of a
+/// pipe that is still known (`engine_splice.rs` checks only a released one, whose stats are
+/// gone); output queued during the reservation is reported to the driver again afterwards
+/// (`poll_dirty`: the pipe was reported once while reserved, when nothing could be written).
+/// Kills: `engine/splice.rs` `Engine::splice_end` `>` with `<` / `==` in `unsent > 0`
+/// (149:19 on d9b3df5), and delete `!` in `if !p.in_dirty` (158:16).
+#[test]
+fn splice_end_counts_unsent_bytes_and_reports_the_output_queued_meanwhile() {
+    let (mut e, now, t, _) = splice_upstream(None);
+    assert!(e.splice_begin(now, t));
+    e.send(now, t, b"after", None).unwrap();
+    assert_eq!(e.poll_dirty(), Some(t), "queued: reported once");
+    assert!(e.peek_transmit(t).is_none(), "held while reserved");
+    assert_eq!(e.poll_dirty(), None);
+    e.handle_spliced_out(now, t, 100);
+    e.splice_end(now, t, 5);
+    let s = e.stats(t).unwrap();
+    assert_eq!((s.unsent_dropped, s.spliced_out), (5, 100));
+    assert_eq!(e.poll_dirty(), Some(t), "the held output is writable now");
+    assert_eq!(&e.peek_transmit(t).unwrap().0[..], b"after");
+    // A reservation that ends with everything delivered counts nothing.
+    e.advance_transmit(now, t, 5);
+    assert!(e.splice_begin(now, t));
+    e.splice_end(now, t, 0);
+    assert_eq!(e.stats(t).unwrap().unsent_dropped, 5);
+    assert_eq!(e.poll_dirty(), None, "nothing queued, nothing to report");
+}
+
+/// A listener's `conn_totals` add up the spliced bytes of its connections, live and
+/// forgotten.
+/// Kills: `engine/state.rs` `ConnTotals::add` `+=` with `-=` on `spliced_in` (170:25 on
+/// d9b3df5; with `-=` the sum underflows) and the same on `spliced_out`.
+#[test]
+fn conn_totals_add_up_spliced_bytes_of_live_and_forgotten_connections() {
+    use pipe_core::{Kind, LinkTarget};
+    let (mut e, now) = engine();
+    let listen = sa("10.0.0.1:80");
+    let l = e
+        .open_listener(now, listen, Conf::default(), false)
+        .unwrap();
+    let c = e.handle_accepted(now, l, listen, sa("10.0.0.2:9")).unwrap();
+    let ext = LinkTarget::External {
+        kind: Kind::TcpClient,
+        open: true,
+    };
+    let link = e.link(c, ext, None, None).unwrap();
+    assert!(e.set_link_paired(c, link));
+    evs(&mut e);
+    assert!(e.splice_source(c).is_some());
+    e.handle_spliced(now, c, link, 1000);
+    assert!(e.splice_begin(now, c));
+    e.handle_spliced_out(now, c, 300);
+    e.splice_end(now, c, 0);
+    let t = e.conn_totals(l).unwrap();
+    assert_eq!((t.accepted, t.spliced_in, t.spliced_out), (1, 1000, 300));
+    // Taken and closed, so forgotten: its figures stay in the listener's totals.
+    assert_eq!(e.pop_accepted(l).unwrap(), Some(c));
+    e.close(now, c);
+    evs(&mut e);
+    assert_eq!(e.state(c), None, "forgotten");
+    let t = e.conn_totals(l).unwrap();
+    assert_eq!((t.ended, t.spliced_in, t.spliced_out), (1, 1000, 300));
+}
+
+/// A message that arrives while an earlier one still waits for callbacks, on a pipe whose
+/// callbacks were turned off meanwhile and with no subscription, is counted `unclaimed` (it
+/// waits in the held list for its turn, but nothing will take it).
+/// Kills: `engine/subs.rs` `Engine::subscriptions_step` `+=` with `-=` (89:42 on d9b3df5;
+/// with `-=` the counter underflows).
+#[test]
+fn a_message_behind_a_held_one_with_no_taker_is_unclaimed() {
+    let (mut e, now) = engine();
+    let from = sa("10.0.0.2:80");
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), None, Conf::default(), true)
+        .unwrap();
+    evs(&mut e);
+    e.handle_datagram(now, p, from, b"first");
+    assert_eq!(e.stats(p).unwrap().unclaimed, 0, "the callbacks took it");
+    e.set_callbacks(p, false);
+    e.handle_datagram(now, p, from, b"second");
+    assert_eq!(e.stats(p).unwrap().unclaimed, 1);
+    e.handle_callback_done(p, 5);
+    let st = e.stats(p).unwrap();
+    assert_eq!((st.received, st.queued, st.unclaimed), (2, 0, 1));
+}
+
+/// Messages handed to a handler subscription (`Event::SubMessage`) count against the pipe's
+/// `max_callback_bytes` until the driver reports the handler done: past the cap the pipe
+/// pauses, and resumes once they are done.
+/// Kills: `engine/subs.rs` `Engine::offer` `+=` with `*=` on `held_bytes` (167:36 on
+/// d9b3df5).
+#[test]
+fn handler_messages_count_against_the_callback_byte_cap() {
+    let (mut e, now) = engine();
+    let from = sa("10.0.0.2:80");
+    let conf = Conf {
+        max_callback_bytes: 100,
+        max_callback_jobs: 1000,
+        ..Conf::default()
+    };
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), None, conf, false)
+        .unwrap();
+    let s = e.subscribe_handler(p, Filter::all()).unwrap();
+    evs(&mut e);
+    let pauses = |ev: &[Event]| {
+        ev.iter()
+            .filter(|ev| matches!(ev, Event::Pause { .. }))
+            .count()
+    };
+    e.handle_datagram(now, p, from, &[1; 60]);
+    let ev = evs(&mut e);
+    assert!(ev
+        .iter()
+        .any(|ev| matches!(ev, Event::SubMessage { sub, .. } if *sub == s)));
+    assert_eq!(pauses(&ev), 0, "60 of 100 bytes");
+    e.handle_datagram(now, p, from, &[2; 60]);
+    assert_eq!(pauses(&evs(&mut e)), 1, "120 of 100 bytes");
+    e.handle_handler_done(p, 60);
+    assert_eq!(
+        evs(&mut e),
+        [Event::Resume { pipe: p }],
+        "60 of 100 bytes again"
+    );
+    assert_eq!(e.stats(p).unwrap().paused, 1);
+}
+
+/// `Event::SubMessage`s past the engine's event queue cap are dropped and counted in
+/// `events_dropped`, like message events.
+/// Kills: `engine/subs.rs` `Engine::offer` `+=` with `*=` on `events_dropped` (178:51 on
+/// d9b3df5).
+#[test]
+fn handler_messages_past_the_event_queue_cap_count_as_events_dropped() {
+    let (mut e, now) = engine();
+    let from = sa("10.0.0.2:80");
+    let conf = Conf {
+        max_callback_jobs: 1 << 20,
+        max_callback_bytes: 1 << 30,
+        ..Conf::default()
+    };
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), None, conf, false)
+        .unwrap();
+    e.subscribe_handler(p, Filter::all()).unwrap();
+    // The Up event is queued: MAX_EVENTS - 1 handler messages fit.
+    let cap = pipe_core::MAX_EVENTS;
+    for i in 0..cap + 9 {
+        e.handle_datagram(now, p, from, &(i as u32).to_be_bytes());
+    }
+    let st = e.stats(p).unwrap();
+    assert_eq!((st.received, st.events_dropped), ((cap + 9) as u64, 10));
+    let ev = evs(&mut e);
+    let handed = ev
+        .iter()
+        .filter(|ev| matches!(ev, Event::SubMessage { .. }))
+        .count();
+    assert_eq!(handed, cap - 1);
+}
+
+/// Crossing the server budget pauses every connection that holds bytes, also when the
+/// crossing comes from a read that settles the pipe once (`handle_stream_bytes`: the plain
+/// raw path). `handle_stream` settles twice, and the second settle noticed the crossing
+/// under the mutant, which is why
+/// `draining_under_the_server_budget_resumes_every_paused_connection_at_once` passed under
+/// it.
+/// Kills: `engine/mod.rs` `Engine::settle` `held != old` with `==` before `budget_changed`
+/// (run 2's 1281:18 on 0e28cf5, 1407:17 on d9b3df5).
+#[test]
+fn a_budget_crossing_on_the_single_settle_read_path_pauses_every_holder() {
+    let (mut e, now) = engine();
+    let conf = Conf {
+        max_server_bytes: 10_000,
+        ..Conf::default()
+    };
+    let listen = sa("10.0.0.1:80");
+    let l = e.open_listener(now, listen, conf, false).unwrap();
+    let a = e.handle_accepted(now, l, listen, sa("10.0.0.2:1")).unwrap();
+    let b = e.handle_accepted(now, l, listen, sa("10.0.0.2:2")).unwrap();
+    for c in [a, b] {
+        assert_eq!(e.subscribe(c, Filter::all()), Ok(SubId::ALL));
+    }
+    evs(&mut e);
+    let changed = |e: &mut Engine, resume: bool| -> std::collections::BTreeSet<PipeId> {
+        evs(e)
+            .into_iter()
+            .filter_map(|ev| match ev {
+                Event::Pause { pipe } if !resume => Some(pipe),
+                Event::Resume { pipe } if resume => Some(pipe),
+                _ => None,
+            })
+            .collect()
+    };
+    e.handle_stream_bytes(now, a, Bytes::from(vec![1; 6000]));
+    assert!(changed(&mut e, false).is_empty(), "6,000 of 10,000");
+    e.handle_stream_bytes(now, b, Bytes::from(vec![2; 4000]));
+    assert_eq!(changed(&mut e, false), [a, b].into_iter().collect());
+    assert_eq!(e.recv(b, SubId::ALL).unwrap().unwrap().data.len(), 4000);
+    assert_eq!(changed(&mut e, true), [a, b].into_iter().collect());
+}
+
+/// A reliable-UDP sequence number exactly `2^32` below a counting sender's highest is the
+/// first that counts as far (a random P2PD number, delivered once), not too old; one less is
+/// too old.
+/// Kills: `dedup.rs` `RecvWindow::check` `<` with `<=` in `down < NEAR` (388:17).
+#[test]
+fn a_reliable_sequence_number_two_to_the_32_below_the_highest_is_far_not_too_old() {
+    let (mut e, now, p) = seeded_reliable(1);
+    let from = sa("10.0.0.2:5");
+    let data = |e: &mut Engine, seq: u64, m: &[u8]| {
+        e.handle_datagram(
+            now,
+            p,
+            from,
+            &pipe_core::rudp::encode(seq, pipe_core::rudp::FLAG_DATA, m),
+        );
+    };
+    let high = 1u64 << 40;
+    data(&mut e, high - 1, b"a");
+    data(&mut e, high, b"b");
+    data(&mut e, high - (1 << 32) + 1, b"too old");
+    data(&mut e, high - (1 << 32), b"far");
+    evs(&mut e);
+    let got: Vec<Bytes> =
+        std::iter::from_fn(|| e.recv(p, SubId::ALL).ok().flatten().map(|m| m.data)).collect();
+    assert_eq!(got, [&b"a"[..], b"b", b"far"]);
+    assert_eq!(e.stats(p).unwrap().reliable_too_old, 1);
+}
+
+/// With a dedup window of one id (`max_msg_ids` = 1, the smallest allowed), repeating one
+/// message keeps the window's touch log within its bound (`2 × cap + 16`), which
+/// `Engine::within_caps` checks.
+/// Kills: `dedup.rs` `Lru::touch` `*` with `+` in `2 * self.cap + 16` (62:33: the log is then
+/// compacted only past `cap + 18` = 19 entries, over the bound of 18 at cap 1).
+#[test]
+fn a_one_id_dedup_window_keeps_its_touch_log_bounded() {
+    let (mut e, now) = engine();
+    let from = sa("10.0.0.2:80");
+    let conf = Conf {
+        enable_msg_ids: true,
+        max_msg_ids: 1,
+        ..Conf::default()
+    };
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(from), conf, false)
+        .unwrap();
+    for i in 0..40 {
+        e.handle_datagram(now, p, from, b"same");
+        assert!(e.within_caps(), "after {} copies", i + 1);
+    }
+    e.handle_datagram(now, p, from, b"other");
+    assert!(e.within_caps());
+    let st = e.stats(p).unwrap();
+    assert_eq!((st.received, st.queued), (41, 2));
+}
+
+/// `poll_transmit` gives pipes' transmits in the order the pipes queued them: a pipe whose
+/// queue it emptied goes to the back when it queues again, behind a pipe that queued in the
+/// meantime.
+/// Kills: `engine/mod.rs` `Engine::poll_transmit` `&&` with `||` in `!p.out.is_empty() &&
+/// !p.in_dirty` (934:42 on d9b3df5: the emptied pipe stayed at the front of the list).
+#[test]
+fn a_pipe_whose_queue_was_emptied_queues_behind_the_others() {
+    let (mut e, now) = engine();
+    let peer = sa("10.0.0.2:80");
+    let open = |e: &mut Engine, port: u16| {
+        e.open_udp(
+            now,
+            sa(&format!("10.0.0.1:{port}")),
+            Some(peer),
+            Conf::default(),
+            false,
+        )
+        .unwrap()
+    };
+    let (a, b) = (open(&mut e, 1), open(&mut e, 2));
+    evs(&mut e);
+    e.send(now, a, b"a1", None).unwrap();
+    let t = e.poll_transmit().unwrap();
+    assert_eq!((t.pipe, &t.payload[..]), (a, &b"a1"[..]));
+    // (No further `poll_transmit` here: it would pop the mutant's stale entry.)
+    e.send(now, b, b"b1", None).unwrap();
+    e.send(now, a, b"a2", None).unwrap();
+    let order: Vec<(PipeId, Bytes)> = std::iter::from_fn(|| e.poll_transmit())
+        .map(|t| (t.pipe, t.payload))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (b, Bytes::from_static(b"b1")),
+            (a, Bytes::from_static(b"a2"))
+        ]
+    );
+    assert_eq!(e.poll_dirty(), None);
+}
+
+/// `local_addr` is the address a pipe was opened on (a listener's accepted connection: the
+/// local address the driver reported), `None` once the pipe is forgotten.
+/// Kills: `engine/mod.rs` `Engine::local_addr` with `None` (1092:9 on d9b3df5).
+#[test]
+fn local_addr_is_the_address_a_pipe_was_opened_on() {
+    let (mut e, now) = engine();
+    let u = e
+        .open_udp(now, sa("10.0.0.1:5"), None, Conf::default(), false)
+        .unwrap();
+    let l = e
+        .open_listener(now, sa("0.0.0.0:80"), Conf::default(), false)
+        .unwrap();
+    let c = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.2:9"))
+        .unwrap();
+    assert_eq!(e.local_addr(u), Some(sa("10.0.0.1:5")));
+    assert_eq!(e.local_addr(l), Some(sa("0.0.0.0:80")));
+    assert_eq!(e.local_addr(c), Some(sa("10.0.0.1:80")));
+    e.close(now, u);
+    evs(&mut e);
+    assert_eq!(e.local_addr(u), None, "forgotten");
 }
