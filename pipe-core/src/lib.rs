@@ -94,6 +94,7 @@ mod engine;
 pub mod error;
 mod event;
 mod framing;
+pub mod idmap;
 pub mod relay;
 pub mod rng;
 pub mod rudp;

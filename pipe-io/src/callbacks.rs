@@ -18,7 +18,7 @@ use std::task::{Context, Waker};
 use futures_lite::FutureExt;
 use pipe_core::{EndReason, Message, PipeId, SubId};
 
-use crate::group::{Entry, Group};
+use crate::group::{Entry, Group, GroupState};
 use crate::pipe::Pipe;
 use crate::runtime::{BoxFuture, Runtime};
 
@@ -206,9 +206,17 @@ pub(crate) async fn run_job<R: Runtime>(
             }
         }
         Job::Msg(msg) => {
+            // The last callback takes the message itself: a clone of a message read into
+            // its own buffer would allocate its shared header.
+            let total: usize = parent.iter().chain(own.iter()).map(|c| c.msg.len()).sum();
+            let (mut msg, mut n) = (Some(msg), 0);
             for set in sets {
                 for (_, f) in set.msg.iter() {
-                    guarded(id, f(msg.clone(), pipe.clone())).await;
+                    n += 1;
+                    let m = if n == total { msg.take() } else { msg.clone() };
+                    if let Some(m) = m {
+                        guarded(id, f(m, pipe.clone())).await;
+                    }
                 }
             }
         }
@@ -294,7 +302,7 @@ pub(crate) enum Done {
 }
 
 /// A started job and what it reports when done, if anything.
-type Started = (BoxFuture<()>, Option<Done>);
+pub(crate) type Started = (BoxFuture<()>, Option<Done>);
 
 impl<R: Runtime> Group<R> {
     /// Start the job queues that became runnable. On a pipe's I/O task (the read path) the
@@ -302,24 +310,35 @@ impl<R: Runtime> Group<R> {
     /// send) costs no task at all. A callback that must wait moves, with the rest of the
     /// queue, to a worker task, so the I/O task never waits on user code. Anywhere else (a
     /// user's `close()`, a drop) a worker is spawned: user code never runs inside the caller.
-    pub(crate) fn start_jobs(self: &Arc<Self>, starts: Vec<(PipeId, Arc<Entry>)>) {
-        for (pipe, entry) in starts {
+    pub(crate) fn start_jobs(
+        self: &Arc<Self>,
+        starts: impl IntoIterator<Item = (PipeId, Arc<Entry>, Option<Started>)>,
+    ) {
+        for (pipe, entry, first) in starts {
             if INLINE_JOBS.with(Cell::get) {
-                self.run_jobs_inline(pipe, entry);
+                self.run_jobs_inline(pipe, entry, first);
             } else {
                 let group = self.clone();
                 self.rt.spawn(Box::pin(async move {
-                    group.job_worker(pipe, entry, None).await
+                    group.job_worker(pipe, entry, first).await
                 }));
             }
         }
     }
 
-    fn run_jobs_inline(self: &Arc<Self>, pipe: PipeId, entry: Arc<Entry>) {
+    /// Run a pipe's jobs here, `first` (its first job, made under the lock that queued it)
+    /// before the queue.
+    fn run_jobs_inline(self: &Arc<Self>, pipe: PipeId, entry: Arc<Entry>, first: Option<Started>) {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        let mut done = None;
-        while let Some((mut job, len)) = self.next_job(pipe, &entry, done.take()) {
+        let (mut next, mut done) = (first, None);
+        loop {
+            let Some((mut job, len)) = next
+                .take()
+                .or_else(|| self.next_job(pipe, &entry, done.take()))
+            else {
+                return;
+            };
             // User code runs here: anything it starts (a drop that closes another pipe, whose
             // end callbacks take a lock this callback holds) goes to a worker, never inline.
             let pending = without_inline_jobs(|| job.as_mut().poll(&mut cx).is_pending());
@@ -377,6 +396,18 @@ impl<R: Runtime> Group<R> {
             Self::forget_if_done(&mut g, pipe);
             return None;
         };
+        Some(self.started(&g, pipe, entry, job))
+    }
+
+    /// A job as a future over the callbacks it runs (a snapshot: edits made while it runs
+    /// apply from the next job), and what it reports when done.
+    pub(crate) fn started(
+        self: &Arc<Self>,
+        g: &GroupState<R>,
+        pipe: PipeId,
+        entry: &Arc<Entry>,
+        job: Job<R>,
+    ) -> Started {
         let len = match &job {
             Job::Msg(m) => Some(Done::Msg(m.data.len())),
             Job::Sub(_, m) => Some(Done::Sub(m.data.len())),
@@ -385,6 +416,6 @@ impl<R: Runtime> Group<R> {
         let own = g.own_cbs(pipe).cloned();
         let parent = g.parent_cbs(pipe).cloned();
         let handle = Pipe::handle(self.clone(), pipe, entry.clone());
-        Some((Box::pin(run_job(job, own, parent, handle)), len))
+        (Box::pin(run_job(job, own, parent, handle)), len)
     }
 }

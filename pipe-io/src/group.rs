@@ -8,7 +8,6 @@
 //! forgotten in one place, [`Group::forget_if_done`], once its socket is closed (after the
 //! engine's `Released`) and its callback jobs have run.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,26 +22,7 @@ use crate::callbacks::{Callbacks, Job, JobQueue};
 use crate::pipe::Pipe;
 use crate::runtime::{Runtime, TcpIo, UdpIo};
 
-/// A hasher for the driver's small integer keys (pipe ids, link tokens): one multiply per
-/// word. SipHash's flood resistance buys nothing here, since peers never choose these keys.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-pub(crate) type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+pub(crate) use pipe_core::idmap::IdMap;
 
 /// A pipe's wake-up signals and the flags tasks check without the lock. Waiters `listen()`
 /// before checking state, so no wake-up is lost. Handles hold it, so it outlives the slot.
@@ -263,8 +243,9 @@ pub(crate) struct GroupState<R: Runtime> {
     /// The pipe whose I/O task sleeps on the engine's timer, and the deadline it sleeps to.
     pub(crate) timer_task: Option<PipeId>,
     pub(crate) armed: Option<Instant>,
-    /// Job queues that became runnable under the lock, started when it is released.
-    pub(crate) starts: Vec<(PipeId, Arc<Entry>)>,
+    /// Job queues that became runnable under the lock, started when it is released, each
+    /// with its first job (which so needs no queue of its own).
+    pub(crate) starts: Vec<(PipeId, Arc<Entry>, Option<Job<R>>)>,
 }
 
 /// The group's one runtime timer, for the engine's next deadline. It is made again only when
@@ -347,11 +328,28 @@ impl<R: Runtime> Drop for GroupGuard<'_, R> {
         let Some(mut guard) = self.guard.take() else {
             return;
         };
-        let starts = std::mem::take(&mut guard.starts);
-        drop(guard);
-        if !starts.is_empty() {
-            self.group.start_jobs(starts);
+        if guard.starts.is_empty() {
+            return;
         }
+        // The first jobs are made into futures under the lock (their callbacks' snapshot),
+        // and run after it is released. One start (a message's callbacks) is the common
+        // case: the list keeps its buffer.
+        let group = self.group;
+        let start = |g: &GroupState<R>,
+                     (pipe, entry, job): (PipeId, Arc<Entry>, Option<Job<R>>)| {
+            let first = job.map(|job| group.started(g, pipe, &entry, job));
+            (pipe, entry, first)
+        };
+        if guard.starts.len() == 1 {
+            let one = guard.starts.pop().map(|s| start(&guard, s));
+            drop(guard);
+            group.start_jobs(one);
+            return;
+        }
+        let taken = std::mem::take(&mut guard.starts);
+        let starts: Vec<_> = taken.into_iter().map(|s| start(&guard, s)).collect();
+        drop(guard);
+        group.start_jobs(starts);
     }
 }
 
@@ -565,16 +563,19 @@ impl<R: Runtime> Group<R> {
         let Some(slot) = g.slots.get_mut(&pipe) else {
             return false;
         };
+        if !slot.jobs.running {
+            // The first job goes with the queue's start: one job at a time (a message's
+            // callbacks) needs no queue buffer.
+            slot.jobs.running = true;
+            let entry = slot.entry.clone();
+            g.starts.push((pipe, entry, Some(job)));
+            return true;
+        }
         if slot.jobs.jobs.capacity() == 0 {
-            // One job at a time is the common case; a first push would make room for four.
+            // A first push would make room for four.
             slot.jobs.jobs.reserve_exact(1);
         }
         slot.jobs.jobs.push_back(job);
-        if !slot.jobs.running {
-            slot.jobs.running = true;
-            let entry = slot.entry.clone();
-            g.starts.push((pipe, entry));
-        }
         true
     }
 

@@ -422,6 +422,11 @@ impl<R: Runtime> Pipe<R> {
                 }
             }
             listener.await;
+            // Most wake-ups are the message itself: a look without a new listener takes it
+            // (a listener costs an allocation and a registration).
+            if let Some(m) = self.group.lock().engine.recv(self.id, sub)? {
+                return Ok(Some(m));
+            }
         }
     }
 

@@ -17,7 +17,7 @@ mod splice;
 mod state;
 mod subs;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,7 +65,7 @@ const DEADLINE: u64 = 0;
 /// The sans-IO engine. See the module documentation for the method kinds and drain order.
 #[derive(Debug)]
 pub struct Engine {
-    pipes: BTreeMap<PipeId, Box<PipeState>>,
+    pipes: crate::idmap::IdMap<PipeId, Box<PipeState>>,
     next_id: u64,
     dirty: VecDeque<PipeId>,
     events: VecDeque<Event>,
@@ -85,7 +85,7 @@ impl Engine {
     /// pipe's `Conf::seed`).
     pub fn new(seed: u64) -> Self {
         Self {
-            pipes: BTreeMap::new(),
+            pipes: Default::default(),
             next_id: 1,
             dirty: VecDeque::new(),
             events: VecDeque::new(),
