@@ -1996,10 +1996,11 @@ fn tls_pair(name: &str) -> (pipe_core::Tls, pipe_core::Tls) {
 
 /// Once its handshake is done, a TLS connection is not ended by the handshake deadline
 /// (`Conf::ssl_handshake`): both ends are still open long after it. A server `Tls` equals its
-/// clone; `Debug` of a `Tls` names its kind and the server name, not the key material.
+/// clone; `Debug` of a `Tls` names its kind and the server name, not the key material; the
+/// engine's `Debug` shows each TLS session's state (handshaking, then not).
 /// Kills: `tls.rs` `TlsSession::is_handshaking` with `true`, `<impl PartialEq for Tls>::eq`
-/// delete match arm `(Tls::Server, Tls::Server)`, and `<impl Debug for Tls>::fmt` with
-/// `Ok(Default::default())`.
+/// delete match arm `(Tls::Server, Tls::Server)`, `<impl Debug for Tls>::fmt` and
+/// `<impl Debug for TlsSession>::fmt` (357:9 on d9b3df5) with `Ok(Default::default())`.
 #[test]
 fn a_tls_connection_outlives_its_handshake_deadline() {
     use pipe_core::State;
@@ -2025,6 +2026,14 @@ fn a_tls_connection_outlives_its_handshake_deadline() {
         .handle_accepted(now, l, listen, sa("10.0.0.2:5000"))
         .unwrap();
     e.pop_accepted(l).unwrap();
+    let session = |e: &Engine, handshaking: bool| {
+        format!("{e:?}")
+            .matches(&format!(
+                "TlsSession {{ handshaking: {handshaking}, peer_closed: false }}"
+            ))
+            .count()
+    };
+    assert_eq!(session(&e, true), 2, "both ends before the handshake");
     loop {
         let mut moved = false;
         for (from, to) in [(c, a), (a, c)] {
@@ -2038,6 +2047,7 @@ fn a_tls_connection_outlives_its_handshake_deadline() {
         }
     }
     while e.poll_event().is_some() {}
+    assert_eq!(session(&e, false), 2, "both ends after it");
     let later = now + Conf::default().ssl_handshake * 3;
     e.handle_timeout(later);
     assert_eq!(e.state(c), Some(State::Open));
@@ -2505,4 +2515,113 @@ fn local_addr_is_the_address_a_pipe_was_opened_on() {
     e.close(now, u);
     evs(&mut e);
     assert_eq!(e.local_addr(u), None, "forgotten");
+}
+
+/// `Stats::bytes_in` counts the bytes of every read: datagrams, stream reads through
+/// `handle_stream_bytes` (the plain raw path that takes the driver's buffer) and through
+/// `handle_stream`.
+/// Kills: `engine/inbound.rs` `+=` with `*=` on `bytes_in` in `Engine::handle_datagram`
+/// (38:26 on d9b3df5) and `Engine::handle_stream_bytes` (200:38).
+#[test]
+fn bytes_in_counts_every_read_on_each_path() {
+    let (mut e, now) = engine();
+    let peer = sa("10.0.0.2:80");
+    let u = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(peer), Conf::default(), false)
+        .unwrap();
+    e.handle_datagram(now, u, peer, &[1; 10]);
+    e.handle_datagram(now, u, peer, &[2; 5]);
+    let st = e.stats(u).unwrap();
+    assert_eq!((st.received, st.bytes_in), (2, 15));
+
+    let t = e
+        .open_tcp(now, sa("10.0.0.1:6"), peer, Conf::default(), false)
+        .unwrap();
+    e.handle_stream_bytes(now, t, Bytes::from_static(&[3; 7]));
+    e.handle_stream_bytes(now, t, Bytes::from_static(&[4; 4]));
+    e.handle_stream(now, t, &[5; 3]);
+    let st = e.stats(t).unwrap();
+    assert_eq!((st.received, st.bytes_in), (3, 14));
+}
+
+/// A message for a link to another engine's pipe, arriving while the engine's event queue is
+/// full (`MAX_EVENTS`), cannot be handed to the driver (`Event::Forward`): it counts in
+/// `events_dropped` and `forward_failed`; once the driver drains the queue, forwards resume.
+/// Kills: `engine/inbound.rs` `Engine::sinks` `+=` with `*=` on `events_dropped` of an
+/// external forward (346:59 on d9b3df5).
+#[test]
+fn an_external_forward_past_the_event_queue_cap_counts_as_dropped_and_failed() {
+    use pipe_core::{Kind, LinkTarget};
+    let (mut e, now) = engine();
+    let from = sa("10.0.0.2:80");
+    let conf = Conf {
+        max_callback_jobs: 1 << 20,
+        max_callback_bytes: 1 << 30,
+        ..Conf::default()
+    };
+    let filler = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(from), conf, true)
+        .unwrap();
+    let p = e
+        .open_udp(now, sa("10.0.0.1:6"), Some(from), Conf::default(), false)
+        .unwrap();
+    let ext = LinkTarget::External {
+        kind: Kind::Udp,
+        open: true,
+    };
+    let l = e.link(p, ext, None, None).unwrap();
+    for i in 0..pipe_core::MAX_EVENTS {
+        e.handle_datagram(now, filler, from, &(i as u32).to_be_bytes());
+    }
+    e.handle_datagram(now, p, from, b"x");
+    let st = e.stats(p).unwrap();
+    assert_eq!(
+        (st.received, st.events_dropped, st.forward_failed),
+        (1, 1, 1)
+    );
+    evs(&mut e);
+    e.handle_datagram(now, p, from, b"y");
+    let forwards: Vec<Bytes> = evs(&mut e)
+        .into_iter()
+        .filter_map(|ev| match ev {
+            Event::Forward {
+                from, link, data, ..
+            } if from == p && link == l => Some(data),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forwards, [Bytes::from_static(b"y")]);
+    let st = e.stats(p).unwrap();
+    assert_eq!((st.events_dropped, st.forward_failed), (1, 1));
+}
+
+/// `is_read_closed` is false for an open pipe whose peer has not closed (TCP or UDP), true
+/// after the peer's FIN, and true for a pipe the engine no longer holds.
+/// Kills: `engine/half.rs` `Engine::is_read_closed` delete `!` in `|| !p.is_open()` (98:51 on
+/// d9b3df5).
+#[test]
+fn is_read_closed_only_after_the_peers_fin() {
+    let (mut e, now) = engine();
+    let t = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:5"),
+            sa("10.0.0.2:80"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
+    assert!(!e.is_read_closed(t), "open, nothing from the peer yet");
+    e.handle_stream(now, t, b"data");
+    assert!(!e.is_read_closed(t));
+    e.handle_peer_closed(now, t, false);
+    assert!(e.is_read_closed(t));
+    let u = e
+        .open_udp(now, sa("10.0.0.1:6"), None, Conf::default(), false)
+        .unwrap();
+    assert!(!e.is_read_closed(u), "an open UDP pipe");
+    e.close(now, u);
+    evs(&mut e);
+    assert_eq!(e.state(u), None);
+    assert!(e.is_read_closed(u), "a forgotten pipe");
 }
