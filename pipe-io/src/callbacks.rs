@@ -312,7 +312,7 @@ impl<R: Runtime> Group<R> {
     /// user's `close()`, a drop) a worker is spawned: user code never runs inside the caller.
     pub(crate) fn start_jobs(
         self: &Arc<Self>,
-        starts: impl IntoIterator<Item = (PipeId, Arc<Entry>, Option<Started>)>,
+        starts: impl IntoIterator<Item = (PipeId, Arc<Entry>, Started)>,
     ) {
         for (pipe, entry, first) in starts {
             if INLINE_JOBS.with(Cell::get) {
@@ -328,10 +328,10 @@ impl<R: Runtime> Group<R> {
 
     /// Run a pipe's jobs here, `first` (its first job, made under the lock that queued it)
     /// before the queue.
-    fn run_jobs_inline(self: &Arc<Self>, pipe: PipeId, entry: Arc<Entry>, first: Option<Started>) {
+    fn run_jobs_inline(self: &Arc<Self>, pipe: PipeId, entry: Arc<Entry>, first: Started) {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        let (mut next, mut done) = (first, None);
+        let (mut next, mut done) = (Some(first), None);
         loop {
             let Some((mut job, len)) = next
                 .take()
@@ -345,7 +345,7 @@ impl<R: Runtime> Group<R> {
             if pending {
                 let group = self.clone();
                 self.rt.spawn(Box::pin(async move {
-                    group.job_worker(pipe, entry, Some((job, len))).await
+                    group.job_worker(pipe, entry, (job, len)).await
                 }));
                 return;
             }
@@ -353,15 +353,13 @@ impl<R: Runtime> Group<R> {
         }
     }
 
-    /// Run a pipe's queued callback jobs in order (after `first`, a job already started),
+    /// Run a pipe's callback jobs in order, `first` (already started) and then its queue,
     /// then exit. The entry is captured at start: the pipe's socket may be closed while its
     /// last jobs (its End among them) still run.
-    async fn job_worker(self: Arc<Self>, pipe: PipeId, entry: Arc<Entry>, first: Option<Started>) {
-        let mut done = None;
-        if let Some((job, len)) = first {
-            job.await;
-            done = Some(len);
-        }
+    async fn job_worker(self: Arc<Self>, pipe: PipeId, entry: Arc<Entry>, first: Started) {
+        let (job, len) = first;
+        job.await;
+        let mut done = Some(len);
         while let Some((job, len)) = self.next_job(pipe, &entry, done.take()) {
             job.await;
             done = Some(len);

@@ -245,7 +245,7 @@ pub(crate) struct GroupState<R: Runtime> {
     pub(crate) armed: Option<Instant>,
     /// Job queues that became runnable under the lock, started when it is released, each
     /// with its first job (which so needs no queue of its own).
-    pub(crate) starts: Vec<(PipeId, Arc<Entry>, Option<Job<R>>)>,
+    pub(crate) starts: Vec<(PipeId, Arc<Entry>, Job<R>)>,
 }
 
 /// The group's one runtime timer, for the engine's next deadline. It is made again only when
@@ -335,9 +335,8 @@ impl<R: Runtime> Drop for GroupGuard<'_, R> {
         // and run after it is released. One start (a message's callbacks) is the common
         // case: the list keeps its buffer.
         let group = self.group;
-        let start = |g: &GroupState<R>,
-                     (pipe, entry, job): (PipeId, Arc<Entry>, Option<Job<R>>)| {
-            let first = job.map(|job| group.started(g, pipe, &entry, job));
+        let start = |g: &GroupState<R>, (pipe, entry, job): (PipeId, Arc<Entry>, Job<R>)| {
+            let first = group.started(g, pipe, &entry, job);
             (pipe, entry, first)
         };
         if guard.starts.len() == 1 {
@@ -568,7 +567,7 @@ impl<R: Runtime> Group<R> {
             // callbacks) needs no queue buffer.
             slot.jobs.running = true;
             let entry = slot.entry.clone();
-            g.starts.push((pipe, entry, Some(job)));
+            g.starts.push((pipe, entry, job));
             return true;
         }
         if slot.jobs.jobs.capacity() == 0 {
