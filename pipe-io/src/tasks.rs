@@ -70,8 +70,8 @@ pub(crate) fn start<R: Runtime>(
     let reader_limit = g.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
     let (s, e) = (group.clone(), entry.clone());
     let hooks = Some(g.cbs.accept.clone()).filter(|h| conn && !h.is_empty());
-    // Every connection's and client's task is spawned unboxed (one allocation, not two);
-    // the rarer ones go through the boxed `spawn`.
+    // A plain TCP or UDP pipe's task is spawned unboxed (on tokio one allocation, not two);
+    // a connection with accept hooks and a listener go through the boxed `spawn`.
     let task: crate::runtime::BoxFuture<()> = match sock {
         Sock::Udp(u) => {
             group.rt.spawn_unboxed(run_udp(s, id, u, e));
