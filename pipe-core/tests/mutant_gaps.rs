@@ -2201,9 +2201,11 @@ fn a_link_from_another_port_of_the_peer_keeps_the_pipe_off_the_splice_path() {
 /// `splice_end` with bytes the driver could not deliver counts them in `unsent_dropped` of a
 /// pipe that is still known (`engine_splice.rs` checks only a released one, whose stats are
 /// gone); output queued during the reservation is reported to the driver again afterwards
-/// (`poll_dirty`: the pipe was reported once while reserved, when nothing could be written).
+/// (`poll_dirty`: the pipe was reported once while reserved, when nothing could be written);
+/// each reservation counts as one message sent.
 /// Kills: `engine/splice.rs` `Engine::splice_end` `>` with `<` / `==` in `unsent > 0`
-/// (149:19 on d9b3df5), and delete `!` in `if !p.in_dirty` (158:16).
+/// (149:19 on d9b3df5), delete `!` in `if !p.in_dirty` (158:16), and `+=` with `*=` on `sent`
+/// (155:22).
 #[test]
 fn splice_end_counts_unsent_bytes_and_reports_the_output_queued_meanwhile() {
     let (mut e, now, t, _) = splice_upstream(None);
@@ -2216,13 +2218,15 @@ fn splice_end_counts_unsent_bytes_and_reports_the_output_queued_meanwhile() {
     e.splice_end(now, t, 5);
     let s = e.stats(t).unwrap();
     assert_eq!((s.unsent_dropped, s.spliced_out), (5, 100));
+    assert_eq!(s.sent, 2, "the send, and the spliced chunk as one message");
     assert_eq!(e.poll_dirty(), Some(t), "the held output is writable now");
     assert_eq!(&e.peek_transmit(t).unwrap().0[..], b"after");
     // A reservation that ends with everything delivered counts nothing.
     e.advance_transmit(now, t, 5);
     assert!(e.splice_begin(now, t));
     e.splice_end(now, t, 0);
-    assert_eq!(e.stats(t).unwrap().unsent_dropped, 5);
+    let s = e.stats(t).unwrap();
+    assert_eq!((s.unsent_dropped, s.sent), (5, 3));
     assert_eq!(e.poll_dirty(), None, "nothing queued, nothing to report");
 }
 
@@ -2402,7 +2406,8 @@ fn a_budget_crossing_on_the_single_settle_read_path_pauses_every_holder() {
 /// A reliable-UDP sequence number exactly `2^32` below a counting sender's highest is the
 /// first that counts as far (a random P2PD number, delivered once), not too old; one less is
 /// too old.
-/// Kills: `dedup.rs` `RecvWindow::check` `<` with `<=` in `down < NEAR` (388:17).
+/// Kills: `dedup.rs` `RecvWindow::check` `<` with `<=` in `down < NEAR` (388:17), and `&&` with
+/// `||` in `down < NEAR && w.sequential` (388:24).
 #[test]
 fn a_reliable_sequence_number_two_to_the_32_below_the_highest_is_far_not_too_old() {
     let (mut e, now, p) = seeded_reliable(1);
@@ -2624,4 +2629,110 @@ fn is_read_closed_only_after_the_peers_fin() {
     evs(&mut e);
     assert_eq!(e.state(u), None);
     assert!(e.is_read_closed(u), "a forgotten pipe");
+}
+
+/// A reliable-UDP sequence number exactly `2^32` above a counting sender's highest is far (a
+/// random P2PD number: delivered, the sender's window stays where it was), not a jump of the
+/// window: the sender's next number in sequence is still delivered.
+/// Kills: `dedup.rs` `RecvWindow::check` `<` with `<=` in `up < NEAR` (374:15 on d9b3df5:
+/// the window moved up by `2^32` and the next number in sequence was too old).
+#[test]
+fn a_reliable_sequence_number_two_to_the_32_above_the_highest_is_far_not_a_jump() {
+    let (mut e, now, p) = seeded_reliable(1);
+    let from = sa("10.0.0.2:5");
+    let data = |e: &mut Engine, seq: u64, m: &[u8]| {
+        e.handle_datagram(
+            now,
+            p,
+            from,
+            &pipe_core::rudp::encode(seq, pipe_core::rudp::FLAG_DATA, m),
+        );
+    };
+    let high = 1u64 << 40;
+    data(&mut e, high - 1, b"a");
+    data(&mut e, high, b"b");
+    data(&mut e, high + (1 << 32), b"far");
+    data(&mut e, high + 1, b"c");
+    evs(&mut e);
+    let got: Vec<Bytes> =
+        std::iter::from_fn(|| e.recv(p, SubId::ALL).ok().flatten().map(|m| m.data)).collect();
+    assert_eq!(got, [&b"a"[..], b"b", b"far", b"c"]);
+    assert_eq!(e.stats(p).unwrap().reliable_too_old, 0);
+}
+
+/// With a large `max_out_bytes`, engine-made transmits fill up to their hard cap
+/// (`4 × max_out_bytes + MAX_UDP_V6`), and `within_caps` allows it: its bound on queued bytes
+/// is that cap plus the user's own `max_out_bytes` (and a little slack), not less.
+/// Kills: `engine/mod.rs` `Engine::within_caps` `+` with `-` in `internal_cap +
+/// p.conf.max_out_bytes` (1154:52 on d9b3df5: a bound below the hard cap once `max_out_bytes`
+/// exceeds the slack, here 1,000).
+#[test]
+fn within_caps_allows_engine_made_transmits_up_to_their_hard_cap_with_a_large_buffer() {
+    let (mut e, now) = engine();
+    let peer = sa("10.0.0.2:5");
+    let max_out = 1000;
+    let conf = Conf {
+        reliable_udp: true,
+        max_out_bytes: max_out,
+        max_qsize: 1,
+        ..Conf::default()
+    };
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(peer), conf, false)
+        .unwrap();
+    let cap = 4 * max_out + pipe_core::MAX_UDP_V6;
+    let fit = cap / 9; // an ACK is 9 bytes
+    for seq in 1..=(fit + 3) as u64 {
+        e.handle_datagram(
+            now,
+            p,
+            peer,
+            &pipe_core::rudp::encode(seq, pipe_core::rudp::FLAG_DATA, b"x"),
+        );
+    }
+    assert_eq!(e.out_bytes(p), fit * 9);
+    assert_eq!(e.stats(p).unwrap().out_dropped, 3);
+    assert!(e.within_caps());
+}
+
+/// A deadline that fires for an ended pipe before its close deadline (here a `recv_wait`
+/// deadline) leaves its queued output alone: it is discarded only at the close deadline.
+/// Kills: `engine/mod.rs` `Engine::fire_deadline` `&&` with `||` in `!p.out_idle() &&
+/// passed(p.t.ended, Some(c.close_timeout))` (1330:33 on d9b3df5).
+#[test]
+fn an_early_deadline_of_a_closing_pipe_keeps_its_output_until_the_close_deadline() {
+    use pipe_core::State;
+    use std::time::Duration;
+    let (mut e, now) = engine();
+    let t = e
+        .open_tcp(
+            now,
+            sa("10.0.0.1:5"),
+            sa("10.0.0.2:80"),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
+    e.send(now, t, b"last words", None).unwrap();
+    e.close(now, t);
+    assert_eq!(e.state(t), Some(State::Closing));
+    let close = Conf::default().close_timeout;
+    let early = now + close / 2;
+    e.recv_wait(t, early);
+    e.handle_timeout(early);
+    let ev = std::iter::from_fn(|| e.poll_event()).collect::<Vec<_>>();
+    assert!(ev.contains(&Event::RecvDue { pipe: t }));
+    assert!(
+        !ev.iter().any(|ev| matches!(ev, Event::Released { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(e.state(t), Some(State::Closing));
+    assert_eq!(&e.peek_transmit(t).unwrap().0[..], b"last words");
+    e.handle_timeout(now + close + Duration::from_millis(1));
+    let ev = std::iter::from_fn(|| e.poll_event()).collect::<Vec<_>>();
+    assert!(
+        ev.iter()
+            .any(|ev| matches!(ev, Event::Released { pipe, unsent: 10 } if *pipe == t)),
+        "{ev:?}"
+    );
 }
