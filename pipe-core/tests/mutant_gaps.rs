@@ -2736,3 +2736,75 @@ fn an_early_deadline_of_a_closing_pipe_keeps_its_output_until_the_close_deadline
         "{ev:?}"
     );
 }
+
+/// An accepted connection whose holdings do not change but whose callback jobs reach
+/// `max_callback_jobs` pauses: a zero-length frame adds a callback job and no bytes.
+/// Kills: `engine/mod.rs` `Engine::settle` `==` with `!=` in the early return's `own ==
+/// p.t.paused` (1392:31 on d9b3df5: the early return then skipped exactly this pipe).
+#[test]
+fn a_callback_job_without_bytes_past_the_job_cap_pauses_a_connection() {
+    let (mut e, now) = engine();
+    let conf = Conf {
+        framing: pipe_core::Framing::LengthPrefixed { max: 100 },
+        max_callback_jobs: 1,
+        ..Conf::default()
+    };
+    let listen = sa("10.0.0.1:80");
+    let l = e.open_listener(now, listen, conf, true).unwrap();
+    let c = e.handle_accepted(now, l, listen, sa("10.0.0.2:9")).unwrap();
+    evs(&mut e);
+    e.handle_stream(now, c, &[0, 0, 0, 0]);
+    let ev = evs(&mut e);
+    assert!(
+        ev.iter().any(
+            |ev| matches!(ev, Event::Message { pipe, msg } if *pipe == c && msg.data.is_empty())
+        ),
+        "{ev:?}"
+    );
+    assert!(ev.contains(&Event::Pause { pipe: c }), "{ev:?}");
+    e.handle_callback_done(c, 0);
+    assert!(evs(&mut e).contains(&Event::Resume { pipe: c }));
+}
+
+/// A delimited frame found too large ends the pipe with the deframer still holding what it
+/// buffered, up to `max + delim.len()` bytes; `within_caps` allows that (here with a one-byte
+/// delimiter, the pipe kept by a message still queued).
+/// Kills: `framing.rs` `Deframer::max_buffered` `+` with `*` in `max +
+/// delim.len()` (101:54: `max × 1` is one byte short).
+#[test]
+fn within_caps_allows_a_delimited_buffer_left_by_an_oversize_frame() {
+    use pipe_core::{EndReason, Framing};
+    let (mut e, now) = engine();
+    let max = 50;
+    let conf = Conf {
+        framing: Framing::Delimited {
+            delim: Bytes::from_static(b"\n"),
+            max,
+        },
+        ..Conf::default()
+    };
+    let t = e
+        .open_tcp(now, sa("10.0.0.1:5"), sa("10.0.0.2:80"), conf, false)
+        .unwrap();
+    evs(&mut e);
+    e.handle_stream(now, t, b"a\nb");
+    assert!(e.within_caps());
+    e.handle_stream(now, t, &[b'x'; 60]);
+    let ev = evs(&mut e);
+    assert!(
+        ev.iter().any(|ev| matches!(
+            ev,
+            Event::End {
+                reason: EndReason::FrameTooLarge { .. },
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
+    assert_eq!(
+        e.queue_len(t, SubId::ALL),
+        Some(1),
+        "kept by the queued \"a\""
+    );
+    assert!(e.within_caps());
+}
