@@ -309,10 +309,10 @@ fn forward_results_are_counted_and_a_closed_target_unlinks() {
 
 /// Draining one connection's queue under the server budget resumes every connection the
 /// crossing paused, at once.
-/// Written for `engine/mod.rs` `Engine::settle` `held != old` with `==`, which it does NOT
-/// kill (`handle_stream` settles twice, and the second settle notices the crossing); kept for
-/// the behaviour it pins down. The mutant is killed by
-/// `a_budget_crossing_on_the_single_settle_read_path_pauses_every_holder`.
+/// Written for run 2's `engine/mod.rs:1281:18` in `Engine::settle` (0e28cf5), recorded then as
+/// `held != old` with `==`; the mutant at that position is in fact `pause != paused` with `==`,
+/// which no test can kill (equivalent: see `pipe-core/MUTANTS.md`). It does kill `held != old`
+/// with `==` (1407:17 on d9b3df5), as do `engine_deadlines`' budget tests.
 #[test]
 fn draining_under_the_server_budget_resumes_every_paused_connection_at_once() {
     let (mut e, now) = engine();
@@ -2363,13 +2363,11 @@ fn handler_messages_past_the_event_queue_cap_count_as_events_dropped() {
 }
 
 /// Crossing the server budget pauses every connection that holds bytes, also when the
-/// crossing comes from a read that settles the pipe once (`handle_stream_bytes`: the plain
-/// raw path). `handle_stream` settles twice, and the second settle noticed the crossing
-/// under the mutant, which is why
-/// `draining_under_the_server_budget_resumes_every_paused_connection_at_once` passed under
-/// it.
+/// crossing comes through `handle_stream_bytes` (the plain raw read path that takes the
+/// driver's buffer), and reading one queue back under it resumes them all.
 /// Kills: `engine/mod.rs` `Engine::settle` `held != old` with `==` before `budget_changed`
-/// (run 2's 1281:18 on 0e28cf5, 1407:17 on d9b3df5).
+/// (1407:17 on d9b3df5; also killed by
+/// `draining_under_the_server_budget_resumes_every_paused_connection_at_once`).
 #[test]
 fn a_budget_crossing_on_the_single_settle_read_path_pauses_every_holder() {
     let (mut e, now) = engine();
