@@ -2806,3 +2806,66 @@ fn within_caps_allows_a_delimited_buffer_left_by_an_oversize_frame() {
     );
     assert!(e.within_caps());
 }
+
+/// A link with a `from` filter forwards only that sender's messages: with a port, only that
+/// port; with port 0, any port of that IP.
+/// Kills: `engine/inbound.rs` `Engine::sinks` `==` with `!=` in `f.port() == from.port()`
+/// (308:82 on d9b3df5).
+#[test]
+fn a_link_from_filter_with_a_port_forwards_only_that_port() {
+    use pipe_core::{Kind, LinkTarget};
+    let (mut e, now) = engine();
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), None, Conf::default(), false)
+        .unwrap();
+    let ext = LinkTarget::External {
+        kind: Kind::Udp,
+        open: true,
+    };
+    let one = e.link(p, ext, None, Some(sa("10.0.0.2:7"))).unwrap();
+    let any = e.link(p, ext, None, Some(sa("10.0.0.2:0"))).unwrap();
+    evs(&mut e);
+    let forwards = |e: &mut Engine, from: &str| -> Vec<pipe_core::LinkId> {
+        e.handle_datagram(now, p, sa(from), b"m");
+        evs(e)
+            .into_iter()
+            .filter_map(|ev| match ev {
+                Event::Forward { link, .. } => Some(link),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(forwards(&mut e, "10.0.0.2:7"), [one, any]);
+    assert_eq!(forwards(&mut e, "10.0.0.2:8"), [any]);
+    assert_eq!(forwards(&mut e, "10.0.0.3:7"), []);
+}
+
+/// An accepted connection still waiting for `accept()` pauses once its fallback queue could
+/// not take one more read of 16 KiB (one TLS record's plaintext), even when `reader_limit` is
+/// smaller.
+/// Kills: `engine/state.rs` `PipeState::fallback_full` `<<` with `>>` in `1 << 14` (484:49 on
+/// d9b3df5: the read was then taken as `reader_limit` alone).
+#[test]
+fn a_waiting_connections_fallback_pauses_a_tls_record_before_its_byte_cap() {
+    let (mut e, now) = engine();
+    let conf = Conf {
+        reader_limit: 512,
+        max_queue_bytes: 20_000,
+        max_qsize: 1000,
+        ..Conf::default()
+    };
+    let listen = sa("10.0.0.1:80");
+    let l = e.open_listener(now, listen, conf, false).unwrap();
+    let c = e.handle_accepted(now, l, listen, sa("10.0.0.2:9")).unwrap();
+    evs(&mut e);
+    e.handle_stream(now, c, &[1; 3000]);
+    assert!(
+        !evs(&mut e).contains(&Event::Pause { pipe: c }),
+        "3,000 + 16 KiB fit"
+    );
+    e.handle_stream(now, c, &[2; 1000]);
+    assert!(
+        evs(&mut e).contains(&Event::Pause { pipe: c }),
+        "4,000 + 16 KiB do not fit in 20,000"
+    );
+}
