@@ -350,19 +350,11 @@ fn draining_under_the_server_budget_resumes_every_paused_connection_at_once() {
     assert_eq!(resumed, [a, b].into_iter().collect());
 }
 
-/// Engine-made transmits (here ACKs of reliable-UDP data frames the driver has not written
-/// yet) are queued up to exactly `4 × max_out_bytes + MAX_UDP_V6` bytes; the ones past it are
-/// dropped and counted in `out_dropped`.
-/// Kills: `engine/mod.rs` `Engine::push_internal` `>` with `==` / `>=`, `+` with `*`, `*` with `/`;
-/// and the `within_caps` mutants that shrink its outbound bound (`* with +`, `+ 64` with `- 64`)
-/// below what the engine really queues.
-#[test]
-fn engine_made_transmits_stop_at_exactly_their_hard_cap() {
+/// A reliable-UDP pipe with `max_out_bytes` = `max_out` that was fed `frames` one-byte data
+/// frames (sequence numbers 1, 2, ...) whose ACKs the driver has not written yet.
+fn unacked_data_frames(max_out: usize, frames: usize) -> (Engine, PipeId) {
     let (mut e, now) = engine();
     let peer = sa("10.0.0.2:5");
-    // 4 × 41 + MAX_UDP_V6 is a multiple of 9: the last ACK that fits fills the cap exactly;
-    // and the oracle's slack (64 + one ACK + max_out) is tight.
-    let max_out = 41;
     let conf = Conf {
         reliable_udp: true,
         max_out_bytes: max_out,
@@ -372,15 +364,28 @@ fn engine_made_transmits_stop_at_exactly_their_hard_cap() {
     let p = e
         .open_udp(now, sa("10.0.0.1:5"), Some(peer), conf, false)
         .unwrap();
+    for seq in 1..=frames as u64 {
+        let frame = pipe_core::rudp::encode(seq, pipe_core::rudp::FLAG_DATA, b"x");
+        e.handle_datagram(now, p, peer, &frame);
+    }
+    (e, p)
+}
+
+/// Engine-made transmits (here ACKs of reliable-UDP data frames the driver has not written
+/// yet) are queued up to exactly `4 × max_out_bytes + MAX_UDP_V6` bytes; the ones past it are
+/// dropped and counted in `out_dropped`.
+/// Kills: `engine/mod.rs` `Engine::push_internal` `>` with `==` / `>=`, `+` with `*`, `*` with `/`;
+/// and the `within_caps` mutants that shrink its outbound bound (`* with +`, `+ 64` with `- 64`)
+/// below what the engine really queues.
+#[test]
+fn engine_made_transmits_stop_at_exactly_their_hard_cap() {
+    // 4 × 41 + MAX_UDP_V6 is a multiple of 9: the last ACK that fits fills the cap exactly;
+    // and the oracle's slack (64 + one ACK + max_out) is tight.
+    let max_out = 41;
     let cap = 4 * max_out + pipe_core::MAX_UDP_V6;
     let fit = cap / 9; // an ACK is 9 bytes
     let total = fit + 25;
-    for seq in 1..=total as u64 {
-        let mut frame = seq.to_be_bytes().to_vec();
-        frame.push(0); // data
-        frame.push(b'x');
-        e.handle_datagram(now, p, peer, &frame);
-    }
+    let (mut e, p) = unacked_data_frames(max_out, total);
     let st = e.stats(p).unwrap();
     assert_eq!(st.received, total as u64, "every frame delivered");
     assert_eq!(e.out_bytes(p), fit * 9);
@@ -2666,28 +2671,10 @@ fn a_reliable_sequence_number_two_to_the_32_above_the_highest_is_far_not_a_jump(
 /// exceeds the slack, here 1,000).
 #[test]
 fn within_caps_allows_engine_made_transmits_up_to_their_hard_cap_with_a_large_buffer() {
-    let (mut e, now) = engine();
-    let peer = sa("10.0.0.2:5");
     let max_out = 1000;
-    let conf = Conf {
-        reliable_udp: true,
-        max_out_bytes: max_out,
-        max_qsize: 1,
-        ..Conf::default()
-    };
-    let p = e
-        .open_udp(now, sa("10.0.0.1:5"), Some(peer), conf, false)
-        .unwrap();
     let cap = 4 * max_out + pipe_core::MAX_UDP_V6;
     let fit = cap / 9; // an ACK is 9 bytes
-    for seq in 1..=(fit + 3) as u64 {
-        e.handle_datagram(
-            now,
-            p,
-            peer,
-            &pipe_core::rudp::encode(seq, pipe_core::rudp::FLAG_DATA, b"x"),
-        );
-    }
+    let (e, p) = unacked_data_frames(max_out, fit + 3);
     assert_eq!(e.out_bytes(p), fit * 9);
     assert_eq!(e.stats(p).unwrap().out_dropped, 3);
     assert!(e.within_caps());
