@@ -101,6 +101,10 @@ macro_rules! suite {
             go(|rt| tls::bulk(rt.clone(), rt))
         }
         #[test]
+        fn tls_larger_than_the_buffer() {
+            go(|rt| tls::larger_than_the_buffer(rt.clone(), rt))
+        }
+        #[test]
         fn tls_wrapped_socket_dedup_and_filters() {
             go(|rt| tls::wrapped_socket_dedup_and_filters(rt.clone(), rt))
         }

@@ -34,6 +34,15 @@ impl Session {
         matches!(self, Session::Tls(t) if t.is_handshaking())
     }
 
+    /// Plaintext a TLS session took during its handshake and still holds (counted as queued
+    /// output).
+    pub(crate) fn early(&self) -> usize {
+        match self {
+            Session::Tls(t) => t.early(),
+            Session::Plain => 0,
+        }
+    }
+
     /// True when bytes pass through unchanged.
     pub(crate) fn is_plain(&self) -> bool {
         matches!(self, Session::Plain)

@@ -350,6 +350,10 @@ pub(crate) struct TlsSession {
     conn: rustls::Connection,
     /// The peer sent `close_notify`.
     pub(crate) peer_closed: bool,
+    /// Plaintext accepted while the handshake runs, which rustls holds until it is done. The
+    /// engine counts it as queued output (`max_out_bytes`), since it is not in the pipe's
+    /// transmit queue yet.
+    early: usize,
 }
 
 impl fmt::Debug for TlsSession {
@@ -363,27 +367,40 @@ impl fmt::Debug for TlsSession {
 
 impl TlsSession {
     /// A client session for `name` (the destination when the config names none).
+    ///
+    /// rustls's own output limit is off: a limited write is taken in part, and a caller that
+    /// retried the whole message would send its first part twice (and one message larger
+    /// than the limit could never be sent). The engine's `max_out_bytes` bounds what a
+    /// session holds instead: what it takes during the handshake counts ([`Self::early`]),
+    /// and what it encrypts goes straight to the pipe's transmit queue.
     pub(crate) fn client(
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
-        buffer: usize,
     ) -> Result<Self, TlsError> {
         let mut conn = rustls::ClientConnection::new(config, name).map_err(TlsError::from)?;
-        conn.set_buffer_limit(Some(buffer));
+        conn.set_buffer_limit(None);
         Ok(Self {
             conn: conn.into(),
             peer_closed: false,
+            early: 0,
         })
     }
 
-    /// A server session.
-    pub(crate) fn server(config: Arc<ServerConfig>, buffer: usize) -> Result<Self, TlsError> {
+    /// A server session (rustls's output limit off, as for [`Self::client`]).
+    pub(crate) fn server(config: Arc<ServerConfig>) -> Result<Self, TlsError> {
         let mut conn = rustls::ServerConnection::new(config).map_err(TlsError::from)?;
-        conn.set_buffer_limit(Some(buffer));
+        conn.set_buffer_limit(None);
         Ok(Self {
             conn: conn.into(),
             peer_closed: false,
+            early: 0,
         })
+    }
+
+    /// Plaintext taken during the handshake and not yet encrypted (rustls holds it until the
+    /// handshake is done).
+    pub(crate) fn early(&self) -> usize {
+        self.early
     }
 
     pub(crate) fn is_handshaking(&self) -> bool {
@@ -416,12 +433,19 @@ impl TlsSession {
         Ok(out)
     }
 
-    /// Encrypt `plain` for the peer (buffered by rustls until the handshake is done, up to
-    /// the buffer limit). Returns false when the limit refused some of it.
+    /// Encrypt `plain` for the peer (held by rustls until the handshake is done). All of it
+    /// or none: false when rustls took less (it has no output limit, so only a session
+    /// that can no longer write refuses).
     pub(crate) fn write_plain(&mut self, plain: &[u8]) -> bool {
+        let handshaking = self.conn.is_handshaking();
         match self.conn.writer().write(plain) {
-            Ok(n) => n == plain.len(),
-            Err(_) => false,
+            Ok(n) if n == plain.len() => {
+                if handshaking {
+                    self.early += n;
+                }
+                true
+            }
+            _ => false,
         }
     }
 
@@ -433,6 +457,7 @@ impl TlsSession {
     /// TLS records waiting to go to the socket, if any. `hint`: the plaintext just written,
     /// so the buffer is sized once (records add 22 bytes each, per 16 KiB at most).
     pub(crate) fn take_outgoing_sized(&mut self, hint: usize) -> Option<Bytes> {
+        self.settle_early();
         if !self.conn.wants_write() {
             return None;
         }
@@ -448,6 +473,7 @@ impl TlsSession {
 
     /// TLS records waiting to go to the socket, if any.
     pub(crate) fn take_outgoing(&mut self) -> Option<Bytes> {
+        self.settle_early();
         if !self.conn.wants_write() {
             return None;
         }
@@ -459,6 +485,14 @@ impl TlsSession {
             }
         }
         (!buf.is_empty()).then(|| Bytes::from(buf))
+    }
+
+    /// Once the handshake is done rustls has encrypted what it held: that is in the records
+    /// about to be taken, no longer early.
+    fn settle_early(&mut self) {
+        if self.early > 0 && !self.conn.is_handshaking() {
+            self.early = 0;
+        }
     }
 
     /// The ALPN protocol agreed on, once the handshake is done.

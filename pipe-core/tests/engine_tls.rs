@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use pipe_core::rustls_types::*;
 use pipe_core::{
-    Conf, EndReason, Engine, Event, Framing, PipeId, SubId, Tls, TlsClient, TlsError, TlsServer,
+    Conf, EndReason, Engine, Event, Framing, PipeId, SendError, SubId, Tls, TlsClient, TlsError,
+    TlsServer,
 };
 
 fn sa(s: &str) -> SocketAddr {
@@ -458,4 +459,81 @@ fn alpn_is_negotiated() {
     let mut p = Pair::new(sc, kc);
     assert_eq!(p.e.alpn(p.client), Some(b"http/1.1".to_vec()));
     assert_eq!(p.e.alpn(p.conn), Some(b"http/1.1".to_vec()));
+}
+
+/// One message larger than the outbound buffer is taken alone and whole, as on a plain pipe:
+/// rustls's own output limit once took only its first part and reported `WouldBlock`, so
+/// the caller's retry sent that part again (and the message itself never fitted).
+#[test]
+fn a_message_larger_than_the_buffer_goes_alone_and_whole() {
+    let c = cert(&["pipes.test"]);
+    let (mut s, mut k) = confs(server_tls(&c), client_tls(&c, "pipes.test"));
+    s.max_out_bytes = 4096;
+    k.max_out_bytes = 4096;
+    let mut p = Pair::new(s, k);
+    let big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    p.e.send(p.now, p.client, &big, None).unwrap();
+    assert!(
+        p.e.out_bytes(p.client) > big.len(),
+        "all of it is encrypted and queued"
+    );
+    assert_eq!(
+        p.e.send(p.now, p.client, b"x", None),
+        Err(SendError::WouldBlock),
+        "nothing more while it is queued"
+    );
+    p.run();
+    assert_eq!(p.recv_all(p.conn), big);
+    p.e.send(p.now, p.client, b"x", None).unwrap();
+    p.run();
+    assert_eq!(p.recv_all(p.conn), b"x");
+}
+
+/// Plaintext sent while the handshake runs counts against `max_out_bytes` (rustls holds it,
+/// not the transmit queue), each send is taken whole or refused whole, and what was taken
+/// arrives once, in order, when the handshake is done.
+#[test]
+fn sends_during_the_handshake_count_against_the_buffer_and_are_all_or_nothing() {
+    let c = cert(&["pipes.test"]);
+    let (s, mut k) = confs(server_tls(&c), client_tls(&c, "pipes.test"));
+    k.max_out_bytes = 1000;
+    #[allow(clippy::disallowed_methods)]
+    let now = Instant::now();
+    let mut e = Engine::new(1);
+    let l = e.open_listener(now, sa("10.0.0.1:443"), s, false).unwrap();
+    let k = e
+        .open_tcp(now, sa("10.0.0.2:5000"), sa("10.0.0.1:443"), k, false)
+        .unwrap();
+    let hello = e.out_bytes(k);
+    assert!(hello > 0, "the ClientHello is queued");
+    let mut taken = Vec::new();
+    let mut refused = 0;
+    for i in 0..6u8 {
+        let m = vec![b'a' + i; 200];
+        match e.send(now, k, &m, None) {
+            Ok(()) => taken.extend_from_slice(&m),
+            Err(SendError::WouldBlock) => refused += 1,
+            Err(other) => panic!("send {i}: {other}"),
+        }
+    }
+    assert!(refused > 0, "the buffer filled ({} taken)", taken.len());
+    assert_eq!(e.out_bytes(k), hello + taken.len(), "counted as queued");
+    assert!(hello + taken.len() <= 1000);
+    let conn = e
+        .handle_accepted(now, l, sa("10.0.0.1:443"), sa("10.0.0.2:5000"))
+        .unwrap();
+    e.subscribe(conn, pipe_core::Filter::all()).unwrap();
+    for _ in 0..10 {
+        for (from, to) in [(k, conn), (conn, k)] {
+            while let Some(t) = e.poll_transmit_for(from) {
+                e.handle_stream(now, to, &t.payload);
+            }
+        }
+    }
+    let mut got = Vec::new();
+    while let Ok(Some(m)) = e.recv(conn, SubId::ALL) {
+        got.extend_from_slice(&m.data);
+    }
+    assert_eq!(got, taken, "each taken send once, no refused one in part");
+    assert_eq!(e.out_bytes(k), 0, "all of it went out");
 }

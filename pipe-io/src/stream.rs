@@ -191,10 +191,26 @@ pub(crate) async fn wait_room<R: Runtime>(
     pipe: pipe_core::PipeId,
     listener: EventListener,
 ) {
-    let Some(sock) = group.lock().slots.get(&pipe).and_then(|s| s.sock.clone()) else {
-        // No socket: ended; the caller's next check says so.
-        return;
+    let (sock, socket_helps) = {
+        let g = group.lock();
+        let Some(sock) = g.slots.get(&pipe).and_then(|s| s.sock.clone()) else {
+            // No socket: ended; the caller's next check says so.
+            return;
+        };
+        if g.engine.out_bytes(pipe) == 0 {
+            // Room came before the listener was registered (under this lock, after it).
+            return;
+        }
+        // Nothing for the socket yet: a TLS pipe holds what was sent during its handshake
+        // until the handshake is done, and then `Up` notifies `writable`. The socket's
+        // writability cannot help (waiting on it would spin).
+        (sock, g.engine.peek_transmit(pipe).is_some())
     };
+    if !socket_helps {
+        drop(sock);
+        listener.await;
+        return;
+    }
     let writable = future::or(
         async {
             listener.await;

@@ -178,8 +178,7 @@ impl Engine {
                 if l.ls().handshakes.len() >= l.conf.max_handshakes {
                     evict = l.ls().handshakes.first().copied();
                 }
-                let s = TlsSession::server(config.clone(), l.conf.max_out_bytes)
-                    .map_err(|_| AcceptError::Closed)?;
+                let s = TlsSession::server(config.clone()).map_err(|_| AcceptError::Closed)?;
                 Session::Tls(Box::new(s))
             }
             _ => Session::Plain,
@@ -272,7 +271,7 @@ impl Engine {
                     (None, Some(d)) => ServerName::IpAddress(d.ip().into()),
                     (None, None) => return Err(incompatible("a TLS client needs a destination")),
                 };
-                let s = TlsSession::client(config.clone(), name, conf.max_out_bytes)
+                let s = TlsSession::client(config.clone(), name)
                     .map_err(|_| incompatible("the TLS client config was refused by rustls"))?;
                 Session::Tls(Box::new(s))
             }
@@ -461,7 +460,8 @@ impl Engine {
         // Backpressure: a message that does not fit beside what is queued waits; one larger
         // than the whole buffer is taken only when nothing is queued, so the buffer holds at
         // most `max_out_bytes`, or one message.
-        let fits = p.out_bytes + data.len() <= p.conf.max_out_bytes || p.out_bytes == 0;
+        let queued = p.queued_out();
+        let fits = queued + data.len() <= p.conf.max_out_bytes || queued == 0;
         if !fits || p.out.len() >= MAX_OUT_TRANSMITS {
             return Err(SendError::WouldBlock);
         }
@@ -1142,9 +1142,11 @@ impl Engine {
         p.subs.iter().find(|s| s.id == sub).map(|s| s.queue.len())
     }
 
-    /// Bytes queued for the pipe's socket.
+    /// Bytes waiting to go out, what counts against `max_out_bytes`: those queued for the
+    /// pipe's socket, and a TLS pipe's plaintext sent during its handshake (encrypted and
+    /// queued when the handshake is done; [`Engine::peek_transmit`] has nothing until then).
     pub fn out_bytes(&self, pipe: PipeId) -> usize {
-        self.pipes.get(&pipe).map_or(0, |p| p.out_bytes)
+        self.pipes.get(&pipe).map_or(0, |p| p.queued_out())
     }
 
     /// Pipes the engine still holds.

@@ -471,8 +471,14 @@ impl PipeState {
     /// Bytes this pipe holds: messages waiting for callbacks, queued messages, outbound.
     pub(crate) fn held(&self) -> usize {
         self.t.held_bytes
-            + self.out_bytes
+            + self.queued_out()
             + self.subs.iter().map(|s| s.queue.bytes()).sum::<usize>()
+    }
+
+    /// Bytes waiting to go out: the transmit queue, and plaintext a TLS session took during
+    /// its handshake (not in the queue until the handshake is done).
+    pub(crate) fn queued_out(&self) -> usize {
+        self.out_bytes + self.session.early()
     }
 
     /// Over its own callback caps.
