@@ -221,6 +221,10 @@ macro_rules! suite {
             go(|rt| relay::udp_link(rt.clone(), rt, V4))
         }
         #[test]
+        fn relay_local_pair_backpressure() {
+            go(relay::local_pair_backpressure)
+        }
+        #[test]
         fn udp_link_v6() {
             go(|rt| relay::udp_link(rt.clone(), rt, V6))
         }

@@ -399,3 +399,84 @@ fn a_fin_connection_evicted_from_the_accept_queue_ends() {
         "pushed out of the queue, nobody can answer it"
     );
 }
+
+/// A local link into a stream pipe (two connections of one listener) never drops: a byte
+/// stream has no holes, and a TLS record dropped after it was encrypted would break the
+/// session. Once the target holds `max_out_bytes` its source pauses (backpressure), and it
+/// resumes when the target drains below it, or ends. Before, forwards past the hard cap of
+/// engine-made transmits (4 × 4,096 + 65,527 bytes here) were dropped from the middle of
+/// the stream and the source read on.
+#[test]
+fn a_local_link_into_a_full_stream_pauses_its_source_and_drops_nothing() {
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let conf = Conf {
+        max_out_bytes: 4096,
+        ..Conf::default()
+    };
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), conf, false)
+        .unwrap();
+    let a = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.2:5000"))
+        .unwrap();
+    let b = e
+        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.3:5000"))
+        .unwrap();
+    e.link(a, LinkTarget::Local(b), None, None).unwrap();
+    evs(&mut e);
+    let paused =
+        |ev: &[Event], p: PipeId| has(ev, |e| matches!(e, Event::Pause { pipe } if *pipe == p));
+    let resumed =
+        |ev: &[Event], p: PipeId| has(ev, |e| matches!(e, Event::Resume { pipe } if *pipe == p));
+    let mut sent = Vec::new();
+    let chunk = |i: usize| -> Vec<u8> { (0..1000).map(|j| ((i * 7 + j) % 251) as u8).collect() };
+    // Four chunks fit under the target's buffer; the fifth fills it and pauses the source.
+    for i in 0..4 {
+        let c = chunk(i);
+        e.handle_stream(now, a, &c);
+        sent.extend_from_slice(&c);
+        assert!(!paused(&evs(&mut e), a), "chunk {i}: room left");
+    }
+    let c = chunk(4);
+    e.handle_stream(now, a, &c);
+    sent.extend_from_slice(&c);
+    assert!(paused(&evs(&mut e), a), "b is full: a pauses");
+    // Reads already on their way when the pause came are taken, whole: far past the hard
+    // cap that used to drop them.
+    for i in 5..100 {
+        let c = chunk(i);
+        e.handle_stream(now, a, &c);
+        sent.extend_from_slice(&c);
+    }
+    assert_eq!(e.out_bytes(b), sent.len());
+    assert_eq!(e.stats(b).unwrap().out_dropped, 0);
+    assert!(e.within_caps());
+    assert_eq!(e.stats(a).unwrap().forward_failed, 0);
+    // b drains: a resumes once b is below its buffer, not before.
+    let mut got = Vec::new();
+    while e.out_bytes(b) >= 4096 {
+        assert!(!resumed(&evs(&mut e), a), "b still full");
+        let (buf, _) = e.peek_transmit(b).unwrap();
+        let n = buf.len().min(3000);
+        got.extend_from_slice(&buf[..n]);
+        e.advance_transmit(now, b, n);
+    }
+    assert!(resumed(&evs(&mut e), a), "b has room: a reads again");
+    while let Some((buf, _)) = e.peek_transmit(b) {
+        let n = buf.len();
+        got.extend_from_slice(buf);
+        e.advance_transmit(now, b, n);
+    }
+    assert!(got == sent, "b sent every forwarded byte, in order");
+    // Full again, then b ends: a has nothing to wait for and reads on.
+    for i in 0..5 {
+        e.handle_stream(now, a, &chunk(i));
+    }
+    assert!(paused(&evs(&mut e), a));
+    e.handle_error(
+        now,
+        b,
+        pipe_core::IoError::new(std::io::ErrorKind::ConnectionReset.into()),
+    );
+    assert!(resumed(&evs(&mut e), a), "b ended: a resumes");
+}

@@ -146,3 +146,120 @@ pub async fn udp_link<S: Runtime, C: Runtime>(srv: S, cli: C, fam: Family) {
     }
     hub.close().await;
 }
+
+/// Two connections of one listener linked to each other (a pairing relay; the link is
+/// local, inside the listener's engine) carry 32 MiB byte-exact while the receiving client
+/// at first reads nothing: once its connection holds `max_out_bytes`, the forwarding
+/// connection pauses, TCP flow control blocks the sending client, and nothing is dropped.
+/// (Such forwards were dropped past the hard cap of engine-made transmits, from the middle
+/// of the byte stream, and the sender was never slowed.) Raw blocking clients on threads of
+/// their own; the receiver starts reading once the sender's write has blocked for 2 s, or
+/// once it has written everything (the old behaviour, which then fails the byte count).
+pub async fn local_pair_backpressure<S: Runtime>(srv: S) {
+    use std::io::{ErrorKind, Read, Write};
+    const TOTAL: usize = 32 << 20;
+    const CHUNK: usize = 64 << 10;
+    let byte = |i: usize| (i % 253) as u8;
+    let server = PipeBuilder::new(srv, Proto::Tcp)
+        .bind(lo0(Family::V4))
+        .open()
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut sender = std::net::TcpStream::connect(addr).unwrap();
+    let a = within(WAIT, "accept the sender", server.accept())
+        .await
+        .unwrap();
+    // A small receive buffer, so that the kernel's buffers hold far less than TOTAL.
+    let receiver =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    receiver.set_recv_buffer_size(64 << 10).unwrap();
+    receiver.connect(&addr.into()).unwrap();
+    let mut receiver: std::net::TcpStream = receiver.into();
+    let b = within(WAIT, "accept the receiver", server.accept())
+        .await
+        .unwrap();
+    a.link(&b).unwrap();
+
+    let (tx, rx) = smol::channel::unbounded::<&'static str>();
+    let writer = std::thread::spawn(move || {
+        sender
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let chunk: Vec<u8> = (0..CHUNK).map(byte).collect();
+        let (mut sent, mut told) = (0, false);
+        let mut stuck_since = std::time::Instant::now();
+        while sent < TOTAL {
+            match sender.write(&chunk[sent % CHUNK..]) {
+                Ok(n) => {
+                    sent += n;
+                    stuck_since = std::time::Instant::now();
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if !told {
+                        told = true;
+                        let _ = tx.send_blocking("blocked");
+                    }
+                    assert!(
+                        stuck_since.elapsed() < Duration::from_secs(60),
+                        "the sender made no progress for 60 s at {sent}"
+                    );
+                }
+                Err(e) => panic!("sender: {e} at {sent}"),
+            }
+        }
+        let _ = tx.send_blocking("done");
+        sender
+    });
+    let first = within(
+        Duration::from_secs(60),
+        "the sender blocks or ends",
+        rx.recv(),
+    )
+    .await
+    .unwrap();
+    let (read_tx, read_rx) = smol::channel::bounded(1);
+    std::thread::spawn(move || {
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = vec![0u8; CHUNK];
+        let mut got = 0;
+        let res = loop {
+            if got == TOTAL {
+                break Ok(got);
+            }
+            let n = match receiver.read(&mut buf) {
+                Ok(0) => break Err(format!("EOF after {got} of {TOTAL} bytes")),
+                Ok(n) => n,
+                Err(e) => break Err(format!("{e} after {got} of {TOTAL} bytes")),
+            };
+            if let Some(i) = (0..n).find(|&i| buf[i] != byte((got + i) % CHUNK)) {
+                break Err(format!("byte {} differs", got + i));
+            }
+            got += n;
+        };
+        let _ = read_tx.send_blocking(res);
+    });
+    let got = within(Duration::from_secs(120), "the transfer", read_rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Ok(TOTAL));
+    let (done_tx, done_rx) = smol::channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = done_tx.send_blocking(writer.join().is_ok());
+    });
+    assert!(
+        within(WAIT, "the sender's end", done_rx.recv())
+            .await
+            .unwrap(),
+        "the sender failed"
+    );
+    let (sa, sb) = (a.stats().unwrap(), b.stats().unwrap());
+    assert_eq!(sb.out_dropped, 0);
+    assert_eq!(sa.forward_failed, 0);
+    if first == "blocked" {
+        assert!(sa.paused > 0, "the sender's connection paused: {sa:?}");
+    }
+    server.close().await;
+}

@@ -331,7 +331,7 @@ impl Engine {
             };
             for (link, target, dest) in hops {
                 let ok = match target {
-                    Target::Local(t) => self.forward_local(t, &fwd, dest),
+                    Target::Local(t) => self.forward_local(pipe, t, &fwd, dest),
                     Target::External(target) if self.events.len() < MAX_EVENTS => {
                         self.events.push_back(Event::Forward {
                             from: pipe,
@@ -392,8 +392,21 @@ impl Engine {
         self.subscriptions_step(pipe, from, data, claimed, waits);
     }
 
-    /// Send a linked message out through a pipe of this engine.
-    fn forward_local(&mut self, target: PipeId, data: &[u8], dest: Option<SocketAddr>) -> bool {
+    /// Send a linked message from `source` out through a pipe of this engine.
+    ///
+    /// A datagram target takes it up to the hard cap of engine-made transmits, past which it
+    /// is dropped (counted in `out_dropped`), like any datagram. A stream target never drops
+    /// one: a byte stream has no holes, and a TLS record dropped after it was encrypted would
+    /// break the session. Once the target holds `max_out_bytes` the source pauses instead
+    /// (backpressure, as a link to another engine's pipe waits for room), so the target holds
+    /// at most its buffer plus the read of each source that filled it.
+    fn forward_local(
+        &mut self,
+        source: PipeId,
+        target: PipeId,
+        data: &[u8],
+        dest: Option<SocketAddr>,
+    ) -> bool {
         let Some(t) = self.pipes.get_mut(&target) else {
             return false;
         };
@@ -402,7 +415,16 @@ impl Engine {
         }
         match Self::frame_out(t, data, dest) {
             Ok((dst, payload)) => {
-                let ok = self.push_internal(target, dst, payload);
+                let ok = if t.kind.is_stream() {
+                    // Empty: TLS holds it until the target's handshake is done.
+                    if !payload.is_empty() {
+                        self.push_out(target, dst, payload);
+                    }
+                    self.block_on_full(source);
+                    true
+                } else {
+                    self.push_internal(target, dst, payload)
+                };
                 self.settle(target);
                 ok
             }

@@ -817,9 +817,18 @@ impl Engine {
             .position(|l| l.id == link)
             .ok_or(LinkError::NotLinked)?;
         let l = p.links.remove(i);
-        if let Target::External(target) = l.target {
-            self.events
-                .push_back(Event::Unlinked { pipe, link, target });
+        match l.target {
+            Target::External(target) => {
+                self.events
+                    .push_back(Event::Unlinked { pipe, link, target });
+            }
+            // It may have waited for that target: it reads again unless another is full.
+            Target::Local(_) if p.t.link_blocked => {
+                if !self.block_on_full(pipe) {
+                    self.settle(pipe);
+                }
+            }
+            Target::Local(_) => {}
         }
         Ok(())
     }
@@ -1047,6 +1056,12 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
+        if !p.link_waiters.is_empty() {
+            self.release_link_waiters(pipe);
+        }
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         if p.out.is_empty() {
             // An idle pipe keeps no outbound buffer (about 400 bytes per idle connection).
             p.out = VecDeque::new();
@@ -1169,11 +1184,30 @@ impl Engine {
         self.events.len()
             <= MAX_EVENTS + 4 * (self.pipes.len() + forgotten.len()) + self.timers.len()
             && self.dirty.len() <= self.pipes.len()
-            && self.pipes.values().all(|p| {
+            && self.pipes.iter().all(|(&id, p)| {
                 // One message larger than the buffer may be queued alone (see `send`).
                 let largest = p.out.iter().map(|t| t.payload.len()).max().unwrap_or(0);
-                let internal_cap =
-                    p.conf.max_out_bytes * INTERNAL_OUT_FACTOR + MAX_UDP_V6 + 64 + largest;
+                // A stream pipe takes whole every read its local sources forwarded before
+                // they paused (`forward_local`): one read each, by the driver's contract. A
+                // read is re-framed frame by frame, and a TLS target makes each frame a
+                // record (22 bytes more): a 1-byte delimited frame grows 23 times.
+                let sources = if p.kind.is_stream() {
+                    self.pipes
+                        .values()
+                        .filter(|s| {
+                            s.links
+                                .iter()
+                                .any(|l| matches!(l.target, Target::Local(t) if t == id))
+                        })
+                        .count()
+                } else {
+                    0
+                };
+                let internal_cap = p.conf.max_out_bytes * INTERNAL_OUT_FACTOR
+                    + MAX_UDP_V6
+                    + 64
+                    + largest
+                    + sources * 23 * p.conf.reader_limit.max(1 << 14);
                 p.subs.len() <= MAX_SUBSCRIPTIONS
                     && p.links.len() <= MAX_LINKS
                     && p.subs.iter().all(|s| s.queue.within_caps())
@@ -1227,6 +1261,13 @@ impl Engine {
             state
         };
         p.t.ended = self.now;
+        if !p.link_waiters.is_empty() {
+            // It takes no more forwards: the pipes waiting to forward into it read again.
+            self.release_link_waiters(pipe);
+        }
+        let Some(p) = self.pipes.get_mut(&pipe) else {
+            return;
+        };
         if let Kind::TcpConn { listener } = p.kind {
             if let Some(t) = self
                 .pipes
@@ -1402,6 +1443,48 @@ impl Engine {
         // A `recv` may still wait for messages held by callbacks.
         self.rearm(pipe);
         self.events.push_back(Event::Released { pipe, unsent });
+    }
+
+    /// Whether `source` must wait for a full stream target of its local links; it waits on
+    /// each such target (in its `link_waiters`), and its reading pauses at its next `settle`.
+    /// False once no local target is full: its reading may resume.
+    pub(crate) fn block_on_full(&mut self, source: PipeId) -> bool {
+        let Some(s) = self.pipes.get(&source) else {
+            return false;
+        };
+        let mut blocked = false;
+        for i in 0..s.links.len() {
+            let Some(Target::Local(t)) = self.pipes.get(&source).map(|s| s.links[i].target) else {
+                continue;
+            };
+            if let Some(tp) = self.pipes.get_mut(&t).filter(|tp| tp.link_full()) {
+                blocked = true;
+                if !tp.link_waiters.contains(&source) {
+                    tp.link_waiters.push(source);
+                }
+            }
+        }
+        if let Some(s) = self.pipes.get_mut(&source) {
+            s.t.link_blocked = blocked;
+        }
+        blocked
+    }
+
+    /// A stream pipe drained below its buffer, or can no longer write: the pipes waiting to
+    /// forward into it look again (each still waits on any other full target), and resume
+    /// reading if none is full.
+    pub(crate) fn release_link_waiters(&mut self, target: PipeId) {
+        let Some(tp) = self.pipes.get_mut(&target) else {
+            return;
+        };
+        if tp.link_waiters.is_empty() || tp.link_full() {
+            return;
+        }
+        for s in std::mem::take(&mut tp.link_waiters) {
+            if !self.block_on_full(s) {
+                self.settle(s);
+            }
+        }
     }
 
     /// Recount the bytes the pipe holds into its server's budget, and pause or resume it.

@@ -291,6 +291,9 @@ pub(crate) struct PipeState {
     pub(crate) readable_pending: bool,
     pub(crate) dedup: Option<Box<Dedup>>,
     pub(crate) links: Vec<Link>,
+    /// Pipes of this engine whose local links into this stream pipe found it full, and which
+    /// pause until it drains below `max_out_bytes` (or ends).
+    pub(crate) link_waiters: Vec<PipeId>,
     pub(crate) next_link: u64,
     pub(crate) session: Session,
     /// `None` for datagrams and for `Framing::Raw` streams.
@@ -343,6 +346,9 @@ pub(crate) struct Timing {
     /// Bytes this pipe holds as last counted into its server's budget.
     pub(crate) mem: usize,
     pub(crate) paused: bool,
+    /// A local link's stream target is full (`max_out_bytes`): reading pauses until it
+    /// drains, ends, or the link goes (`engine/inbound.rs`, `forward_local`).
+    pub(crate) link_blocked: bool,
     pub(crate) counted_handshake: bool,
     /// The earliest deadline of a waiting `recv` ([`super::Engine::recv_wait`]).
     pub(crate) recv_due: Option<Instant>,
@@ -362,6 +368,7 @@ impl Timing {
             held_jobs: 0,
             mem: 0,
             paused: false,
+            link_blocked: false,
             counted_handshake: false,
             recv_due: None,
         }
@@ -409,6 +416,7 @@ impl PipeState {
             readable_pending: false,
             dedup,
             links: Vec::new(),
+            link_waiters: Vec::new(),
             next_link: 1,
             session: Session::Plain,
             deframer,
@@ -481,10 +489,17 @@ impl PipeState {
         self.out_bytes + self.session.early()
     }
 
+    /// A stream pipe whose queued output reached `max_out_bytes`, while it can still write:
+    /// the pipes forwarding into it through local links wait.
+    pub(crate) fn link_full(&self) -> bool {
+        self.kind.is_stream() && self.can_write() && self.queued_out() >= self.conf.max_out_bytes
+    }
+
     /// Over its own callback caps.
     pub(crate) fn over_own_caps(&self) -> bool {
         self.t.held_bytes >= self.conf.max_callback_bytes
             || self.t.held_jobs >= self.conf.max_callback_jobs
+            || self.t.link_blocked
             || (self.half.keep_writable && self.stream_queue_full())
             || (self.fallback_all && self.fallback_full())
     }
