@@ -27,3 +27,26 @@ impl Hasher for IdHasher {
 
 /// A `HashMap` keyed by ids pipes assign themselves (never by peers).
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{BuildHasher, Hash};
+
+    use super::*;
+    use crate::event::PipeId;
+
+    fn hash(v: impl Hash) -> u64 {
+        BuildHasherDefault::<IdHasher>::default().hash_one(v)
+    }
+
+    /// The table stays a hash table: distinct ids (and byte strings) hash apart. A hasher
+    /// that gave every key one hash would keep the maps correct but make each lookup a scan
+    /// (a server with 10,000 connections would search them all per message).
+    #[test]
+    fn distinct_keys_hash_apart() {
+        let ids: std::collections::HashSet<u64> = (0..10_000u64).map(|i| hash(PipeId(i))).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert_ne!(hash(b"ab".as_slice()), hash(b"ba".as_slice()));
+        assert_ne!(hash(b"ab".as_slice()), hash(b"".as_slice()));
+    }
+}
