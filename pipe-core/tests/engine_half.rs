@@ -480,3 +480,51 @@ fn a_local_link_into_a_full_stream_pauses_its_source_and_drops_nothing() {
     );
     assert!(resumed(&evs(&mut e), a), "b ended: a resumes");
 }
+
+/// A source linked to two full stream targets stays paused until neither is full: one
+/// draining is not enough. Unlinking from the last full target resumes it at once.
+#[test]
+fn a_source_waits_for_every_full_local_target_and_resumes_when_unlinked() {
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let conf = Conf {
+        max_out_bytes: 1000,
+        ..Conf::default()
+    };
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), conf, false)
+        .unwrap();
+    let conn = |e: &mut Engine, port: u16| {
+        e.handle_accepted(now, l, sa("10.0.0.1:80"), sa(&format!("10.0.0.2:{port}")))
+            .unwrap()
+    };
+    let (a, b, c) = (conn(&mut e, 1), conn(&mut e, 2), conn(&mut e, 3));
+    e.link(a, LinkTarget::Local(b), None, None).unwrap();
+    let to_c = e.link(a, LinkTarget::Local(c), None, None).unwrap();
+    evs(&mut e);
+    let pause_events = |ev: &[Event]| {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Pause { pipe } if *pipe == a => Some(true),
+                Event::Resume { pipe } if *pipe == a => Some(false),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    e.handle_stream(now, a, &[7; 1500]);
+    assert_eq!(pause_events(&evs(&mut e)), [true], "both targets are full");
+    // b drains; c is still full.
+    let n = e.peek_transmit(b).unwrap().0.len();
+    e.advance_transmit(now, b, n);
+    assert_eq!(e.out_bytes(b), 0);
+    assert_eq!(pause_events(&evs(&mut e)), [], "c is still full");
+    // Unlinked from c: nothing full is left to wait for.
+    e.unlink(a, to_c).unwrap();
+    assert_eq!(pause_events(&evs(&mut e)), [false]);
+    // Full again through b alone, then b drains: resumed.
+    e.handle_stream(now, a, &[8; 1500]);
+    assert_eq!(pause_events(&evs(&mut e)), [true]);
+    let n = e.peek_transmit(b).unwrap().0.len();
+    e.advance_transmit(now, b, n);
+    assert_eq!(pause_events(&evs(&mut e)), [false]);
+    assert!(e.within_caps());
+}

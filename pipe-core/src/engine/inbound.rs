@@ -420,7 +420,7 @@ impl Engine {
                     if !payload.is_empty() {
                         self.push_out(target, dst, payload);
                     }
-                    self.block_on_full(source);
+                    self.wait_if_full(source, target);
                     true
                 } else {
                     self.push_internal(target, dst, payload)

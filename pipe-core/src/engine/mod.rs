@@ -824,7 +824,7 @@ impl Engine {
             }
             // It may have waited for that target: it reads again unless another is full.
             Target::Local(_) if p.t.link_blocked => {
-                if !self.block_on_full(pipe) {
+                if !self.still_blocked(pipe) {
                     self.settle(pipe);
                 }
             }
@@ -1445,23 +1445,39 @@ impl Engine {
         self.events.push_back(Event::Released { pipe, unsent });
     }
 
-    /// Whether `source` must wait for a full stream target of its local links; it waits on
-    /// each such target (in its `link_waiters`), and its reading pauses at its next `settle`.
-    /// False once no local target is full: its reading may resume.
-    pub(crate) fn block_on_full(&mut self, source: PipeId) -> bool {
-        let Some(s) = self.pipes.get(&source) else {
-            return false;
+    /// `source` just forwarded into `target`: if that filled it, `source` waits on it (its
+    /// reading pauses at its next `settle`).
+    pub(crate) fn wait_if_full(&mut self, source: PipeId, target: PipeId) {
+        let Some(tp) = self.pipes.get_mut(&target).filter(|tp| tp.link_full()) else {
+            return;
+        };
+        if !tp.link_waiters.contains(&source) {
+            tp.link_waiters.push(source);
+        }
+        if let Some(s) = self.pipes.get_mut(&source) {
+            s.t.link_blocked = true;
+        }
+    }
+
+    /// Whether `source` must still wait for a full stream target of its local links (it
+    /// then waits on each); false once none is full, and its reading may resume.
+    fn still_blocked(&mut self, source: PipeId) -> bool {
+        let targets: Vec<PipeId> = match self.pipes.get(&source) {
+            Some(s) => s
+                .links
+                .iter()
+                .filter_map(|l| match l.target {
+                    Target::Local(t) => Some(t),
+                    Target::External(_) => None,
+                })
+                .collect(),
+            None => return false,
         };
         let mut blocked = false;
-        for i in 0..s.links.len() {
-            let Some(Target::Local(t)) = self.pipes.get(&source).map(|s| s.links[i].target) else {
-                continue;
-            };
-            if let Some(tp) = self.pipes.get_mut(&t).filter(|tp| tp.link_full()) {
+        for t in targets {
+            if self.pipes.get(&t).is_some_and(|tp| tp.link_full()) {
+                self.wait_if_full(source, t);
                 blocked = true;
-                if !tp.link_waiters.contains(&source) {
-                    tp.link_waiters.push(source);
-                }
             }
         }
         if let Some(s) = self.pipes.get_mut(&source) {
@@ -1481,7 +1497,7 @@ impl Engine {
             return;
         }
         for s in std::mem::take(&mut tp.link_waiters) {
-            if !self.block_on_full(s) {
+            if !self.still_blocked(s) {
                 self.settle(s);
             }
         }
