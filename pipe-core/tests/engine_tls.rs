@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use pipe_core::rustls_types::*;
 use pipe_core::{
-    Conf, EndReason, Engine, Event, Framing, PipeId, SendError, SubId, Tls, TlsClient, TlsError,
-    TlsServer,
+    Conf, EndReason, Engine, Event, Framing, LinkTarget, PipeId, SendError, SubId, Tls, TlsClient,
+    TlsError, TlsServer,
 };
 
 fn sa(s: &str) -> SocketAddr {
@@ -536,4 +536,79 @@ fn sends_during_the_handshake_count_against_the_buffer_and_are_all_or_nothing() 
     }
     assert_eq!(got, taken, "each taken send once, no refused one in part");
     assert_eq!(e.out_bytes(k), 0, "all of it went out");
+}
+
+/// Two TLS connections of one listener linked to each other (a pairing relay): what the
+/// source decrypts from one read is forwarded whole, frame by frame, and each frame becomes
+/// a record of its own at the target. With `Delimited` framing an empty message is its 1-byte
+/// delimiter, so 16 KiB of newlines (one record in) make 16,384 records of 23 bytes out: the
+/// most a read can grow, which `within_caps` allows for each local source of a stream pipe
+/// (23 × the larger of `reader_limit` and a TLS record's 16 KiB, here with a `reader_limit`
+/// of 512). None is dropped, the target's session stays whole, and the source pauses.
+#[test]
+fn a_local_link_between_tls_connections_forwards_a_read_whole_and_pauses_its_source() {
+    let c = cert(&["pipes.test"]);
+    let framing = Framing::Delimited {
+        delim: bytes::Bytes::from_static(b"\n"),
+        max: 1024,
+    };
+    let (mut s, k) = confs(server_tls(&c), client_tls(&c, "pipes.test"));
+    s.framing = framing.clone();
+    s.max_out_bytes = 4096;
+    s.reader_limit = 512;
+    let k2 = Conf {
+        framing,
+        max_qsize: 0,
+        ..k.clone()
+    };
+    #[allow(clippy::disallowed_methods)]
+    let now = Instant::now();
+    let mut e = Engine::new(3);
+    let l = e.open_listener(now, sa("10.0.0.1:443"), s, false).unwrap();
+    let mut pair = |port: u16, conf: Conf| {
+        let from = sa(&format!("10.0.0.2:{port}"));
+        let client = e
+            .open_tcp(now, from, sa("10.0.0.1:443"), conf, false)
+            .unwrap();
+        let conn = e.handle_accepted(now, l, sa("10.0.0.1:443"), from).unwrap();
+        e.pop_accepted(l).unwrap();
+        (client, conn)
+    };
+    let (c1, a) = pair(5001, k);
+    let (c2, b) = pair(5002, k2);
+    let shuttle = |e: &mut Engine, pairs: &[(PipeId, PipeId)]| {
+        for _ in 0..10 {
+            for &(x, y) in pairs {
+                for (from, to) in [(x, y), (y, x)] {
+                    while let Some(t) = e.poll_transmit_for(from) {
+                        e.handle_stream(now, to, &t.payload);
+                    }
+                }
+            }
+        }
+    };
+    shuttle(&mut e, &[(c1, a), (c2, b)]);
+    e.link(a, LinkTarget::Local(b), None, None).unwrap();
+    std::iter::from_fn(|| e.poll_event()).for_each(drop);
+    e.send(now, c1, &[b'\n'; 16_384], None).unwrap();
+    let records: Vec<_> = std::iter::from_fn(|| e.poll_transmit_for(c1)).collect();
+    assert_eq!(records.len(), 1, "one record in");
+    e.handle_stream(now, a, &records[0].payload);
+    assert_eq!(
+        e.out_bytes(b),
+        16_384 * 23,
+        "16,384 records of 1 + 22 bytes out"
+    );
+    assert!(e.within_caps());
+    assert!(std::iter::from_fn(|| e.poll_event())
+        .any(|ev| matches!(ev, Event::Pause { pipe } if pipe == a)));
+    assert_eq!(e.stats(b).unwrap().out_dropped, 0);
+    // c2 reads them all: the target's session is whole.
+    shuttle(&mut e, &[(c2, b)]);
+    let mut empty = 0;
+    while let Ok(Some(m)) = e.recv(c2, SubId::ALL) {
+        assert!(m.data.is_empty());
+        empty += 1;
+    }
+    assert_eq!(empty, 16_384);
 }

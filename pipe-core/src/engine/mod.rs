@@ -823,12 +823,11 @@ impl Engine {
                     .push_back(Event::Unlinked { pipe, link, target });
             }
             // It may have waited for that target: it reads again unless another is full.
-            Target::Local(_) if p.t.link_blocked => {
+            Target::Local(_) => {
                 if !self.still_blocked(pipe) {
                     self.settle(pipe);
                 }
             }
-            Target::Local(_) => {}
         }
         Ok(())
     }
