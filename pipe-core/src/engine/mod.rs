@@ -1055,12 +1055,6 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
-        if !p.link_waiters.is_empty() {
-            self.release_link_waiters(pipe);
-        }
-        let Some(p) = self.pipes.get_mut(&pipe) else {
-            return;
-        };
         if p.out.is_empty() {
             // An idle pipe keeps no outbound buffer (about 400 bytes per idle connection).
             p.out = VecDeque::new();
@@ -1071,6 +1065,9 @@ impl Engine {
         let done = p.out_idle() && p.state != State::Open;
         if done && p.state == State::Closing {
             p.state = State::Closed;
+        }
+        if !p.link_waiters.is_empty() {
+            self.release_link_waiters(pipe);
         }
         self.settle(pipe);
         self.maybe_fin(pipe);
