@@ -400,6 +400,25 @@ fn a_fin_connection_evicted_from_the_accept_queue_ends() {
     );
 }
 
+/// A listener on 10.0.0.1:80 with `max_out_bytes` of `out` (for the local-link tests).
+fn listener(out: usize) -> (Engine, Instant, PipeId) {
+    let (mut e, now) = (Engine::new(1), base_instant());
+    let conf = Conf {
+        max_out_bytes: out,
+        ..Conf::default()
+    };
+    let l = e
+        .open_listener(now, sa("10.0.0.1:80"), conf, false)
+        .unwrap();
+    (e, now, l)
+}
+
+/// A connection of `l` from 10.0.0.2:`port`.
+fn accept(e: &mut Engine, now: Instant, l: PipeId, port: u16) -> PipeId {
+    e.handle_accepted(now, l, sa("10.0.0.1:80"), sa(&format!("10.0.0.2:{port}")))
+        .unwrap()
+}
+
 /// A local link into a stream pipe (two connections of one listener) never drops: a byte
 /// stream has no holes, and a TLS record dropped after it was encrypted would break the
 /// session. Once the target holds `max_out_bytes` its source pauses (backpressure), and it
@@ -408,20 +427,8 @@ fn a_fin_connection_evicted_from_the_accept_queue_ends() {
 /// the stream and the source read on.
 #[test]
 fn a_local_link_into_a_full_stream_pauses_its_source_and_drops_nothing() {
-    let (mut e, now) = (Engine::new(1), base_instant());
-    let conf = Conf {
-        max_out_bytes: 4096,
-        ..Conf::default()
-    };
-    let l = e
-        .open_listener(now, sa("10.0.0.1:80"), conf, false)
-        .unwrap();
-    let a = e
-        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.2:5000"))
-        .unwrap();
-    let b = e
-        .handle_accepted(now, l, sa("10.0.0.1:80"), sa("10.0.0.3:5000"))
-        .unwrap();
+    let (mut e, now, l) = listener(4096);
+    let (a, b) = (accept(&mut e, now, l, 1), accept(&mut e, now, l, 2));
     e.link(a, LinkTarget::Local(b), None, None).unwrap();
     evs(&mut e);
     let paused =
@@ -485,19 +492,12 @@ fn a_local_link_into_a_full_stream_pauses_its_source_and_drops_nothing() {
 /// draining is not enough. Unlinking from the last full target resumes it at once.
 #[test]
 fn a_source_waits_for_every_full_local_target_and_resumes_when_unlinked() {
-    let (mut e, now) = (Engine::new(1), base_instant());
-    let conf = Conf {
-        max_out_bytes: 1000,
-        ..Conf::default()
-    };
-    let l = e
-        .open_listener(now, sa("10.0.0.1:80"), conf, false)
-        .unwrap();
-    let conn = |e: &mut Engine, port: u16| {
-        e.handle_accepted(now, l, sa("10.0.0.1:80"), sa(&format!("10.0.0.2:{port}")))
-            .unwrap()
-    };
-    let (a, b, c) = (conn(&mut e, 1), conn(&mut e, 2), conn(&mut e, 3));
+    let (mut e, now, l) = listener(1000);
+    let (a, b, c) = (
+        accept(&mut e, now, l, 1),
+        accept(&mut e, now, l, 2),
+        accept(&mut e, now, l, 3),
+    );
     e.link(a, LinkTarget::Local(b), None, None).unwrap();
     let to_c = e.link(a, LinkTarget::Local(c), None, None).unwrap();
     evs(&mut e);

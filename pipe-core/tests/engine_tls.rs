@@ -149,6 +149,35 @@ fn confs(server: Tls, client: Tls) -> (Conf, Conf) {
     )
 }
 
+/// One engine with a TLS listener (`server`) and a client (`client`) whose connection is not
+/// accepted yet: (engine, now, listener, client).
+fn before_accept(server: Conf, client: Conf) -> (Engine, Instant, PipeId, PipeId) {
+    #[allow(clippy::disallowed_methods)]
+    let now = Instant::now();
+    let mut e = Engine::new(1);
+    let l = e
+        .open_listener(now, sa("10.0.0.1:443"), server, false)
+        .unwrap();
+    let k = e
+        .open_tcp(now, sa("10.0.0.2:5000"), sa("10.0.0.1:443"), client, false)
+        .unwrap();
+    (e, now, l, k)
+}
+
+/// Move transmits both ways between each (client, accepted connection) pair of one engine
+/// until nothing is left (ten passes: a handshake needs three).
+fn shuttle(e: &mut Engine, now: Instant, pairs: &[(PipeId, PipeId)]) {
+    for _ in 0..10 {
+        for &(x, y) in pairs {
+            for (from, to) in [(x, y), (y, x)] {
+                while let Some(t) = e.poll_transmit_for(from) {
+                    e.handle_stream(now, to, &t.payload);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn handshake_then_data_both_ways_and_up_only_after_the_handshake() {
     let c = cert(&["pipes.test"]);
@@ -177,25 +206,13 @@ fn handshake_then_data_both_ways_and_up_only_after_the_handshake() {
 fn data_sent_before_the_handshake_is_buffered_then_delivered() {
     let c = cert(&["pipes.test"]);
     let (s, k) = confs(server_tls(&c), client_tls(&c, "pipes.test"));
-    #[allow(clippy::disallowed_methods)]
-    let now = Instant::now();
-    let mut e = Engine::new(1);
-    let l = e.open_listener(now, sa("10.0.0.1:443"), s, false).unwrap();
-    let k = e
-        .open_tcp(now, sa("10.0.0.2:5000"), sa("10.0.0.1:443"), k, false)
-        .unwrap();
+    let (mut e, now, l, k) = before_accept(s, k);
     e.send(now, k, b"early", None).unwrap();
     let conn = e
         .handle_accepted(now, l, sa("10.0.0.1:443"), sa("10.0.0.2:5000"))
         .unwrap();
     e.subscribe(conn, pipe_core::Filter::all()).unwrap();
-    for _ in 0..10 {
-        for (from, to) in [(k, conn), (conn, k)] {
-            while let Some(t) = e.poll_transmit_for(from) {
-                e.handle_stream(now, to, &t.payload);
-            }
-        }
-    }
+    shuttle(&mut e, now, &[(k, conn)]);
     assert_eq!(
         &e.recv(conn, SubId::ALL).unwrap().unwrap().data[..],
         b"early"
@@ -497,13 +514,7 @@ fn sends_during_the_handshake_count_against_the_buffer_and_are_all_or_nothing() 
     let c = cert(&["pipes.test"]);
     let (s, mut k) = confs(server_tls(&c), client_tls(&c, "pipes.test"));
     k.max_out_bytes = 1000;
-    #[allow(clippy::disallowed_methods)]
-    let now = Instant::now();
-    let mut e = Engine::new(1);
-    let l = e.open_listener(now, sa("10.0.0.1:443"), s, false).unwrap();
-    let k = e
-        .open_tcp(now, sa("10.0.0.2:5000"), sa("10.0.0.1:443"), k, false)
-        .unwrap();
+    let (mut e, now, l, k) = before_accept(s, k);
     let hello = e.out_bytes(k);
     assert!(hello > 0, "the ClientHello is queued");
     let mut taken = Vec::new();
@@ -523,13 +534,7 @@ fn sends_during_the_handshake_count_against_the_buffer_and_are_all_or_nothing() 
         .handle_accepted(now, l, sa("10.0.0.1:443"), sa("10.0.0.2:5000"))
         .unwrap();
     e.subscribe(conn, pipe_core::Filter::all()).unwrap();
-    for _ in 0..10 {
-        for (from, to) in [(k, conn), (conn, k)] {
-            while let Some(t) = e.poll_transmit_for(from) {
-                e.handle_stream(now, to, &t.payload);
-            }
-        }
-    }
+    shuttle(&mut e, now, &[(k, conn)]);
     let mut got = Vec::new();
     while let Ok(Some(m)) = e.recv(conn, SubId::ALL) {
         got.extend_from_slice(&m.data);
@@ -576,18 +581,7 @@ fn a_local_link_between_tls_connections_forwards_a_read_whole_and_pauses_its_sou
     };
     let (c1, a) = pair(5001, k);
     let (c2, b) = pair(5002, k2);
-    let shuttle = |e: &mut Engine, pairs: &[(PipeId, PipeId)]| {
-        for _ in 0..10 {
-            for &(x, y) in pairs {
-                for (from, to) in [(x, y), (y, x)] {
-                    while let Some(t) = e.poll_transmit_for(from) {
-                        e.handle_stream(now, to, &t.payload);
-                    }
-                }
-            }
-        }
-    };
-    shuttle(&mut e, &[(c1, a), (c2, b)]);
+    shuttle(&mut e, now, &[(c1, a), (c2, b)]);
     e.link(a, LinkTarget::Local(b), None, None).unwrap();
     std::iter::from_fn(|| e.poll_event()).for_each(drop);
     e.send(now, c1, &[b'\n'; 16_384], None).unwrap();
@@ -604,7 +598,7 @@ fn a_local_link_between_tls_connections_forwards_a_read_whole_and_pauses_its_sou
         .any(|ev| matches!(ev, Event::Pause { pipe } if pipe == a)));
     assert_eq!(e.stats(b).unwrap().out_dropped, 0);
     // c2 reads them all: the target's session is whole.
-    shuttle(&mut e, &[(c2, b)]);
+    shuttle(&mut e, now, &[(c2, b)]);
     let mut empty = 0;
     while let Ok(Some(m)) = e.recv(c2, SubId::ALL) {
         assert!(m.data.is_empty());
