@@ -202,8 +202,9 @@ pub(crate) async fn wait_room<R: Runtime>(
             return;
         }
         // Nothing for the socket yet: a TLS pipe holds what was sent during its handshake
-        // until the handshake is done, and then `Up` notifies `writable`. The socket's
-        // writability cannot help (waiting on it would spin).
+        // until the handshake is done (then `Up` notifies `writable`), or the socket is
+        // reserved for spliced bytes (the queue's flush after `splice_end` notifies it once
+        // drained). The socket's writability cannot help: waiting on it would spin.
         (sock, g.engine.peek_transmit(pipe).is_some())
     };
     if !socket_helps {
