@@ -137,7 +137,14 @@ impl Engine {
                     self.handshake_done(pipe);
                 }
                 if !tin.plain.is_empty() {
-                    self.stream_plain(pipe, from, &tin.plain);
+                    let raw = self.pipes.get(&pipe).is_some_and(|p| p.deframer.is_none());
+                    if raw {
+                        // A read's plaintext is the message: the decrypted buffer becomes
+                        // it, not a copy of it.
+                        self.stream_raw(pipe, from, Bytes::from(tin.plain));
+                    } else {
+                        self.stream_plain(pipe, from, &tin.plain);
+                    }
                 }
                 if tin.peer_closed {
                     // `close_notify`: the read side is closed (half-close, `half.rs`).
@@ -145,6 +152,15 @@ impl Engine {
                 }
             }
         }
+        self.settle(pipe);
+    }
+
+    /// A read of a `Framing::Raw` stream (not empty): one message.
+    fn stream_raw(&mut self, pipe: PipeId, from: SocketAddr, data: Bytes) {
+        if !self.pipes.get(&pipe).is_some_and(|p| p.is_open()) {
+            return;
+        }
+        self.deliver(pipe, from, data);
         self.settle(pipe);
     }
 
@@ -158,9 +174,8 @@ impl Engine {
         }
         let Some(deframer) = p.deframer.as_mut() else {
             if !plain.is_empty() {
-                self.deliver(pipe, from, Bytes::copy_from_slice(plain));
+                self.stream_raw(pipe, from, Bytes::copy_from_slice(plain));
             }
-            self.settle(pipe);
             return;
         };
         let mut frames = std::mem::take(&mut self.scratch);
