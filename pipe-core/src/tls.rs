@@ -429,6 +429,10 @@ impl TlsSession {
                 out.peer_closed = true;
             }
         }
+        if out.plain.capacity() - out.plain.len() > 4096 {
+            // The buffer becomes the message (a Raw read): what queues count is what it holds.
+            out.plain.shrink_to_fit();
+        }
         out.handshake_done = was_handshaking && !self.conn.is_handshaking();
         Ok(out)
     }
