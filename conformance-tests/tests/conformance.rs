@@ -109,6 +109,32 @@ macro_rules! suite {
             go(|rt| tls::wrapped_socket_dedup_and_filters(rt.clone(), rt))
         }
 
+        // recv reading its own socket, and giving reading back
+        #[test]
+        fn handoff_fin_after_recv_returned_is_seen() {
+            go(handoff::fin_after_recv_returned_is_seen)
+        }
+        #[test]
+        fn handoff_fin_while_recv_waits() {
+            go(handoff::fin_while_recv_waits)
+        }
+        #[test]
+        fn handoff_reset_while_recv_waits() {
+            go(handoff::reset_while_recv_waits)
+        }
+        #[test]
+        fn handoff_recv_timeout_gives_reading_back() {
+            go(handoff::recv_timeout_gives_reading_back)
+        }
+        #[test]
+        fn handoff_dropped_recv_gives_reading_back() {
+            go(handoff::dropped_recv_gives_reading_back)
+        }
+        #[test]
+        fn handoff_two_receivers_and_bursts() {
+            go(handoff::two_receivers_and_bursts)
+        }
+
         // receiving
         #[test]
         fn recv_timeout_is_none() {

@@ -10,7 +10,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -54,6 +54,13 @@ pub(crate) struct Entry {
     pub(crate) up: AtomicBool,
     /// The socket's write side was shut (the engine's `WriteShut`); `writable` is notified.
     pub(crate) write_shut: AtomicBool,
+    /// Who reads the socket now ([`Reading`]): nobody, the I/O task, a client's `recv` that
+    /// took reading over while it waits, or nobody any more (end of stream, or the pipe
+    /// ended). One reader at a time, so bytes reach the engine in order.
+    reading: AtomicU8,
+    /// The I/O task found reading held by a `recv`: the `recv` wakes it when it gives
+    /// reading back.
+    io_deferred: AtomicBool,
     /// Why the pipe ended, kept for end callbacks added later (boxed: 24 bytes less for
     /// every open pipe).
     reason: OnceLock<Box<EndReason>>,
@@ -76,6 +83,8 @@ impl Entry {
             starved: AtomicBool::new(false),
             up: AtomicBool::new(false),
             write_shut: AtomicBool::new(false),
+            reading: AtomicU8::new(FREE),
+            io_deferred: AtomicBool::new(false),
             reason: OnceLock::new(),
         })
     }
@@ -110,12 +119,84 @@ impl Entry {
         self.paused.load(Ordering::Acquire)
     }
 
+    /// The I/O task takes reading, for one read or one readiness poll.
+    pub(crate) fn take_reading_io(&self) -> Reading {
+        loop {
+            match self
+                .reading
+                .compare_exchange(FREE, IO, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) | Err(IO) => return Reading::Taken,
+                Err(CLOSED) => return Reading::Closed,
+                Err(_) => {
+                    // Lent to a `recv`: ask to be woken when it gives reading back. Checked
+                    // again after the flag is set: a `recv` that gave it back before seeing
+                    // the flag did not wake us (both sides are `SeqCst`).
+                    self.io_deferred.store(true, Ordering::SeqCst);
+                    if self.reading.load(Ordering::SeqCst) == RECV {
+                        return Reading::Lent;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The I/O task is done with its read or readiness poll.
+    pub(crate) fn give_reading_io(&self) {
+        let _ = self
+            .reading
+            .compare_exchange(IO, FREE, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Nothing more is read from this socket (end of stream, or the pipe ended).
+    pub(crate) fn close_reading(&self) {
+        self.reading.store(CLOSED, Ordering::SeqCst);
+    }
+
+    /// A `recv` takes reading over, if nobody holds it.
+    pub(crate) fn take_reading_recv(&self) -> bool {
+        self.reading
+            .compare_exchange(FREE, RECV, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// A `recv` gives reading back (`closed`: it read the end of the stream, or the pipe
+    /// ended). `handed`: the I/O task's waker now holds the socket's readability, so a task
+    /// that found reading lent is woken by the socket like before. Wakes the I/O task if
+    /// reading closed, if `wake`, or if it found reading lent and was not `handed` it.
+    pub(crate) fn give_reading_recv(&self, closed: bool, handed: bool, wake: bool) {
+        let to = if closed { CLOSED } else { FREE };
+        let _ = self
+            .reading
+            .compare_exchange(RECV, to, Ordering::SeqCst, Ordering::SeqCst);
+        let deferred = self.io_deferred.swap(false, Ordering::SeqCst);
+        if closed || wake || (deferred && !handed) {
+            self.wake_io.notify(1);
+        }
+    }
+
     pub(crate) fn wake_all(&self) {
         for s in [&self.readable, &self.writable, &self.accept, &self.reliable] {
             wake(s);
         }
         self.wake_io.notify(usize::MAX);
     }
+}
+
+const FREE: u8 = 0;
+const IO: u8 = 1;
+const RECV: u8 = 2;
+const CLOSED: u8 = 3;
+
+/// What [`Entry::take_reading_io`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// The I/O task holds reading.
+    Taken,
+    /// A `recv` holds it; the I/O task is woken when it gives it back.
+    Lent,
+    /// Nothing more is read.
+    Closed,
 }
 
 /// The wake-up of a pipe's I/O task, its one waiter: a flag and a waker slot, inline in the
@@ -138,6 +219,11 @@ impl IoWake {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// The I/O task's waker, while it waits.
+    pub(crate) fn waker(&self) -> Option<std::task::Waker> {
+        self.waker.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Start listening: the returned future completes at the next `notify`.

@@ -15,6 +15,7 @@ use pipe_core::{
 use crate::callbacks::{end_fn, msg_fn, up_fn, CallbackId, Callbacks};
 use crate::group::{flush, Entry, Forward, Group, Sock};
 use crate::runtime::{Runtime, TcpIo, UdpIo};
+use crate::tasks::{Lend, Read, READ_BUDGET};
 
 /// A pipe: one async API over a UDP socket, a TCP connection or a TCP listener.
 ///
@@ -391,21 +392,104 @@ impl<R: Runtime> Pipe<R> {
         timeout: Option<Duration>,
     ) -> Result<Option<Message>, RecvError> {
         // A queued message costs no timer and no listener.
-        let timeout = {
+        let (timeout, lend) = {
             let mut g = self.group.lock();
             if let Some(m) = g.engine.recv(self.id, sub)? {
                 return Ok(Some(m));
             }
-            timeout.unwrap_or_else(|| {
+            let timeout = timeout.unwrap_or_else(|| {
                 g.engine
                     .conf(self.id)
                     .map_or(Duration::from_secs(2), |c| c.recv_timeout)
-            })
+            });
+            (timeout, Lend::take(&g, &self.group, self.id, &self.entry))
         };
         // A timeout past the clock's range (`Duration::MAX`) waits forever, never panics.
         // The deadline is the engine's (`recv_wait`): the group's one timer wakes readers
         // (`Event::RecvDue`), so a `recv` makes no runtime timer of its own.
         let deadline = self.group.rt.now().checked_add(timeout);
+        match lend {
+            Some(lend) => self.recv_reading(sub, deadline, lend).await,
+            None => self.recv_woken(sub, deadline).await,
+        }
+    }
+
+    /// `recv`'s wait when it holds the pipe's reading: read the socket here, and wait for it
+    /// to be readable (or for the engine: the deadline, the pipe's end).
+    async fn recv_reading(
+        &self,
+        sub: SubId,
+        deadline: Option<std::time::Instant>,
+        mut lend: Lend<'_, R>,
+    ) -> Result<Option<Message>, RecvError> {
+        loop {
+            // What the socket holds (a read that finds nothing costs tokio no syscall).
+            let mut reads = 0;
+            while reads < READ_BUDGET {
+                match lend.read() {
+                    Read::Fed(forwards) => {
+                        reads += 1;
+                        if !forwards.is_empty() {
+                            run_forwards(&self.group, forwards).await;
+                        }
+                    }
+                    Read::Retry => {}
+                    Read::Empty | Read::Splice => break,
+                    // The end of the stream, or the pipe's: reading goes back to the I/O
+                    // task, which ends or drains the pipe.
+                    Read::Fin(forwards) => {
+                        if !forwards.is_empty() {
+                            run_forwards(&self.group, forwards).await;
+                        }
+                        drop(lend);
+                        return self.recv_woken(sub, deadline).await;
+                    }
+                    Read::Ended => {
+                        drop(lend);
+                        return self.recv_woken(sub, deadline).await;
+                    }
+                }
+                if self.entry.is_paused() {
+                    // The engine holds too much: the I/O task reads again once it resumes.
+                    drop(lend);
+                    return self.recv_woken(sub, deadline).await;
+                }
+            }
+            // After a read, most often its message is there: look without a listener.
+            if reads > 0 {
+                if let Some(m) = self.group.lock().engine.recv(self.id, sub)? {
+                    return Ok(Some(m));
+                }
+            }
+            // Listening before the check, so a notify in between (the deadline, the end) is
+            // not lost; not while reading, so feeding the engine does not wake this task.
+            let listener = self.entry.readable.listen();
+            {
+                let mut g = self.group.lock();
+                if let Some(m) = g.engine.recv(self.id, sub)? {
+                    return Ok(Some(m));
+                }
+                if let Some(d) = deadline {
+                    if self.group.rt.now() >= d {
+                        return Ok(None);
+                    }
+                    g.engine.recv_wait(self.id, d);
+                    self.group.rearm_timer(&mut g);
+                }
+            }
+            if reads == READ_BUDGET {
+                future::yield_now().await;
+            }
+            future::or(listener, future::poll_fn(|cx| lend.poll_ready(cx))).await;
+        }
+    }
+
+    /// `recv`'s wait when the I/O task reads: it notifies `readable` when a message comes.
+    async fn recv_woken(
+        &self,
+        sub: SubId,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<Message>, RecvError> {
         loop {
             let listener = self.entry.readable.listen();
             {

@@ -65,6 +65,26 @@ pub trait Readiness: Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Completes when the socket may be writable (or has an error pending).
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// `true` if [`poll_read_handoff`](Self::poll_read_handoff) is implemented: then a
+    /// client pipe's `recv` reads its socket itself while it waits, instead of being woken by
+    /// the pipe's I/O task (one task hop less per message), and hands the socket's
+    /// readability back to the I/O task when it returns.
+    const READ_HANDOFF: bool = false;
+
+    /// Poll readability, keeping `cx`'s waker as the socket's one read waker in place of the
+    /// one there, **without waking the one it replaces** (tokio's `poll_read_ready` and
+    /// `poll_recv_ready` do this; async-io's `poll_readable` wakes the replaced waker, so
+    /// pipe-smol leaves this unimplemented). Readiness must be kept as `try_read` leaves it:
+    /// `Ready` while data may be there, until a read said `WouldBlock`. Only called when
+    /// [`READ_HANDOFF`](Self::READ_HANDOFF) is `true`.
+    fn poll_read_handoff(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let _ = cx;
+        std::task::Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
 }
 
 /// Implement [`Readiness`] for newtypes whose field `.0` has async `readable()` and

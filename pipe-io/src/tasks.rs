@@ -20,14 +20,14 @@ use pipe_core::{PipeId, Proto};
 
 use crate::buffers::{read_pooled, with_scratch, Input};
 use crate::callbacks::{run_accept_hooks, with_inline_jobs};
-use crate::group::{Entry, Forward, Group, GroupState, Slot, Sock};
+use crate::group::{Entry, Forward, Group, GroupState, Reading, Slot, Sock};
 use crate::pipe::run_forwards;
 use crate::pipe::Pipe;
 use crate::runtime::{ListenerIo, Readiness, Runtime, TcpIo, UdpIo};
 use crate::socket::is_fd_exhaustion;
 
 /// Datagrams or reads handled before the task yields to others.
-const READ_BUDGET: usize = 64;
+pub(crate) const READ_BUDGET: usize = 64;
 
 /// Connections a listener accepts before its task yields to others (`run_listener`).
 const ACCEPT_BUDGET: usize = 32;
@@ -162,9 +162,27 @@ fn read_loop<'a, R: Runtime, S: Readiness>(
                 if entry.is_paused() {
                     break;
                 }
+                // One reader at a time: a client's `recv` may hold reading (it then wakes
+                // this task when it gives it back), or have read the end of the stream.
+                if S::READ_HANDOFF {
+                    match entry.take_reading_io() {
+                        Reading::Taken => {}
+                        Reading::Lent => break,
+                        Reading::Closed => break 'read,
+                    }
+                }
+                let read = with_inline_jobs(&mut read_one);
+                if S::READ_HANDOFF {
+                    match read {
+                        // Kept through the zero-copy session, which reads the socket.
+                        Read::Splice => {}
+                        Read::Ended | Read::Fin(_) => entry.close_reading(),
+                        _ => entry.give_reading_io(),
+                    }
+                }
                 // Nothing of the read is held across an await but the boxed forwards: every
                 // local kept across one sizes the task of each idle connection.
-                let (forwards, fin) = match with_inline_jobs(&mut read_one) {
+                let (forwards, fin) = match read {
                     Read::Splice => return Exit::Splice,
                     Read::Fed(forwards) => {
                         n += 1;
@@ -190,6 +208,7 @@ fn read_loop<'a, R: Runtime, S: Readiness>(
             let woke = wait(group, id, entry, sock, true).await;
             on_wake(group, id, woke);
         }
+        entry.close_reading();
         // On the heap: the drain's wait is the biggest state, and every idle task would carry
         // it. Not at all when the engine already released the socket (a close with nothing
         // left to write): there is nothing to drain.
@@ -254,27 +273,7 @@ fn run_udp<R: Runtime>(
     entry: Arc<Entry>,
 ) -> impl Future<Output = ()> {
     async move {
-        let _ = read_loop(&group, id, &entry, &*sock, || {
-            // One byte more than the largest UDP payload, so nothing is truncated silently.
-            let read = with_scratch(65_536, |buf| {
-                let (len, from) = sock.try_recv_from(buf)?;
-                let mut g = group.lock();
-                g.engine
-                    .handle_datagram(group.rt.now(), id, from, &buf[..len]);
-                Ok(group.pump(&mut g))
-            });
-            match read {
-                Ok(forwards) => Read::Fed(forwards),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
-                // ICMP errors reported on the socket: the pipe lives on.
-                Err(e) if crate::socket::is_transient_udp_error(&e) => Read::Retry,
-                Err(e) => {
-                    fail(&group, id, e);
-                    Read::Ended
-                }
-            }
-        })
-        .await;
+        let _ = read_loop(&group, id, &entry, &*sock, || read_udp(&group, id, &sock)).await;
         drop(sock);
         finish(&group, id);
     }
@@ -299,58 +298,7 @@ fn run_tcp<R: Runtime>(
                     may_splice = Some(false);
                     return Read::Splice;
                 }
-                let read = read_pooled(
-                    reader_limit,
-                    |buf| sock.try_read(buf),
-                    |input| {
-                        let mut g = group.lock();
-                        let now = group.rt.now();
-                        let len = match input {
-                            Input::Slice([]) => {
-                                g.engine.handle_peer_closed(now, id, false);
-                                0
-                            }
-                            Input::Slice(bytes) => {
-                                g.engine.handle_stream(now, id, bytes);
-                                bytes.len()
-                            }
-                            Input::Owned(bytes) => {
-                                let len = bytes.len();
-                                g.engine.handle_stream_bytes(now, id, bytes);
-                                len
-                            }
-                        };
-                        // Bulk only: a read of at least half the buffer (small messages gain
-                        // nothing from a kernel pipe and would pay for one).
-                        if let Some(may) = &mut may_splice {
-                            *may = len >= reader_limit / 2 && g.engine.splice_source(id).is_some();
-                        }
-                        (len, group.pump(&mut g))
-                    },
-                );
-                match read {
-                    Ok((0, forwards)) => Read::Fin(forwards),
-                    Ok((_, forwards)) => Read::Fed(forwards),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => Read::Retry,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            ErrorKind::ConnectionReset
-                                | ErrorKind::ConnectionAborted
-                                | ErrorKind::BrokenPipe
-                        ) =>
-                    {
-                        let mut g = group.lock();
-                        g.engine.handle_peer_closed(group.rt.now(), id, true);
-                        group.pump(&mut g);
-                        Read::Ended
-                    }
-                    Err(e) => {
-                        fail(&group, id, e);
-                        Read::Ended
-                    }
-                }
+                read_tcp(&group, id, &sock, reader_limit, &mut may_splice)
             })
             .await;
             if let Exit::Done = exit {
@@ -383,6 +331,185 @@ fn run_tcp<R: Runtime>(
         // shutdown call, which would also turn an abortive close into a graceful one.
         drop(sock);
         finish(&group, id);
+    }
+}
+
+/// Read one datagram and feed it to the engine.
+pub(crate) fn read_udp<R: Runtime>(group: &Arc<Group<R>>, id: PipeId, sock: &R::Udp) -> Read<R> {
+    // One byte more than the largest UDP payload, so nothing is truncated silently.
+    let read = with_scratch(65_536, |buf| {
+        let (len, from) = sock.try_recv_from(buf)?;
+        let mut g = group.lock();
+        g.engine
+            .handle_datagram(group.rt.now(), id, from, &buf[..len]);
+        Ok(group.pump(&mut g))
+    });
+    match read {
+        Ok(forwards) => Read::Fed(forwards),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
+        // ICMP errors reported on the socket: the pipe lives on.
+        Err(e) if crate::socket::is_transient_udp_error(&e) => Read::Retry,
+        Err(e) => {
+            fail(group, id, e);
+            Read::Ended
+        }
+    }
+}
+
+/// Read once from a TCP stream (up to `reader_limit` bytes) and feed it to the engine.
+/// `may_splice`, when `Some`, gets the engine's word on zero copy after a bulk read.
+pub(crate) fn read_tcp<R: Runtime>(
+    group: &Arc<Group<R>>,
+    id: PipeId,
+    sock: &R::Tcp,
+    reader_limit: usize,
+    may_splice: &mut Option<bool>,
+) -> Read<R> {
+    let read = read_pooled(
+        reader_limit,
+        |buf| sock.try_read(buf),
+        |input| {
+            let mut g = group.lock();
+            let now = group.rt.now();
+            let len = match input {
+                Input::Slice([]) => {
+                    g.engine.handle_peer_closed(now, id, false);
+                    0
+                }
+                Input::Slice(bytes) => {
+                    g.engine.handle_stream(now, id, bytes);
+                    bytes.len()
+                }
+                Input::Owned(bytes) => {
+                    let len = bytes.len();
+                    g.engine.handle_stream_bytes(now, id, bytes);
+                    len
+                }
+            };
+            // Bulk only: a read of at least half the buffer (small messages gain
+            // nothing from a kernel pipe and would pay for one).
+            if let Some(may) = may_splice.as_mut() {
+                *may = len >= reader_limit / 2 && g.engine.splice_source(id).is_some();
+            }
+            (len, group.pump(&mut g))
+        },
+    );
+    match read {
+        Ok((0, forwards)) => Read::Fin(forwards),
+        Ok((_, forwards)) => Read::Fed(forwards),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Empty,
+        Err(e) if e.kind() == ErrorKind::Interrupted => Read::Retry,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+            ) =>
+        {
+            let mut g = group.lock();
+            g.engine.handle_peer_closed(group.rt.now(), id, true);
+            group.pump(&mut g);
+            Read::Ended
+        }
+        Err(e) => {
+            fail(group, id, e);
+            Read::Ended
+        }
+    }
+}
+
+/// A client `recv` holding its pipe's reading ([`Entry::take_reading_recv`]): while it waits
+/// it reads the socket itself, so the task the reactor wakes is the one that wants the
+/// message (no hop through the I/O task). Dropping it gives reading back to the I/O task,
+/// with the socket's one read waker.
+pub(crate) struct Lend<'a, R: Runtime> {
+    group: &'a Arc<Group<R>>,
+    id: PipeId,
+    entry: &'a Entry,
+    sock: LendSock<R>,
+    /// The end of the stream (or the pipe's end) was read: nothing more is read.
+    closed: bool,
+}
+
+enum LendSock<R: Runtime> {
+    Tcp(Arc<R::Tcp>, usize),
+    Udp(Arc<R::Udp>),
+}
+
+impl<'a, R: Runtime> Lend<'a, R> {
+    /// Under the group's lock: take reading over, if this pipe lends it. Only a client (the
+    /// group's only pipe) without message callbacks or subscription handlers (those run
+    /// inline on its I/O task's reads), not paused, on a runtime whose sockets hand
+    /// readability over ([`Readiness::READ_HANDOFF`]), and only while nobody else reads.
+    pub(crate) fn take(
+        g: &GroupState<R>,
+        group: &'a Arc<Group<R>>,
+        id: PipeId,
+        entry: &'a Entry,
+    ) -> Option<Self> {
+        if g.first != Some(id)
+            || !g.cbs.msg.is_empty()
+            || !g.cbs.sub.is_empty()
+            || entry.is_paused()
+            || entry.is_ended()
+        {
+            return None;
+        }
+        let sock = match g.slots.get(&id)?.sock.as_ref()? {
+            Sock::Tcp(s) if <R::Tcp as Readiness>::READ_HANDOFF => {
+                let limit = g.engine.conf(id)?.reader_limit;
+                LendSock::Tcp(s.clone(), limit)
+            }
+            Sock::Udp(s) if <R::Udp as Readiness>::READ_HANDOFF => LendSock::Udp(s.clone()),
+            _ => return None,
+        };
+        entry.take_reading_recv().then_some(Self {
+            group,
+            id,
+            entry,
+            sock,
+            closed: false,
+        })
+    }
+
+    /// Read once and feed the engine. After the end of the stream or a failure nothing more
+    /// is read, and the I/O task is told when this is dropped.
+    pub(crate) fn read(&mut self) -> Read<R> {
+        let read = match &self.sock {
+            LendSock::Tcp(s, limit) => read_tcp(self.group, self.id, s, *limit, &mut None),
+            LendSock::Udp(s) => read_udp(self.group, self.id, s),
+        };
+        if matches!(read, Read::Fin(_) | Read::Ended) {
+            self.closed = true;
+        }
+        read
+    }
+
+    /// Wait for readability with the caller's waker.
+    pub(crate) fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match &self.sock {
+            LendSock::Tcp(s, _) => s.poll_read_handoff(cx),
+            LendSock::Udp(s) => s.poll_read_handoff(cx),
+        }
+        .map(|_| ())
+    }
+}
+
+impl<R: Runtime> Drop for Lend<'_, R> {
+    fn drop(&mut self) {
+        // The I/O task's waker takes the socket's read waker back before reading is freed
+        // (the I/O task polls readiness only while it holds reading). Ready: bytes are there
+        // already, and the I/O task is woken to read them. No waker: the task has not waited
+        // yet, or was woken, and polls readiness itself when it next waits.
+        let (mut handed, mut wake) = (false, false);
+        if !self.closed {
+            if let Some(w) = self.entry.wake_io.waker() {
+                handed = true;
+                wake = self
+                    .poll_ready(&mut std::task::Context::from_waker(&w))
+                    .is_ready();
+            }
+        }
+        self.entry.give_reading_recv(self.closed, handed, wake);
     }
 }
 
@@ -546,12 +673,14 @@ pub(crate) fn wait<'a, R: Runtime, S: Readiness>(
             Wake::Signal
         };
         let readable = async {
-            if read {
-                let _ = sock.readable().await;
-                Wake::Readable
+            if !read {
+                future::pending::<()>().await;
+            } else if S::READ_HANDOFF {
+                readable_unless_lent(entry, sock).await;
             } else {
-                future::pending().await
+                let _ = sock.readable().await;
             }
+            Wake::Readable
         };
         if deadline.is_none() && !want_write {
             // The idle case, kept small: 10,000 idle connections each hold this future.
@@ -564,6 +693,25 @@ pub(crate) fn wait<'a, R: Runtime, S: Readiness>(
         ))
         .await
     }
+}
+
+/// Wait until the socket is readable, polled only while no `recv` holds reading (a poll
+/// would take the socket's one read waker from it). While one does, this waits for `wake_io`
+/// instead, which the `recv` signals when it gives reading back. Completes at once when
+/// reading closed, so the read loop sees it.
+fn readable_unless_lent<'a, S: Readiness>(
+    entry: &'a Entry,
+    sock: &'a S,
+) -> impl Future<Output = ()> + 'a {
+    future::poll_fn(move |cx| match entry.take_reading_io() {
+        Reading::Taken => {
+            let ready = sock.poll_read_handoff(cx);
+            entry.give_reading_io();
+            ready.map(|_| ())
+        }
+        Reading::Lent => std::task::Poll::Pending,
+        Reading::Closed => std::task::Poll::Ready(()),
+    })
 }
 
 /// The timer and writability half of a wait.

@@ -118,12 +118,23 @@ pub struct Listener(tokio::net::TcpListener);
 // serves, and every idle connection's task is 160 bytes smaller than with the `readable()`
 // future (which carries a waiter node). Writability has several waiters (the I/O task, a
 // sender waiting for room): it keeps the future.
+//
+// tokio keeps one reader waker per socket and replaces it without waking the old one, and a
+// `try_read` that finds nothing clears the readiness it polls: so a client's `recv` may take
+// readability over from the pipe's I/O task and give it back (`READ_HANDOFF`).
 impl pipe_io::Readiness for Udp {
     fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
         std::future::poll_fn(move |cx| self.0.poll_recv_ready(cx))
     }
     async fn writable(&self) -> io::Result<()> {
         self.0.writable().await
+    }
+    const READ_HANDOFF: bool = true;
+    fn poll_read_handoff(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.0.poll_recv_ready(cx)
     }
 }
 
@@ -133,6 +144,13 @@ impl pipe_io::Readiness for Tcp {
     }
     async fn writable(&self) -> io::Result<()> {
         self.0.writable().await
+    }
+    const READ_HANDOFF: bool = true;
+    fn poll_read_handoff(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.0.poll_read_ready(cx)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod deadlines;
 pub mod echo;
 pub mod errors;
 pub mod framing;
+pub mod handoff;
 pub mod happy_eyeballs;
 pub mod lifecycle;
 pub mod recv;

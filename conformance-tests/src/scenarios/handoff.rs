@@ -1,0 +1,167 @@
+//! A client's `recv` reads its socket itself while it waits, where the runtime allows it
+//! (pipe-tokio), and gives reading back to the pipe's I/O task when it returns, times out or
+//! is dropped. These scenarios check what the I/O task must still see after each of those:
+//! the peer's FIN or reset, data that comes while nobody is in `recv`, and a second reader.
+//! On runtimes without the hand-over (pipe-smol) they hold all the same.
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use super::prelude::*;
+
+/// A raw TCP server's side of one connection from a pipes client.
+async fn accepted<C: Runtime>(cli: C) -> (Pipe<C>, smol::Async<std::net::TcpStream>) {
+    let listener = smol::Async::<std::net::TcpListener>::bind(lo0(Family::V4)).expect("bind");
+    let addr = listener.get_ref().local_addr().unwrap();
+    let c = client(cli, Proto::Tcp, addr).await;
+    let (s, _) = within(WAIT, "accept", listener.accept())
+        .await
+        .expect("accept");
+    (c, s)
+}
+
+/// Far beyond [`WAIT`]: a `recv` with this timeout leaves the engine no deadline that would
+/// wake the I/O task within `WAIT`, so only a `recv` that gave reading back lets it see the
+/// peer in time.
+const LONG: Duration = Duration::from_secs(60);
+
+/// Receive `n` bytes of stream messages, each `recv` with the [`LONG`] timeout.
+async fn recv_long<C: Runtime>(c: &Pipe<C>, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = within(WAIT, "a message", c.recv_timeout(LONG)).await;
+        out.extend_from_slice(&m.expect("recv").expect("a message").data);
+    }
+    out
+}
+
+/// Wait until the pipe is closed by what its I/O task read, polling `is_closed` every
+/// millisecond for at most [`WAIT`]. Not `closed()`: waiting there is a user's act that
+/// makes the engine look at the pipe, which would hide a socket nobody reads.
+async fn sees_end<C: Runtime>(c: &Pipe<C>, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !c.is_closed() {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Read `n` bytes from the raw side.
+async fn read_n(s: &mut smol::Async<std::net::TcpStream>, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    within(WAIT, "raw read", s.read_exact(&mut buf))
+        .await
+        .expect("raw read");
+    buf
+}
+
+/// Round trips through `recv`, then the peer's FIN while nobody is in `recv`: the pipe sees it
+/// (its I/O task reads again once `recv` gave reading back).
+pub async fn fin_after_recv_returned_is_seen<C: Runtime>(cli: C) {
+    let (c, mut s) = accepted(cli).await;
+    for i in 0..50u8 {
+        c.send(&[i]).await.unwrap();
+        assert_eq!(read_n(&mut s, 1).await, [i]);
+        s.write_all(&[i, i]).await.unwrap();
+        assert_eq!(recv_long(&c, 2).await, [i, i]);
+    }
+    drop(s);
+    sees_end(&c, "the client sees the FIN").await;
+    assert_eq!(c.recv_timeout(WAIT).await, Err(RecvError::Closed));
+}
+
+/// The peer's FIN while a `recv` waits: the `recv` returns `Closed` at once, not at its
+/// timeout, and the pipe ends.
+pub async fn fin_while_recv_waits<C: Runtime>(cli: C) {
+    let (c, s) = accepted(cli).await;
+    let closer = async {
+        sleep(Duration::from_millis(100)).await;
+        drop(s);
+    };
+    let ((res, took), ()) = futures_lite::future::zip(timed(c.recv_timeout(LONG)), closer).await;
+    assert_eq!(res, Err(RecvError::Closed));
+    assert!(took < WAIT, "recv returned after {took:?}, not at the FIN");
+    sees_end(&c, "the client ends").await;
+}
+
+/// A reset while a `recv` waits: `Closed` at once, and the pipe ends.
+pub async fn reset_while_recv_waits<C: Runtime>(cli: C) {
+    let (c, s) = accepted(cli).await;
+    set_rst_on_close(s.get_ref());
+    let closer = async {
+        sleep(Duration::from_millis(100)).await;
+        drop(s);
+    };
+    let ((res, took), ()) = futures_lite::future::zip(timed(c.recv_timeout(LONG)), closer).await;
+    assert_eq!(res, Err(RecvError::Closed));
+    assert!(
+        took < WAIT,
+        "recv returned after {took:?}, not at the reset"
+    );
+    sees_end(&c, "the client ends").await;
+}
+
+/// A `recv` that timed out gave reading back: data and a FIN that come afterwards, while
+/// nobody receives, are read (the data is queued, the pipe ends), and a later `recv` gets
+/// the data. (The timeout's own timer also wakes the I/O task; the dropped `recv` below is
+/// the case where nothing else would.)
+pub async fn recv_timeout_gives_reading_back<C: Runtime>(cli: C) {
+    let (c, mut s) = accepted(cli).await;
+    assert_eq!(c.recv_timeout(Duration::from_millis(100)).await, Ok(None));
+    s.write_all(b"late").await.unwrap();
+    drop(s);
+    sees_end(&c, "the client sees data then FIN").await;
+    assert_eq!(recv_bytes(&c, 4).await, b"late");
+    assert_eq!(c.recv_timeout(WAIT).await, Err(RecvError::Closed));
+}
+
+/// A `recv` dropped while it waits (a lost `select!`) gives reading back: the same.
+pub async fn dropped_recv_gives_reading_back<C: Runtime>(cli: C) {
+    let (c, mut s) = accepted(cli).await;
+    assert!(
+        timeout(Duration::from_millis(100), c.recv_timeout(LONG))
+            .await
+            .is_none(),
+        "nothing was sent"
+    );
+    s.write_all(b"after").await.unwrap();
+    drop(s);
+    sees_end(&c, "the client sees data then FIN").await;
+    assert_eq!(recv_bytes(&c, 5).await, b"after");
+}
+
+/// Two tasks in `recv` on one pipe: one may read the socket, the other is woken by its
+/// reads; each gets one of two messages. Then UDP, where a burst of datagrams read by one
+/// `recv` all reach the queue in order.
+pub async fn two_receivers_and_bursts<C: Runtime>(cli: C) {
+    let (c, mut s) = accepted(cli.clone()).await;
+    let feeder = async {
+        sleep(Duration::from_millis(50)).await;
+        s.write_all(b"a").await.unwrap();
+        // The first reader has its message before the second byte leaves, so each reader
+        // gets one message (TCP would merge two quick writes into one).
+        sleep(Duration::from_millis(100)).await;
+        s.write_all(b"b").await.unwrap();
+    };
+    let two = futures_lite::future::zip(recv_long(&c, 1), recv_long(&c, 1));
+    let ((m1, m2), ()) = futures_lite::future::zip(two, feeder).await;
+    let mut got = vec![m1, m2];
+    got.sort();
+    assert_eq!(got, [b"a", b"b"]);
+    c.close().await;
+
+    let peer = raw_udp(Family::V4);
+    let u = client(cli, Proto::Udp, peer.get_ref().local_addr().unwrap()).await;
+    u.send(b"hello").await.unwrap();
+    let (_, from) = raw_recv(&peer, WAIT).await.expect("hello");
+    for i in 0..100u32 {
+        peer.send_to(&i.to_be_bytes(), from).await.unwrap();
+    }
+    for i in 0..100u32 {
+        assert_eq!(
+            &recv_msg(&u).await.data[..],
+            i.to_be_bytes(),
+            "datagram {i}"
+        );
+    }
+    u.close().await;
+}
