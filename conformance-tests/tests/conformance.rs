@@ -191,6 +191,10 @@ macro_rules! suite {
             go(|rt| callbacks::panicking_callback_is_isolated(rt.clone(), rt, Proto::Udp))
         }
         #[test]
+        fn lone_panicking_callback_is_isolated() {
+            go(|rt| callbacks::lone_panicking_callback_is_isolated(rt.clone(), rt))
+        }
+        #[test]
         fn panicking_callback_is_isolated_tcp() {
             go(|rt| callbacks::panicking_callback_is_isolated(rt.clone(), rt, Proto::Tcp))
         }

@@ -255,13 +255,17 @@ pub(crate) async fn run_accept_hooks<R: Runtime>(
 
 async fn guarded(pipe: PipeId, fut: BoxFuture<()>) {
     if let Err(panic) = AssertUnwindSafe(fut).catch_unwind().await {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic".into());
-        log::error!("{pipe}: a callback panicked: {what}; the pipe goes on");
+        log_panic(pipe, &*panic);
     }
+}
+
+fn log_panic(pipe: PipeId, panic: &(dyn std::any::Any + Send)) {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into());
+    log::error!("{pipe}: a callback panicked: {what}; the pipe goes on");
 }
 
 thread_local! {
@@ -341,7 +345,15 @@ impl<R: Runtime> Group<R> {
             };
             // User code runs here: anything it starts (a drop that closes another pipe, whose
             // end callbacks take a lock this callback holds) goes to a worker, never inline.
-            let pending = without_inline_jobs(|| job.as_mut().poll(&mut cx).is_pending());
+            // A panic ends the job (a lone callback's future is the job), not the I/O task.
+            let pending = without_inline_jobs(|| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| job.as_mut().poll(&mut cx)))
+                    .unwrap_or_else(|panic| {
+                        log_panic(pipe, &*panic);
+                        std::task::Poll::Ready(())
+                    })
+                    .is_pending()
+            });
             if pending {
                 let group = self.clone();
                 self.rt.spawn(Box::pin(async move {
@@ -358,10 +370,10 @@ impl<R: Runtime> Group<R> {
     /// last jobs (its End among them) still run.
     async fn job_worker(self: Arc<Self>, pipe: PipeId, entry: Arc<Entry>, first: Started) {
         let (job, len) = first;
-        job.await;
+        guarded(pipe, job).await;
         let mut done = Some(len);
         while let Some((job, len)) = self.next_job(pipe, &entry, done.take()) {
-            job.await;
+            guarded(pipe, job).await;
             done = Some(len);
         }
     }
@@ -411,9 +423,29 @@ impl<R: Runtime> Group<R> {
             Job::Sub(_, m) => Some(Done::Sub(m.data.len())),
             _ => None,
         };
-        let own = g.own_cbs(pipe).cloned();
-        let parent = g.parent_cbs(pipe).cloned();
+        let (own, parent) = (g.own_cbs(pipe), g.parent_cbs(pipe));
         let handle = Pipe::handle(self.clone(), pipe, entry.clone());
+        if let Job::Msg(msg) = job {
+            // One message callback in all (an echo server's): its own future is the job, with
+            // no job future, box or snapshot of the lists around it.
+            let mut fs = parent.into_iter().chain(own).flat_map(|c| c.msg.iter());
+            match (fs.next(), fs.next()) {
+                (Some((_, f)), None) => {
+                    // A callback that panics before it returns its future panics here.
+                    let fut = std::panic::catch_unwind(AssertUnwindSafe(|| f(msg, handle)))
+                        .unwrap_or_else(|panic| {
+                            log_panic(pipe, &*panic);
+                            Box::pin(std::future::ready(()))
+                        });
+                    return (fut, len);
+                }
+                _ => {
+                    let (own, parent) = (own.cloned(), parent.cloned());
+                    return (Box::pin(run_job(Job::Msg(msg), own, parent, handle)), len);
+                }
+            }
+        }
+        let (own, parent) = (own.cloned(), parent.cloned());
         (Box::pin(run_job(job, own, parent, handle)), len)
     }
 }

@@ -422,6 +422,8 @@ impl<R: Runtime> Pipe<R> {
         deadline: Option<std::time::Instant>,
         mut lend: Lend<'_, R>,
     ) -> Result<Option<Message>, RecvError> {
+        // The rare paths (forwards of a linked client, the fall-back to the I/O task's
+        // reading) are boxed, so they do not size every `recv`'s future.
         loop {
             // What the socket holds (a read that finds nothing costs tokio no syscall).
             let mut reads = 0;
@@ -430,7 +432,7 @@ impl<R: Runtime> Pipe<R> {
                     Read::Fed(forwards) => {
                         reads += 1;
                         if !forwards.is_empty() {
-                            run_forwards(&self.group, forwards).await;
+                            Box::pin(run_forwards(&self.group, forwards)).await;
                         }
                     }
                     Read::Retry => {}
@@ -439,20 +441,20 @@ impl<R: Runtime> Pipe<R> {
                     // task, which ends or drains the pipe.
                     Read::Fin(forwards) => {
                         if !forwards.is_empty() {
-                            run_forwards(&self.group, forwards).await;
+                            Box::pin(run_forwards(&self.group, forwards)).await;
                         }
                         drop(lend);
-                        return self.recv_woken(sub, deadline).await;
+                        return Box::pin(self.recv_woken(sub, deadline)).await;
                     }
                     Read::Ended => {
                         drop(lend);
-                        return self.recv_woken(sub, deadline).await;
+                        return Box::pin(self.recv_woken(sub, deadline)).await;
                     }
                 }
                 if self.entry.is_paused() {
                     // The engine holds too much: the I/O task reads again once it resumes.
                     drop(lend);
-                    return self.recv_woken(sub, deadline).await;
+                    return Box::pin(self.recv_woken(sub, deadline)).await;
                 }
             }
             // After a read, most often its message is there: look without a listener.

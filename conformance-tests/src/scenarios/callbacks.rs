@@ -96,6 +96,42 @@ pub async fn panicking_callback_is_isolated<S: Runtime, C: Runtime>(srv: S, cli:
     server.close().await;
 }
 
+/// The same with a lone message callback (run as the job itself, without a job future
+/// around it): one that panics in its future, and one that panics before it returns one.
+pub async fn lone_panicking_callback_is_isolated<S: Runtime, C: Runtime>(srv: S, cli: C) {
+    let server = PipeBuilder::new(srv, Proto::Udp)
+        .bind(lo0(Family::V4))
+        .on_message(|m, pipe| {
+            if m.data.starts_with(b"early") {
+                panic!("callback panics before its future (conformance test)");
+            }
+            async move {
+                if m.data.starts_with(b"boom") {
+                    panic!("callback panics on purpose (conformance test)");
+                }
+                let _ = pipe.send_to(&m.data, m.from).await;
+            }
+        })
+        .open()
+        .await
+        .unwrap();
+    let c = client(cli, Proto::Udp, server.local_addr().unwrap()).await;
+    for (i, msg) in [
+        "boom-1", "ok-1", "early-1", "ok-2", "boom-2", "early-2", "ok-3",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        c.send(msg.as_bytes()).await.unwrap();
+        if msg.starts_with("ok") {
+            assert_eq!(text(&recv_msg(&c).await), msg, "echo {i} after panics");
+        }
+    }
+    assert!(!server.is_closed());
+    c.close().await;
+    server.close().await;
+}
+
 /// The up and end callbacks of a builder, logged.
 #[derive(Clone)]
 struct Watch {
