@@ -306,7 +306,35 @@ pub(crate) enum Done {
 }
 
 /// A started job and what it reports when done, if anything.
-pub(crate) type Started = (BoxFuture<()>, Option<Done>);
+pub(crate) type Started<R> = (Run<R>, Option<Done>);
+
+/// A started job: its future, or a lone message callback to call.
+pub(crate) enum Run<R: Runtime> {
+    Fut(BoxFuture<()>),
+    /// One message callback in all (an echo server's): its own future is the job, with no job
+    /// future, box or snapshot of the lists around it. It is called in [`Run::future`],
+    /// outside the group's lock, like every callback: one that reads its pipe's stats before
+    /// returning its future must not find the lock held.
+    Call(MsgFn<R>, Message, Pipe<R>),
+}
+
+impl<R: Runtime> Run<R> {
+    /// The job's future. A callback that panics before it returns one panics here: logged,
+    /// and the job is done.
+    fn future(self, pipe: PipeId) -> BoxFuture<()> {
+        match self {
+            Run::Fut(f) => f,
+            Run::Call(f, msg, handle) => {
+                std::panic::catch_unwind(AssertUnwindSafe(|| f(msg, handle))).unwrap_or_else(
+                    |panic| {
+                        log_panic(pipe, &*panic);
+                        Box::pin(std::future::ready(()))
+                    },
+                )
+            }
+        }
+    }
+}
 
 impl<R: Runtime> Group<R> {
     /// Start the job queues that became runnable. On a pipe's I/O task (the read path) the
@@ -316,7 +344,7 @@ impl<R: Runtime> Group<R> {
     /// user's `close()`, a drop) a worker is spawned: user code never runs inside the caller.
     pub(crate) fn start_jobs(
         self: &Arc<Self>,
-        starts: impl IntoIterator<Item = (PipeId, Arc<Entry>, Started)>,
+        starts: impl IntoIterator<Item = (PipeId, Arc<Entry>, Started<R>)>,
     ) {
         for (pipe, entry, first) in starts {
             if INLINE_JOBS.with(Cell::get) {
@@ -332,17 +360,18 @@ impl<R: Runtime> Group<R> {
 
     /// Run a pipe's jobs here, `first` (its first job, made under the lock that queued it)
     /// before the queue.
-    fn run_jobs_inline(self: &Arc<Self>, pipe: PipeId, entry: Arc<Entry>, first: Started) {
+    fn run_jobs_inline(self: &Arc<Self>, pipe: PipeId, entry: Arc<Entry>, first: Started<R>) {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         let (mut next, mut done) = (Some(first), None);
         loop {
-            let Some((mut job, len)) = next
+            let Some((run, len)) = next
                 .take()
                 .or_else(|| self.next_job(pipe, &entry, done.take()))
             else {
                 return;
             };
+            let mut job = without_inline_jobs(|| run.future(pipe));
             // User code runs here: anything it starts (a drop that closes another pipe, whose
             // end callbacks take a lock this callback holds) goes to a worker, never inline.
             // A panic ends the job (a lone callback's future is the job), not the I/O task.
@@ -357,7 +386,7 @@ impl<R: Runtime> Group<R> {
             if pending {
                 let group = self.clone();
                 self.rt.spawn(Box::pin(async move {
-                    group.job_worker(pipe, entry, (job, len)).await
+                    group.job_worker(pipe, entry, (Run::Fut(job), len)).await
                 }));
                 return;
             }
@@ -368,12 +397,12 @@ impl<R: Runtime> Group<R> {
     /// Run a pipe's callback jobs in order, `first` (already started) and then its queue,
     /// then exit. The entry is captured at start: the pipe's socket may be closed while its
     /// last jobs (its End among them) still run.
-    async fn job_worker(self: Arc<Self>, pipe: PipeId, entry: Arc<Entry>, first: Started) {
-        let (job, len) = first;
-        guarded(pipe, job).await;
+    async fn job_worker(self: Arc<Self>, pipe: PipeId, entry: Arc<Entry>, first: Started<R>) {
+        let (run, len) = first;
+        guarded(pipe, run.future(pipe)).await;
         let mut done = Some(len);
-        while let Some((job, len)) = self.next_job(pipe, &entry, done.take()) {
-            guarded(pipe, job).await;
+        while let Some((run, len)) = self.next_job(pipe, &entry, done.take()) {
+            guarded(pipe, run.future(pipe)).await;
             done = Some(len);
         }
     }
@@ -385,7 +414,7 @@ impl<R: Runtime> Group<R> {
         pipe: PipeId,
         entry: &Arc<Entry>,
         done: Option<Option<Done>>,
-    ) -> Option<Started> {
+    ) -> Option<Started<R>> {
         let mut g = self.lock();
         match done {
             Some(Some(Done::Msg(len))) => {
@@ -417,7 +446,7 @@ impl<R: Runtime> Group<R> {
         pipe: PipeId,
         entry: &Arc<Entry>,
         job: Job<R>,
-    ) -> Started {
+    ) -> Started<R> {
         let len = match &job {
             Job::Msg(m) => Some(Done::Msg(m.data.len())),
             Job::Sub(_, m) => Some(Done::Sub(m.data.len())),
@@ -426,26 +455,15 @@ impl<R: Runtime> Group<R> {
         let (own, parent) = (g.own_cbs(pipe), g.parent_cbs(pipe));
         let handle = Pipe::handle(self.clone(), pipe, entry.clone());
         if let Job::Msg(msg) = job {
-            // One message callback in all (an echo server's): its own future is the job, with
-            // no job future, box or snapshot of the lists around it.
             let mut fs = parent.into_iter().chain(own).flat_map(|c| c.msg.iter());
-            match (fs.next(), fs.next()) {
-                (Some((_, f)), None) => {
-                    // A callback that panics before it returns its future panics here.
-                    let fut = std::panic::catch_unwind(AssertUnwindSafe(|| f(msg, handle)))
-                        .unwrap_or_else(|panic| {
-                            log_panic(pipe, &*panic);
-                            Box::pin(std::future::ready(()))
-                        });
-                    return (fut, len);
-                }
-                _ => {
-                    let (own, parent) = (own.cloned(), parent.cloned());
-                    return (Box::pin(run_job(Job::Msg(msg), own, parent, handle)), len);
-                }
+            if let (Some((_, f)), None) = (fs.next(), fs.next()) {
+                return (Run::Call(f.clone(), msg, handle), len);
             }
+            let (own, parent) = (own.cloned(), parent.cloned());
+            let job = run_job(Job::Msg(msg), own, parent, handle);
+            return (Run::Fut(Box::pin(job)), len);
         }
         let (own, parent) = (own.cloned(), parent.cloned());
-        (Box::pin(run_job(job, own, parent, handle)), len)
+        (Run::Fut(Box::pin(run_job(job, own, parent, handle))), len)
     }
 }

@@ -466,24 +466,35 @@ impl<R: Runtime> Pipe<R> {
             // Listening before the check, so a notify in between (the deadline, the end) is
             // not lost; not while reading, so feeding the engine does not wake this task.
             let listener = self.entry.readable.listen();
-            {
-                let mut g = self.group.lock();
-                if let Some(m) = g.engine.recv(self.id, sub)? {
-                    return Ok(Some(m));
-                }
-                if let Some(d) = deadline {
-                    if self.group.rt.now() >= d {
-                        return Ok(None);
-                    }
-                    g.engine.recv_wait(self.id, d);
-                    self.group.rearm_timer(&mut g);
-                }
+            if let Some(done) = self.look(sub, deadline)? {
+                return Ok(done);
             }
             if reads == READ_BUDGET {
                 future::yield_now().await;
             }
             future::or(listener, future::poll_fn(|cx| lend.poll_ready(cx))).await;
         }
+    }
+
+    /// Under the lock, after listening: `Some` with the queued message, or `Some(None)` when
+    /// the deadline passed; else give the engine the deadline and `None` (wait).
+    fn look(
+        &self,
+        sub: SubId,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<Option<Message>>, RecvError> {
+        let mut g = self.group.lock();
+        if let Some(m) = g.engine.recv(self.id, sub)? {
+            return Ok(Some(Some(m)));
+        }
+        if let Some(d) = deadline {
+            if self.group.rt.now() >= d {
+                return Ok(Some(None));
+            }
+            g.engine.recv_wait(self.id, d);
+            self.group.rearm_timer(&mut g);
+        }
+        Ok(None)
     }
 
     /// `recv`'s wait when the I/O task reads: it notifies `readable` when a message comes.
@@ -494,18 +505,8 @@ impl<R: Runtime> Pipe<R> {
     ) -> Result<Option<Message>, RecvError> {
         loop {
             let listener = self.entry.readable.listen();
-            {
-                let mut g = self.group.lock();
-                if let Some(m) = g.engine.recv(self.id, sub)? {
-                    return Ok(Some(m));
-                }
-                if let Some(d) = deadline {
-                    if self.group.rt.now() >= d {
-                        return Ok(None);
-                    }
-                    g.engine.recv_wait(self.id, d);
-                    self.group.rearm_timer(&mut g);
-                }
+            if let Some(done) = self.look(sub, deadline)? {
+                return Ok(done);
             }
             listener.await;
             // Most wake-ups are the message itself: a look without a new listener takes it

@@ -124,7 +124,7 @@ pub struct Listener(tokio::net::TcpListener);
 // readability over from the pipe's I/O task and give it back (`READ_HANDOFF`).
 impl pipe_io::Readiness for Udp {
     fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
-        std::future::poll_fn(move |cx| self.0.poll_recv_ready(cx))
+        std::future::poll_fn(move |cx| pipe_io::Readiness::poll_read_handoff(self, cx))
     }
     async fn writable(&self) -> io::Result<()> {
         self.0.writable().await
@@ -140,7 +140,7 @@ impl pipe_io::Readiness for Udp {
 
 impl pipe_io::Readiness for Tcp {
     fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
-        std::future::poll_fn(move |cx| self.0.poll_read_ready(cx))
+        std::future::poll_fn(move |cx| pipe_io::Readiness::poll_read_handoff(self, cx))
     }
     async fn writable(&self) -> io::Result<()> {
         self.0.writable().await

@@ -97,11 +97,15 @@ pub async fn panicking_callback_is_isolated<S: Runtime, C: Runtime>(srv: S, cli:
 }
 
 /// The same with a lone message callback (run as the job itself, without a job future
-/// around it): one that panics in its future, and one that panics before it returns one.
+/// around it): one that panics in its future, and one that panics before it returns one;
+/// and the callback's own code before its future may take the group's lock (`stats`).
 pub async fn lone_panicking_callback_is_isolated<S: Runtime, C: Runtime>(srv: S, cli: C) {
     let server = PipeBuilder::new(srv, Proto::Udp)
         .bind(lo0(Family::V4))
         .on_message(|m, pipe| {
+            // User code before the future: it runs outside the group's lock (reading the
+            // pipe's stats takes it), like every callback.
+            assert!(pipe.stats().is_some());
             if m.data.starts_with(b"early") {
                 panic!("callback panics before its future (conformance test)");
             }
