@@ -424,7 +424,7 @@ impl<R: Runtime> Pipe<R> {
     ) -> Result<Option<Message>, RecvError> {
         // The rare paths (forwards of a linked client, the fall-back to the I/O task's
         // reading) are boxed, so they do not size every `recv`'s future.
-        loop {
+        'lent: loop {
             // What the socket holds (a read that finds nothing costs tokio no syscall).
             let mut reads = 0;
             while reads < READ_BUDGET {
@@ -443,18 +443,13 @@ impl<R: Runtime> Pipe<R> {
                         if !forwards.is_empty() {
                             Box::pin(run_forwards(&self.group, forwards)).await;
                         }
-                        drop(lend);
-                        return Box::pin(self.recv_woken(sub, deadline)).await;
+                        break 'lent;
                     }
-                    Read::Ended => {
-                        drop(lend);
-                        return Box::pin(self.recv_woken(sub, deadline)).await;
-                    }
+                    Read::Ended => break 'lent,
                 }
                 if self.entry.is_paused() {
                     // The engine holds too much: the I/O task reads again once it resumes.
-                    drop(lend);
-                    return Box::pin(self.recv_woken(sub, deadline)).await;
+                    break 'lent;
                 }
             }
             // After a read, most often its message is there: look without a listener.
@@ -474,6 +469,8 @@ impl<R: Runtime> Pipe<R> {
             }
             future::or(listener, future::poll_fn(|cx| lend.poll_ready(cx))).await;
         }
+        drop(lend);
+        Box::pin(self.recv_woken(sub, deadline)).await
     }
 
     /// Under the lock, after listening: `Some` with the queued message, or `Some(None)` when

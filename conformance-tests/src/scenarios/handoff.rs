@@ -74,6 +74,8 @@ pub async fn fin_after_recv_returned_is_seen<C: Runtime>(cli: C) {
 pub async fn fin_while_recv_waits<C: Runtime>(cli: C) {
     let (c, s) = accepted(cli).await;
     let closer = async {
+        // Not synchronisation: a head start so that the `recv` is likely waiting (if not,
+        // it finds the end at once, which the asserts accept too).
         sleep(Duration::from_millis(100)).await;
         drop(s);
     };
@@ -88,6 +90,8 @@ pub async fn reset_while_recv_waits<C: Runtime>(cli: C) {
     let (c, s) = accepted(cli).await;
     set_rst_on_close(s.get_ref());
     let closer = async {
+        // Not synchronisation: a head start so that the `recv` is likely waiting (if not,
+        // it finds the end at once, which the asserts accept too).
         sleep(Duration::from_millis(100)).await;
         drop(s);
     };
@@ -134,15 +138,26 @@ pub async fn dropped_recv_gives_reading_back<C: Runtime>(cli: C) {
 /// `recv` all reach the queue in order.
 pub async fn two_receivers_and_bursts<C: Runtime>(cli: C) {
     let (c, mut s) = accepted(cli.clone()).await;
+    let got = std::sync::atomic::AtomicUsize::new(0);
+    let counted = || async {
+        let m = recv_long(&c, 1).await;
+        got.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        m
+    };
     let feeder = async {
+        // Not synchronisation: a head start so that both receivers are likely waiting.
         sleep(Duration::from_millis(50)).await;
         s.write_all(b"a").await.unwrap();
-        // The first reader has its message before the second byte leaves, so each reader
-        // gets one message (TCP would merge two quick writes into one).
-        sleep(Duration::from_millis(100)).await;
+        // The second byte leaves once a reader has the first, so each reader gets one
+        // message (TCP would merge two quick writes into one).
+        let deadline = Instant::now() + WAIT;
+        while got.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "no reader got the first message");
+            sleep(Duration::from_millis(1)).await;
+        }
         s.write_all(b"b").await.unwrap();
     };
-    let two = futures_lite::future::zip(recv_long(&c, 1), recv_long(&c, 1));
+    let two = futures_lite::future::zip(counted(), counted());
     // Boxed: kept inline, these futures make the scenario's future large enough to overflow
     // a test thread's stack in the executors' debug-build frames.
     let ((m1, m2), ()) = Box::pin(futures_lite::future::zip(two, feeder)).await;
