@@ -111,7 +111,7 @@ impl Engine {
         let Some(l) = self
             .pipes
             .get_mut(&pipe)
-            .and_then(|p| p.links.iter_mut().find(|l| l.id == link))
+            .and_then(|p| p.rare_opt()?.links.iter_mut().find(|l| l.id == link))
         else {
             return false;
         };
@@ -123,7 +123,8 @@ impl Engine {
     /// [`Engine::set_link_paired`]).
     pub fn external_links(&self, pipe: PipeId) -> Vec<(LinkId, TargetToken)> {
         self.pipes.get(&pipe).map_or_else(Vec::new, |p| {
-            p.links
+            p.rare()
+                .links
                 .iter()
                 .filter_map(|l| match l.target {
                     Target::External(t) => Some((l.id, t)),
@@ -136,10 +137,12 @@ impl Engine {
     /// After `link` made a local link from `pipe` to `target`: if `target` links back to
     /// `pipe`, both links are a pair.
     pub(crate) fn pair_local(&mut self, pipe: PipeId, link: LinkId, target: PipeId) {
-        let back = self
-            .pipes
-            .get_mut(&target)
-            .and_then(|t| t.links.iter_mut().find(|l| l.target == Target::Local(pipe)));
+        let back = self.pipes.get_mut(&target).and_then(|t| {
+            t.rare_opt()?
+                .links
+                .iter_mut()
+                .find(|l| l.target == Target::Local(pipe))
+        });
         let Some(back) = back else {
             return;
         };
@@ -171,6 +174,7 @@ impl Engine {
             return;
         };
         let paired: Vec<(LinkId, Target)> = p
+            .rare()
             .links
             .iter()
             .filter(|l| l.paired)
@@ -216,7 +220,7 @@ impl Engine {
         let answerable = p.t.held_jobs > 0
             || p.half.keep_writable
             || user_served
-            || p.links.iter().any(|l| l.paired);
+            || p.rare().links.iter().any(|l| l.paired);
         if p.half.write_shut || !answerable {
             self.end(pipe, State::PeerClosed, EndReason::PeerClosed);
         }

@@ -36,7 +36,7 @@ impl Engine {
             return;
         }
         p.stats.bytes_in += data.len() as u64;
-        p.t.last_activity = now;
+        p.t.last_activity = p.t.mark(now);
         if !p.conf.reliable_udp {
             self.deliver_slice(pipe, from, data);
             self.settle(pipe);
@@ -56,7 +56,7 @@ impl Engine {
                 p.stats.rare().malformed += 1;
             }
             Ok(Frame::Ack { seq }) => {
-                let pending = p.rel.as_ref().and_then(|r| r.outstanding.get(&seq));
+                let pending = p.rare().rel.as_ref().and_then(|r| r.outstanding.get(&seq));
                 let matched = pending.is_some_and(|o| {
                     same_ip(o.dest.ip(), from.ip()) && o.dest.port() == from.port()
                 });
@@ -71,8 +71,8 @@ impl Engine {
             }
             Ok(Frame::Data { seq, payload }) => {
                 let verdict = p
-                    .seen
-                    .as_mut()
+                    .rare_opt()
+                    .and_then(|r| r.seen.as_mut())
                     .map_or(Seq::Fresh, |s| s.check(canonical(from), seq));
                 let fresh = match verdict {
                     Seq::Fresh => true,
@@ -112,7 +112,7 @@ impl Engine {
         }
         let Some(from) = p.dest else { return };
         p.stats.bytes_in += data.len() as u64;
-        p.t.last_activity = now;
+        p.t.last_activity = p.t.mark(now);
         if p.session.tls().is_some() {
             self.tls_stream(pipe, from, data);
             return;
@@ -214,7 +214,7 @@ impl Engine {
                 self.tick(now);
                 if let Some(p) = self.pipes.get_mut(&pipe) {
                     p.stats.bytes_in += data.len() as u64;
-                    p.t.last_activity = now;
+                    p.t.last_activity = p.t.mark(now);
                 }
                 self.deliver(pipe, from, data);
                 self.settle(pipe);
@@ -230,7 +230,7 @@ impl Engine {
         };
         p.stats.received += 1;
         p.t.got_message = true;
-        let (stamp, skip) = if p.stamps.is_some() {
+        let (stamp, skip) = if p.rare().stamps.is_some() {
             match self.unstamp(pipe, data) {
                 Some((stamp, skip)) => (Some(stamp), skip),
                 None => return,
@@ -257,7 +257,7 @@ impl Engine {
         };
         p.stats.received += 1;
         p.t.got_message = true;
-        let (stamp, data) = if p.stamps.is_some() {
+        let (stamp, data) = if p.rare().stamps.is_some() {
             match self.unstamp(pipe, &data) {
                 Some((stamp, skip)) => (Some(stamp), data.slice(skip..)),
                 None => return,
@@ -300,7 +300,7 @@ impl Engine {
             }
         };
         let p = self.pipes.get_mut(&pipe)?;
-        let stamps = p.stamps.as_mut()?;
+        let stamps = p.rare.as_deref_mut()?.stamps.as_mut()?;
         if !stamps.check(stamp.origin, stamp.id) {
             p.stats.rare().duplicates += 1;
             return None;
@@ -315,8 +315,9 @@ impl Engine {
             return;
         };
         let mut claimed = false;
-        if !p.links.is_empty() {
+        if !p.rare().links.is_empty() {
             let mut hops: Vec<_> = p
+                .rare()
                 .links
                 .iter()
                 .filter(|l| {
@@ -376,7 +377,9 @@ impl Engine {
                     p.stats.rare().forward_failed += 1;
                     if matches!(target, Target::Local(t) if self_state_closed(t, &self.pipes)) {
                         if let Some(p) = self.pipes.get_mut(&pipe) {
-                            p.links.retain(|l| l.id != link);
+                            if let Some(r) = p.rare_opt() {
+                                r.links.retain(|l| l.id != link);
+                            }
                         }
                     }
                 }

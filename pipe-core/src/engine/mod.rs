@@ -25,7 +25,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 pub use state::{ConnTotals, Kind, State, Stats};
-use state::{Link, PipeState, Target};
+use state::{Link, Mark, PipeState, Target};
 
 use crate::framing::Session;
 use crate::tls::{Tls, TlsSession};
@@ -219,7 +219,7 @@ impl Engine {
             l.ls_mut().handshakes.insert(id);
         }
         l.ls_mut().children.insert(id);
-        if let Some(t) = l.totals.as_mut() {
+        if let Some(t) = l.rare_opt().and_then(|r| r.totals.as_deref_mut()) {
             t.accepted += 1;
         }
         l.ls_mut().accept_q.push_back(id);
@@ -420,7 +420,7 @@ impl Engine {
             let Some(p) = self.pipes.get_mut(&pipe) else {
                 continue;
             };
-            let Some(rel) = p.rel.as_deref_mut() else {
+            let Some(rel) = p.rare.as_deref_mut().and_then(|r| r.rel.as_deref_mut()) else {
                 continue;
             };
             let Some(pending) = rel.outstanding.get_mut(&seq) else {
@@ -483,7 +483,7 @@ impl Engine {
             p.stats.bytes_out += len as u64;
             p.stats.sent += 1;
             if p.conf.idle_timeout.is_some() {
-                p.t.last_activity = p.t.last_activity.max(now());
+                p.t.last_activity = p.t.last_activity.max(p.t.mark(now()));
             }
         }
     }
@@ -543,7 +543,7 @@ impl Engine {
         if !p.is_open() {
             return Err(SendError::Closed);
         }
-        let Some(rel) = p.rel.as_deref_mut() else {
+        let Some(rel) = p.rel_mut() else {
             return Err(SendError::NotReliable);
         };
         let waiting = rel.outstanding.len() + rel.outcomes.len();
@@ -555,7 +555,8 @@ impl Engine {
         }
         let dst = udp_dest(p, dest)?;
         check_udp_size(p, dst, data.len())?;
-        let rel = p.rel.as_deref_mut().ok_or(SendError::NotReliable)?;
+        let rel = (p.rare.as_deref_mut().and_then(|r| r.rel.as_deref_mut()))
+            .ok_or(SendError::NotReliable)?;
         let mut seq = rel.next_seq;
         while seq == 0 || rel.outstanding.contains_key(&seq) {
             seq = seq.wrapping_add(1);
@@ -582,7 +583,7 @@ impl Engine {
 
     /// The outcome of a reliable send, once it has one (taken: asked again, `None`).
     pub fn take_outcome(&mut self, pipe: PipeId, id: MessageId) -> Option<Outcome> {
-        let rel = self.pipes.get_mut(&pipe)?.rel.as_deref_mut()?;
+        let rel = self.pipes.get_mut(&pipe)?.rel_mut()?;
         let i = rel.outcomes.iter().position(|(m, _)| *m == id)?;
         let (_, o) = rel.outcomes.swap_remove(i);
         if rel.outcomes.is_empty() {
@@ -599,11 +600,7 @@ impl Engine {
             return;
         }
         if let Some(p) = self.pipes.get_mut(&pipe) {
-            if let Some(pending) = p
-                .rel
-                .as_deref_mut()
-                .and_then(|r| r.outstanding.get_mut(&id.0))
-            {
+            if let Some(pending) = p.rel_mut().and_then(|r| r.outstanding.get_mut(&id.0)) {
                 pending.forgotten = true;
             }
         }
@@ -720,7 +717,11 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
-        p.t.recv_due = Some(p.t.recv_due.map_or(deadline, |d| d.min(deadline)));
+        let due = p.t.mark(deadline);
+        p.t.recv_due = match p.t.recv_due {
+            Mark::NONE => due,
+            d => d.min(due),
+        };
         self.rearm(pipe);
     }
 
@@ -774,7 +775,7 @@ impl Engine {
         if !p.is_open() {
             return Err(LinkError::Closed);
         }
-        if p.links.len() >= MAX_LINKS {
+        if p.rare().links.len() >= MAX_LINKS {
             return Err(LinkError::TooMany(MAX_LINKS));
         }
         let target = match target {
@@ -784,9 +785,10 @@ impl Engine {
                 Target::External(TargetToken(self.next_token - 1))
             }
         };
-        let id = LinkId(p.next_link);
-        p.next_link += 1;
-        p.links.push(Link {
+        let r = p.rare_mut();
+        let id = LinkId(r.next_link);
+        r.next_link += 1;
+        r.links.push(Link {
             id,
             target,
             dest,
@@ -802,7 +804,7 @@ impl Engine {
     /// The token of a link to another engine's pipe (`None` for a local link or no link).
     pub fn link_token(&self, pipe: PipeId, link: LinkId) -> Option<TargetToken> {
         let p = self.pipes.get(&pipe)?;
-        match p.links.iter().find(|l| l.id == link)?.target {
+        match p.rare().links.iter().find(|l| l.id == link)?.target {
             Target::External(t) => Some(t),
             Target::Local(_) => None,
         }
@@ -811,12 +813,13 @@ impl Engine {
     /// Remove a link. A link to another engine's pipe emits [`Event::Unlinked`].
     pub fn unlink(&mut self, pipe: PipeId, link: LinkId) -> Result<(), LinkError> {
         let p = self.pipes.get_mut(&pipe).ok_or(LinkError::NotLinked)?;
-        let i = p
+        let r = p.rare_opt().ok_or(LinkError::NotLinked)?;
+        let i = r
             .links
             .iter()
             .position(|l| l.id == link)
             .ok_or(LinkError::NotLinked)?;
-        let l = p.links.remove(i);
+        let l = r.links.remove(i);
         match l.target {
             Target::External(target) => {
                 self.events
@@ -990,7 +993,7 @@ impl Engine {
             // Taken as written at the engine's time: bytes out are idle activity, as they are
             // through `advance_transmit`.
             if let Some(now) = self.now {
-                p.t.last_activity = p.t.last_activity.max(now);
+                p.t.last_activity = p.t.last_activity.max(p.t.mark(now));
             }
         }
         self.after_write(pipe);
@@ -1031,8 +1034,8 @@ impl Engine {
         p.out_bytes -= n;
         p.stats.bytes_out += n as u64;
         if n > 0 {
-            p.t.last_activity = now;
-            p.t.stall_since = Some(now);
+            p.t.last_activity = p.t.mark(now);
+            p.t.stall_since = p.t.mark(now);
         }
         self.after_write(pipe);
     }
@@ -1059,14 +1062,14 @@ impl Engine {
             // An idle pipe keeps no outbound buffer (about 400 bytes per idle connection).
             p.out = VecDeque::new();
             if !p.splice_busy {
-                p.t.stall_since = None;
+                p.t.stall_since = Mark::NONE;
             }
         }
         let done = p.out_idle() && p.state != State::Open;
         if done && p.state == State::Closing {
             p.state = State::Closed;
         }
-        if !p.link_waiters.is_empty() {
+        if !p.rare().link_waiters.is_empty() {
             self.release_link_waiters(pipe);
         }
         self.settle(pipe);
@@ -1138,7 +1141,7 @@ impl Engine {
     /// ones were added up when they went.
     pub fn conn_totals(&self, listener: PipeId) -> Option<ConnTotals> {
         let l = self.pipes.get(&listener)?;
-        let mut t = **l.totals.as_ref()?;
+        let mut t = **l.rare().totals.as_ref()?;
         for c in &l.ls().children {
             if let Some(cp) = self.pipes.get(c) {
                 t.add(&cp.stats.snapshot());
@@ -1191,7 +1194,8 @@ impl Engine {
                     self.pipes
                         .values()
                         .filter(|s| {
-                            s.links
+                            s.rare()
+                                .links
                                 .iter()
                                 .any(|l| matches!(l.target, Target::Local(t) if t == id))
                         })
@@ -1205,16 +1209,17 @@ impl Engine {
                     + largest
                     + sources * 23 * p.conf.reader_limit.max(1 << 14);
                 p.subs.len() <= MAX_SUBSCRIPTIONS
-                    && p.links.len() <= MAX_LINKS
+                    && p.rare().links.len() <= MAX_LINKS
                     && p.subs.iter().all(|s| s.queue.within_caps())
                     && p.dedup.as_ref().is_none_or(|d| d.within_caps())
                     && p.out_bytes <= internal_cap + p.conf.max_out_bytes
                     && p.out.len() <= MAX_OUT_TRANSMITS
-                    && p.rel
+                    && p.rare()
+                        .rel
                         .as_ref()
                         .is_none_or(|r| r.outstanding.len() <= p.conf.max_reliable_outstanding)
-                    && p.seen.as_ref().is_none_or(|s| s.within_caps())
-                    && p.stamps.as_ref().is_none_or(|s| s.within_caps())
+                    && p.rare().seen.as_ref().is_none_or(|s| s.within_caps())
+                    && p.rare().stamps.as_ref().is_none_or(|s| s.within_caps())
                     && p.ls().accept_q.len() <= p.conf.accept_backlog
                     && p.ls().children.len() <= p.conf.max_connections
                     && p.ls().handshakes.len() <= p.conf.max_handshakes
@@ -1256,8 +1261,8 @@ impl Engine {
         } else {
             state
         };
-        p.t.ended = self.now;
-        if !p.link_waiters.is_empty() {
+        p.t.ended = p.t.mark_opt(self.now);
+        if !p.rare().link_waiters.is_empty() {
             // It takes no more forwards: the pipes waiting to forward into it read again.
             self.release_link_waiters(pipe);
         }
@@ -1268,7 +1273,7 @@ impl Engine {
             if let Some(t) = self
                 .pipes
                 .get_mut(&listener)
-                .and_then(|l| l.totals.as_mut())
+                .and_then(|l| l.rare_opt()?.totals.as_deref_mut())
             {
                 t.ended += 1;
             }
@@ -1277,8 +1282,7 @@ impl Engine {
             return;
         };
         let outstanding = p
-            .rel
-            .as_deref_mut()
+            .rel_mut()
             .map(|r| std::mem::take(&mut r.outstanding))
             .unwrap_or_default();
         for (seq, pending) in &outstanding {
@@ -1292,7 +1296,10 @@ impl Engine {
         self.propagate_shutdown(pipe);
         // Nothing more arrives to forward: the driver's handles on external targets go.
         if let Some(p) = self.pipes.get_mut(&pipe) {
-            let links = std::mem::take(&mut p.links);
+            let links = p
+                .rare_opt()
+                .map(|r| std::mem::take(&mut r.links))
+                .unwrap_or_default();
             for l in links {
                 if let Target::External(target) = l.target {
                     self.events.push_back(Event::Unlinked {
@@ -1312,9 +1319,9 @@ impl Engine {
         let forgotten = self
             .pipes
             .get(&pipe)
-            .and_then(|p| p.rel.as_ref()?.outstanding.get(&seq))
+            .and_then(|p| p.rare().rel.as_ref()?.outstanding.get(&seq))
             .is_some_and(|o| o.forgotten);
-        if let Some(rel) = self.pipes.get_mut(&pipe).and_then(|p| p.rel.as_deref_mut()) {
+        if let Some(rel) = self.pipes.get_mut(&pipe).and_then(|p| p.rel_mut()) {
             rel.outstanding.remove(&seq);
         }
         self.outcome(pipe, seq, forgotten, outcome);
@@ -1328,7 +1335,7 @@ impl Engine {
             Outcome::Acked => p.stats.rare().acked += 1,
             Outcome::Unconfirmed => p.stats.rare().unconfirmed += 1,
         }
-        if let (false, Some(rel)) = (forgotten, p.rel.as_deref_mut()) {
+        if let (false, Some(rel)) = (forgotten, p.rel_mut()) {
             rel.outcomes.push((MessageId(seq), outcome));
         }
         self.events.push_back(Event::Reliable {
@@ -1347,13 +1354,18 @@ impl Engine {
         let Some(at) = next_deadline(p) else {
             return;
         };
-        if p.t.armed.is_some_and(|a| a <= at) {
+        // The entry's instant is the mark's, so that `armed` finds it again (they differ
+        // only for a deadline some 292 years away).
+        let mark = p.t.mark(at);
+        if p.t.armed != Mark::NONE && p.t.armed <= mark {
             return;
         }
-        if let Some(old) = p.t.armed.replace(at) {
+        if let Some(old) = p.t.rearm(mark) {
             self.timers.remove(&(old, pipe, DEADLINE));
         }
-        self.timers.insert((at, pipe, DEADLINE));
+        if let Some(at) = p.t.at(mark) {
+            self.timers.insert((at, pipe, DEADLINE));
+        }
     }
 
     /// The pipe's deadline entry fired: end it if a deadline passed, else re-arm.
@@ -1361,33 +1373,33 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
-        p.t.armed = None;
-        if p.t.recv_due.is_some_and(|d| d <= now) {
-            p.t.recv_due = None;
+        p.t.armed = Mark::NONE;
+        if p.t.at(p.t.recv_due).is_some_and(|d| d <= now) {
+            p.t.recv_due = Mark::NONE;
             self.events.push_back(Event::RecvDue { pipe });
         }
         let c = &p.conf;
         let passed = |since: Option<Instant>, limit: Option<std::time::Duration>| matches!((since, limit), (Some(s), Some(l)) if s + l <= now);
         if p.is_open() {
-            let reason = if p.session.handshaking()
-                && passed(Some(p.t.opened), Some(c.ssl_handshake))
-            {
-                Some(EndReason::Tls(crate::tls::TlsError::HandshakeTimeout))
-            } else if p.kind.is_conn()
-                && !p.t.got_message
-                && passed(Some(p.t.opened), c.first_message_timeout)
-            {
-                Some(EndReason::FirstMessageTimeout)
-            } else if passed(p.t.stall_since, c.write_stall_timeout) {
-                Some(EndReason::WriteStalled {
-                    unsent: p.out_bytes,
-                })
-            } else if p.kind != Kind::TcpListener && passed(Some(p.t.last_activity), c.idle_timeout)
-            {
-                Some(EndReason::IdleTimeout)
-            } else {
-                None
-            };
+            let reason =
+                if p.session.handshaking() && passed(Some(p.t.opened), Some(c.ssl_handshake)) {
+                    Some(EndReason::Tls(crate::tls::TlsError::HandshakeTimeout))
+                } else if p.kind.is_conn()
+                    && !p.t.got_message
+                    && passed(Some(p.t.opened), c.first_message_timeout)
+                {
+                    Some(EndReason::FirstMessageTimeout)
+                } else if passed(p.t.at(p.t.stall_since), c.write_stall_timeout) {
+                    Some(EndReason::WriteStalled {
+                        unsent: p.out_bytes,
+                    })
+                } else if p.kind != Kind::TcpListener
+                    && passed(Some(p.t.last_activity()), c.idle_timeout)
+                {
+                    Some(EndReason::IdleTimeout)
+                } else {
+                    None
+                };
             if let Some(reason) = reason {
                 let stalled = matches!(reason, EndReason::WriteStalled { .. });
                 log::debug!("{pipe}: {reason}");
@@ -1397,7 +1409,7 @@ impl Engine {
                 }
                 return;
             }
-        } else if !p.out_idle() && passed(p.t.ended, Some(c.close_timeout)) {
+        } else if !p.out_idle() && passed(p.t.at(p.t.ended), Some(c.close_timeout)) {
             log::debug!("{pipe}: {} bytes unsent at the close deadline", p.out_bytes);
             self.discard_out(pipe);
             return;
@@ -1415,7 +1427,7 @@ impl Engine {
         // Bytes spliced for it are the driver's to count (`Engine::splice_end`).
         p.splice_busy = false;
         p.stats.rare().unsent_dropped += unsent as u64;
-        p.t.stall_since = None;
+        p.t.stall_since = Mark::NONE;
         if p.state == State::Closing {
             p.state = State::Closed;
         }
@@ -1433,7 +1445,7 @@ impl Engine {
             return;
         }
         p.t.released = true;
-        if let Some(at) = p.t.armed.take() {
+        if let Some(at) = p.t.rearm(Mark::NONE) {
             self.timers.remove(&(at, pipe, DEADLINE));
         }
         // A `recv` may still wait for messages held by callbacks.
@@ -1447,8 +1459,8 @@ impl Engine {
         let Some(tp) = self.pipes.get_mut(&target).filter(|tp| tp.link_full()) else {
             return;
         };
-        if !tp.link_waiters.contains(&source) {
-            tp.link_waiters.push(source);
+        if !tp.rare().link_waiters.contains(&source) {
+            tp.rare_mut().link_waiters.push(source);
         }
         if let Some(s) = self.pipes.get_mut(&source) {
             s.t.link_blocked = true;
@@ -1460,6 +1472,7 @@ impl Engine {
     fn still_blocked(&mut self, source: PipeId) -> bool {
         let targets: Vec<PipeId> = match self.pipes.get(&source) {
             Some(s) => s
+                .rare()
                 .links
                 .iter()
                 .filter_map(|l| match l.target {
@@ -1489,10 +1502,10 @@ impl Engine {
         let Some(tp) = self.pipes.get_mut(&target) else {
             return;
         };
-        if tp.link_waiters.is_empty() || tp.link_full() {
+        if tp.rare().link_waiters.is_empty() || tp.link_full() {
             return;
         }
-        for s in std::mem::take(&mut tp.link_waiters) {
+        for s in std::mem::take(&mut tp.rare_mut().link_waiters) {
             if !self.still_blocked(s) {
                 self.settle(s);
             }
@@ -1613,7 +1626,10 @@ impl Engine {
         let gone = self.pipes.remove(&pipe);
         if let Some(l) = parent {
             if let Some(lp) = self.pipes.get_mut(&l) {
-                if let (Some(t), Some(c)) = (lp.totals.as_mut(), gone.as_ref()) {
+                if let (Some(t), Some(c)) = (
+                    lp.rare_opt().and_then(|r| r.totals.as_deref_mut()),
+                    gone.as_ref(),
+                ) {
                     t.add(&c.stats.snapshot());
                 }
                 lp.ls_mut().children.remove(&pipe);
@@ -1668,7 +1684,7 @@ impl Engine {
         };
         let stall_starts = p.out.is_empty() && p.conf.write_stall_timeout.is_some();
         if p.out.is_empty() {
-            p.t.stall_since = self.now;
+            p.t.stall_since = p.t.mark_opt(self.now);
         }
         p.out_bytes += payload.len();
         p.out.push_back(Transmit {
@@ -1730,7 +1746,7 @@ fn check_udp_size(p: &PipeState, dst: SocketAddr, len: usize) -> Result<(), Send
 /// The earliest deadline of a pipe: a waiting `recv`'s in any state, and idle, first message,
 /// write stall while open; the close deadline while it flushes after its end.
 fn next_deadline(p: &PipeState) -> Option<Instant> {
-    match (own_deadline(p), p.t.recv_due) {
+    match (own_deadline(p), p.t.at(p.t.recv_due)) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
@@ -1745,7 +1761,7 @@ fn own_deadline(p: &PipeState) -> Option<Instant> {
         return if p.out_idle() {
             None
         } else {
-            p.t.ended.map(|e| e + c.close_timeout)
+            p.t.at(p.t.ended).map(|e| e + c.close_timeout)
         };
     }
     let handshake = p
@@ -1757,13 +1773,13 @@ fn own_deadline(p: &PipeState) -> Option<Instant> {
         .flatten()
         .map(|t| p.t.opened + t);
     let stall =
-        p.t.stall_since
+        p.t.at(p.t.stall_since)
             .zip(c.write_stall_timeout)
             .map(|(s, t)| s + t);
     let idle = (p.kind != Kind::TcpListener)
         .then_some(c.idle_timeout)
         .flatten()
-        .map(|t| p.t.last_activity + t);
+        .map(|t| p.t.last_activity() + t);
     [handshake, first, stall, idle].into_iter().flatten().min()
 }
 

@@ -42,7 +42,7 @@ impl Engine {
     pub fn splice_source(&self, pipe: PipeId) -> Option<(LinkId, TargetToken)> {
         let p = self.pipes.get(&pipe)?;
         // Cheapest checks first: the driver asks after every copied read.
-        let [l] = p.links.as_slice() else {
+        let [l] = p.rare().links.as_slice() else {
             return None;
         };
         let Target::External(token) = l.target else {
@@ -62,7 +62,7 @@ impl Engine {
             && p.session.is_plain()
             && p.deframer.is_none()
             && p.dedup.is_none()
-            && p.stamps.is_none()
+            && p.rare().stamps.is_none()
             && !p.callbacks
             && !p.parent_callbacks
             && p.held.is_empty()
@@ -87,11 +87,11 @@ impl Engine {
         p.stats.bytes_in += n as u64;
         p.stats.received += 1;
         // Unlinked meanwhile: the chunk still goes to the target it was reserved for.
-        if p.links.iter().any(|l| l.id == link) {
+        if p.rare().links.iter().any(|l| l.id == link) {
             p.stats.forwarded += 1;
         }
         p.stats.rare().spliced_in += n as u64;
-        p.t.last_activity = now;
+        p.t.last_activity = p.t.mark(now);
         p.t.got_message = true;
     }
 
@@ -114,7 +114,7 @@ impl Engine {
             return false;
         }
         p.splice_busy = true;
-        p.t.stall_since = Some(now);
+        p.t.stall_since = p.t.mark(now);
         if p.conf.write_stall_timeout.is_some() {
             self.rearm(pipe);
         }
@@ -132,8 +132,8 @@ impl Engine {
         }
         p.stats.bytes_out += n as u64;
         p.stats.rare().spliced_out += n as u64;
-        p.t.last_activity = now;
-        p.t.stall_since = Some(now);
+        p.t.last_activity = p.t.mark(now);
+        p.t.stall_since = p.t.mark(now);
     }
 
     /// End the reservation [`Engine::splice_begin`] made: `unsent` bytes spliced for `pipe`
@@ -154,7 +154,7 @@ impl Engine {
         }
         p.stats.sent += 1;
         if !p.out.is_empty() {
-            p.t.stall_since = Some(now);
+            p.t.stall_since = p.t.mark(now);
             if !p.in_dirty {
                 p.in_dirty = true;
                 self.dirty.push_back(pipe);
