@@ -323,6 +323,10 @@ macro_rules! suite {
             go(conf::con_timeout_bounds_connect)
         }
         #[test]
+        fn connect_after_a_retried_syn() {
+            go(conf::connect_completes_after_a_retried_syn)
+        }
+        #[test]
         fn conf_recv_timeout() {
             go(conf::recv_timeout_from_own_conf)
         }

@@ -508,6 +508,16 @@ async fn connect<R: Runtime>(
         None
     };
     let stream = rt.tcp(socket.into())?;
+    // A peer that answered within the `connect` call (loopback always does) leaves the
+    // socket connected already: a peer address says so, and saves a trip through the
+    // reactor and a timer. Otherwise (`ENOTCONN`) wait for writability as usual.
+    if let Ok(peer) = stream.peer_addr() {
+        return Ok(Connected {
+            stream,
+            peer,
+            dup: want_fd.then_some(dup).flatten(),
+        });
+    }
     let deadline = rt.now() + conf.con_timeout;
     let ready = future::or(
         async {
@@ -530,7 +540,7 @@ async fn connect<R: Runtime>(
     }
     // No pending error and a peer address: connected. The peer address is the one really
     // connected to (`0.0.0.0:p`, P2PD's way to reach a local server, reports the loopback
-    // address the OS used); one `getpeername` serves both.
+    // address the OS used).
     let connected = match stream.take_error() {
         Ok(Some(e)) | Err(e) => Err(e),
         Ok(None) => stream.peer_addr(),

@@ -780,7 +780,9 @@ impl<R: Runtime> Pipe<R> {
             g.engine.user_acts(self.id);
             self.group.pump(&mut g);
         }
-        loop {
+        // Look before listening: a listener is an allocation, and the common case (woken
+        // because it closed) needs none.
+        while !self.entry.is_closed() {
             let listener = self.entry.closed.listen();
             if self.entry.is_closed() {
                 return;

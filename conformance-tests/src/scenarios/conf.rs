@@ -69,6 +69,84 @@ pub async fn dns_timeout_bounds_resolution<R: Runtime>(rt: R) {
     server.close().await;
 }
 
+/// A connect that does not complete within the `connect` call (its SYN dropped by a full
+/// accept queue, answered at the kernel's retry once the queue drains) still opens, through
+/// the wait for writability: loopback connects otherwise always take the path where the
+/// socket is connected when `connect` returns. The queue is drained only once the kernel shows
+/// the pipe's socket in `SYN-SENT`, so the open is known to be waiting.
+pub async fn connect_completes_after_a_retried_syn<R: Runtime>(rt: R) {
+    let (listener, addr, fill) = full_backlog(Family::V4);
+    let server = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !syn_sent_to(addr) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no SYN-SENT socket to {addr}"
+            );
+            std::thread::yield_now();
+        }
+        listener.set_nonblocking(true).unwrap();
+        // The queued connection, then (after the client's SYN retry, about 1 s) the pipe's.
+        let mut accepted = Vec::new();
+        let mut conn = loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pipe never connected"
+            );
+            match listener.accept() {
+                Ok((s, peer)) => {
+                    let peer = peer.as_socket().unwrap();
+                    if fill.iter().any(|f| f.local_addr().unwrap() == peer) {
+                        accepted.push(s);
+                    } else {
+                        break TcpStream::from(s);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 5];
+        std::io::Read::read_exact(&mut conn, &mut buf).unwrap();
+        std::io::Write::write_all(&mut conn, &buf).unwrap();
+        conn
+    });
+    let p = PipeBuilder::new(rt, Proto::Tcp)
+        .to(addr)
+        .conf(Conf {
+            con_timeout: WAIT,
+            ..Conf::default()
+        })
+        .open()
+        .await
+        .expect("connected at the SYN retry");
+    round_trip(&p, b"retry").await;
+    let _conn = server.join().unwrap();
+    p.close().await;
+}
+
+/// Whether the kernel has a TCP socket in `SYN-SENT` towards `addr` (IPv4).
+fn syn_sent_to(addr: SocketAddr) -> bool {
+    let IpAddr::V4(ip) = addr.ip() else {
+        return false;
+    };
+    // /proc/net/tcp: "sl local rem st ...", addresses as little-endian hex "0100007F:1F90".
+    let rem = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(ip.octets()),
+        addr.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == rem && f[3] == "02"
+        })
+}
+
 /// A listener whose accept queue is full (listen(0), one connection queued, never accepted):
 /// further SYNs are dropped, so a connect hangs. Returns the listener, its address, and the
 /// connections that fill it (keep them alive).

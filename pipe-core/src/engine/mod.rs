@@ -356,12 +356,13 @@ impl Engine {
         p.callbacks = callbacks;
         if sub_all {
             let queue = Queue::new(p.conf.max_qsize, p.conf.max_queue_bytes);
-            p.subs.push(Subscription {
+            // Exactly one: a first push would allocate room for four (352 bytes, not 88).
+            p.subs = vec![Subscription {
                 id: SubId::ALL,
                 filter: Filter::all(),
                 queue,
                 handler: false,
-            });
+            }];
         }
         let tls = !session.is_plain();
         p.session = session;
