@@ -61,6 +61,10 @@ pub(crate) struct Entry {
     /// The I/O task found reading held by a `recv`: the `recv` wakes it when it gives
     /// reading back.
     io_deferred: AtomicBool,
+    /// The socket turned readable while a `recv` held reading, on a runtime whose sockets
+    /// keep the entry as their read waker ([`crate::Readiness::HANDOFF_WAKES_REPLACED`]): the
+    /// `recv` wakes the I/O task when it gives reading back.
+    read_event: AtomicBool,
     /// Why the pipe ended, kept for end callbacks added later (boxed: 24 bytes less for
     /// every open pipe).
     reason: OnceLock<Box<EndReason>>,
@@ -85,6 +89,7 @@ impl Entry {
             write_shut: AtomicBool::new(false),
             reading: AtomicU8::new(FREE),
             io_deferred: AtomicBool::new(false),
+            read_event: AtomicBool::new(false),
             reason: OnceLock::new(),
         })
     }
@@ -170,8 +175,45 @@ impl Entry {
             .reading
             .compare_exchange(RECV, to, Ordering::SeqCst, Ordering::SeqCst);
         let deferred = self.io_deferred.swap(false, Ordering::SeqCst);
-        if closed || wake || (deferred && !handed) {
+        let event = self.read_event.swap(false, Ordering::SeqCst);
+        if closed || wake || event || (deferred && !handed) {
             self.wake_io.notify(1);
+        }
+    }
+
+    /// Forget a readiness event noted while a `recv` held reading: the `recv` looks at the
+    /// socket now.
+    pub(crate) fn take_read_event(&self) {
+        self.read_event.store(false, Ordering::SeqCst);
+    }
+
+    /// The socket's one read waker on runtimes whose readiness wakes the waker it replaces
+    /// ([`crate::Readiness::HANDOFF_WAKES_REPLACED`]): the I/O task and a `recv` holding reading
+    /// both poll readiness with it, so neither replaces the other's, and each wake-up goes to
+    /// whoever holds reading ([`Entry::socket_readable`]).
+    pub(crate) fn read_waker(self: &Arc<Self>) -> std::task::Waker {
+        std::task::Waker::from(self.clone())
+    }
+
+    /// The socket turned readable (through [`Entry::read_waker`]). A `recv` holding reading
+    /// listens on `readable`; otherwise the I/O task is woken if it waits (one that runs
+    /// polls readiness itself before it waits again).
+    fn socket_readable(&self) {
+        if self.reading.load(Ordering::SeqCst) == RECV {
+            // Set before the second look: a `recv` that gives reading back in between sees
+            // the flag and wakes the I/O task (`give_reading_recv`).
+            self.read_event.store(true, Ordering::SeqCst);
+            if self.reading.load(Ordering::SeqCst) == RECV {
+                wake(&self.readable);
+                return;
+            }
+            if !self.read_event.swap(false, Ordering::SeqCst) {
+                // The `recv` that gave reading back took the flag and woke the I/O task.
+                return;
+            }
+        }
+        if let Some(w) = self.wake_io.waker() {
+            w.wake();
         }
     }
 
@@ -180,6 +222,16 @@ impl Entry {
             wake(s);
         }
         self.wake_io.notify(usize::MAX);
+    }
+}
+
+impl std::task::Wake for Entry {
+    fn wake(self: Arc<Self>) {
+        self.socket_readable();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.socket_readable();
     }
 }
 
@@ -226,6 +278,16 @@ impl IoWake {
         self.waker.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Keep `w` as the I/O task's waker (before it polls readiness through the entry's
+    /// waker, which wakes it with this one).
+    pub(crate) fn register(&self, w: &std::task::Waker) {
+        let mut slot = self.waker.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *slot {
+            Some(old) if old.will_wake(w) => {}
+            other => *other = Some(w.clone()),
+        }
+    }
+
     /// Start listening: the returned future completes at the next `notify`.
     pub(crate) fn listen(&self) -> IoWait<'_> {
         self.set.store(false, Ordering::SeqCst);
@@ -248,13 +310,7 @@ impl std::future::Future for IoWait<'_> {
         if w.set.load(Ordering::SeqCst) {
             return std::task::Poll::Ready(());
         }
-        {
-            let mut slot = w.waker.lock().unwrap_or_else(|p| p.into_inner());
-            match &mut *slot {
-                Some(old) if old.will_wake(cx.waker()) => {}
-                other => *other = Some(cx.waker().clone()),
-            }
-        }
+        w.register(cx.waker());
         // Checked again after the waker is in place: a notify that came between the first
         // check and the store found no waker, but set the flag.
         if w.set.load(Ordering::SeqCst) {

@@ -425,7 +425,8 @@ impl<R: Runtime> Pipe<R> {
         // The rare paths (forwards of a linked client, the fall-back to the I/O task's
         // reading) are boxed, so they do not size every `recv`'s future.
         'lent: loop {
-            // What the socket holds (a read that finds nothing costs tokio no syscall).
+            // What the socket holds: the first read asks the socket, later ones go by the
+            // runtime's readiness.
             let mut reads = 0;
             while reads < READ_BUDGET {
                 match lend.read() {

@@ -72,11 +72,19 @@ pub trait Readiness: Send + Sync + 'static {
     /// readability back to the I/O task when it returns.
     const READ_HANDOFF: bool = false;
 
+    /// `true` if [`poll_read_handoff`](Self::poll_read_handoff) wakes the waker it replaces
+    /// (async-io's `poll_readable`). The driver then registers one waker of its own per
+    /// socket for good (the pipe's entry), which passes each wake-up to whoever holds reading
+    /// (the I/O task or a `recv`), so the socket's waker is never replaced; and a `recv` reads
+    /// only once readiness says so (a read that finds nothing costs a system call there).
+    const HANDOFF_WAKES_REPLACED: bool = false;
+
     /// Poll readability, keeping `cx`'s waker as the socket's one read waker in place of the
-    /// one there, **without waking the one it replaces** (tokio's `poll_read_ready` and
-    /// `poll_recv_ready` do this; async-io's `poll_readable` wakes the replaced waker, so
-    /// pipe-smol leaves this unimplemented). Readiness must be kept as `try_read` leaves it:
-    /// `Ready` while data may be there, until a read said `WouldBlock`. Only called when
+    /// one there. Either without waking the one it replaces (tokio's `poll_read_ready` and
+    /// `poll_recv_ready`; readiness then kept as `try_read` leaves it: `Ready` while data may
+    /// be there, until a read said `WouldBlock`), or, with
+    /// [`HANDOFF_WAKES_REPLACED`](Self::HANDOFF_WAKES_REPLACED), waking it (async-io's
+    /// `poll_readable`: `Ready` once per readiness event). Only called when
     /// [`READ_HANDOFF`](Self::READ_HANDOFF) is `true`.
     fn poll_read_handoff(
         &self,
@@ -109,6 +117,11 @@ pub trait UdpIo: Readiness {
     fn local_addr(&self) -> io::Result<SocketAddr>;
     /// Receive one datagram without waiting (`WouldBlock` when none is queued).
     fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    /// [`try_recv_from`](Self::try_recv_from), asking the socket even when the runtime has
+    /// not seen it readable since its last `WouldBlock` (see [`TcpIo::try_read_now`]).
+    fn try_recv_from_now(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.try_recv_from(buf)
+    }
     /// Send one datagram without waiting.
     fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
 }
@@ -119,6 +132,13 @@ pub trait TcpIo: Readiness {
     fn local_addr(&self) -> io::Result<SocketAddr>;
     /// Read without waiting; `Ok(0)` is end of stream.
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// [`try_read`](Self::try_read), asking the socket even when the runtime has not seen
+    /// it readable since its last `WouldBlock` (tokio answers those without a system call).
+    /// A client's `recv` reads this way once before it waits: the answer is often there
+    /// already, and the runtime's word on it costs a round of its reactor.
+    fn try_read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.try_read(buf)
+    }
     /// Write without waiting.
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     /// The connected peer.

@@ -148,7 +148,7 @@ enum Exit {
 fn read_loop<'a, R: Runtime, S: Readiness>(
     group: &'a Arc<Group<R>>,
     id: PipeId,
-    entry: &'a Entry,
+    entry: &'a Arc<Entry>,
     sock: &'a S,
     mut read_one: impl FnMut() -> Read<R> + 'a,
 ) -> impl Future<Output = Exit> + 'a {
@@ -231,7 +231,7 @@ fn boxed_forwards<'a, R: Runtime>(
 async fn after_splice<R: Runtime, S: Readiness>(
     group: &Arc<Group<R>>,
     id: PipeId,
-    entry: &Entry,
+    entry: &Arc<Entry>,
     sock: &S,
     forwards: Vec<Forward<R>>,
 ) {
@@ -248,7 +248,7 @@ async fn after_splice<R: Runtime, S: Readiness>(
 fn drain<'a, R: Runtime, S: Readiness>(
     group: &'a Arc<Group<R>>,
     id: PipeId,
-    entry: &'a Entry,
+    entry: &'a Arc<Entry>,
     sock: &'a S,
 ) -> impl Future<Output = ()> + 'a {
     async move {
@@ -273,7 +273,10 @@ fn run_udp<R: Runtime>(
     entry: Arc<Entry>,
 ) -> impl Future<Output = ()> {
     async move {
-        let _ = read_loop(&group, id, &entry, &*sock, || read_udp(&group, id, &sock)).await;
+        let _ = read_loop(&group, id, &entry, &*sock, || {
+            read_udp(&group, id, &sock, false)
+        })
+        .await;
         drop(sock);
         finish(&group, id);
     }
@@ -298,7 +301,7 @@ fn run_tcp<R: Runtime>(
                     may_splice = Some(false);
                     return Read::Splice;
                 }
-                read_tcp(&group, id, &sock, reader_limit, &mut may_splice)
+                read_tcp(&group, id, &sock, reader_limit, &mut may_splice, false)
             })
             .await;
             if let Exit::Done = exit {
@@ -334,11 +337,21 @@ fn run_tcp<R: Runtime>(
     }
 }
 
-/// Read one datagram and feed it to the engine.
-pub(crate) fn read_udp<R: Runtime>(group: &Arc<Group<R>>, id: PipeId, sock: &R::Udp) -> Read<R> {
+/// Read one datagram and feed it to the engine (`now`: whatever the runtime's readiness
+/// says, [`crate::UdpIo::try_recv_from_now`]).
+pub(crate) fn read_udp<R: Runtime>(
+    group: &Arc<Group<R>>,
+    id: PipeId,
+    sock: &R::Udp,
+    now: bool,
+) -> Read<R> {
     // One byte more than the largest UDP payload, so nothing is truncated silently.
     let read = with_scratch(65_536, |buf| {
-        let (len, from) = sock.try_recv_from(buf)?;
+        let (len, from) = if now {
+            sock.try_recv_from_now(buf)?
+        } else {
+            sock.try_recv_from(buf)?
+        };
         let mut g = group.lock();
         g.engine
             .handle_datagram(group.rt.now(), id, from, &buf[..len]);
@@ -357,17 +370,25 @@ pub(crate) fn read_udp<R: Runtime>(group: &Arc<Group<R>>, id: PipeId, sock: &R::
 }
 
 /// Read once from a TCP stream (up to `reader_limit` bytes) and feed it to the engine.
-/// `may_splice`, when `Some`, gets the engine's word on zero copy after a bulk read.
+/// `may_splice`, when `Some`, gets the engine's word on zero copy after a bulk read; `now`:
+/// read whatever the runtime's readiness says ([`crate::TcpIo::try_read_now`]).
 pub(crate) fn read_tcp<R: Runtime>(
     group: &Arc<Group<R>>,
     id: PipeId,
     sock: &R::Tcp,
     reader_limit: usize,
     may_splice: &mut Option<bool>,
+    now: bool,
 ) -> Read<R> {
     let read = read_pooled(
         reader_limit,
-        |buf| sock.try_read(buf),
+        |buf| {
+            if now {
+                sock.try_read_now(buf)
+            } else {
+                sock.try_read(buf)
+            }
+        },
         |input| {
             let mut g = group.lock();
             let now = group.rt.now();
@@ -424,10 +445,17 @@ pub(crate) fn read_tcp<R: Runtime>(
 pub(crate) struct Lend<'a, R: Runtime> {
     group: &'a Arc<Group<R>>,
     id: PipeId,
-    entry: &'a Entry,
+    entry: &'a Arc<Entry>,
     sock: LendSock<R>,
     /// The end of the stream (or the pipe's end) was read: nothing more is read.
     closed: bool,
+    /// A readiness event not read yet (sockets that read only on readiness:
+    /// [`Readiness::HANDOFF_WAKES_REPLACED`]).
+    ready: bool,
+    /// The first read was tried. It asks the socket whatever the runtime's readiness says
+    /// (`TcpIo::try_read_now`): the answer is often there already, and the reactor's word
+    /// on it costs an `epoll_wait` round.
+    tried: bool,
 }
 
 enum LendSock<R: Runtime> {
@@ -444,7 +472,7 @@ impl<'a, R: Runtime> Lend<'a, R> {
         g: &GroupState<R>,
         group: &'a Arc<Group<R>>,
         id: PipeId,
-        entry: &'a Entry,
+        entry: &'a Arc<Entry>,
     ) -> Option<Self> {
         if g.first != Some(id)
             || !g.cbs.msg.is_empty()
@@ -468,15 +496,55 @@ impl<'a, R: Runtime> Lend<'a, R> {
             entry,
             sock,
             closed: false,
+            ready: false,
+            tried: false,
         })
+    }
+
+    /// The socket's readiness wakes the waker it replaces: it is polled with the entry's
+    /// waker, and read only after an event.
+    fn gated(&self) -> bool {
+        match &self.sock {
+            LendSock::Tcp(..) => <R::Tcp as Readiness>::HANDOFF_WAKES_REPLACED,
+            LendSock::Udp(_) => <R::Udp as Readiness>::HANDOFF_WAKES_REPLACED,
+        }
+    }
+
+    fn poll_sock(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match &self.sock {
+            LendSock::Tcp(s, _) => s.poll_read_handoff(cx),
+            LendSock::Udp(s) => s.poll_read_handoff(cx),
+        }
+        .map(|_| ())
+    }
+
+    /// Poll readiness with the entry's waker (a gated socket), noting an event.
+    fn poll_entry(&mut self) -> bool {
+        let w = self.entry.read_waker();
+        self.ready |= self
+            .poll_sock(&mut std::task::Context::from_waker(&w))
+            .is_ready();
+        self.ready
     }
 
     /// Read once and feed the engine. After the end of the stream or a failure nothing more
     /// is read, and the I/O task is told when this is dropped.
     pub(crate) fn read(&mut self) -> Read<R> {
+        let first = !self.tried;
+        self.tried = true;
+        if self.gated() {
+            // A wake-up of the entry's waker from here on is news for whoever reads next.
+            self.entry.take_read_event();
+            if !first && !self.ready && !self.poll_entry() {
+                return Read::Empty;
+            }
+            // After the first, one read per event: async-io reports readiness once per
+            // event, and a read that finds nothing is a system call.
+            self.ready = false;
+        }
         let read = match &self.sock {
-            LendSock::Tcp(s, limit) => read_tcp(self.group, self.id, s, *limit, &mut None),
-            LendSock::Udp(s) => read_udp(self.group, self.id, s),
+            LendSock::Tcp(s, limit) => read_tcp(self.group, self.id, s, *limit, &mut None, first),
+            LendSock::Udp(s) => read_udp(self.group, self.id, s, first),
         };
         if matches!(read, Read::Fin(_) | Read::Ended) {
             self.closed = true;
@@ -484,13 +552,18 @@ impl<'a, R: Runtime> Lend<'a, R> {
         read
     }
 
-    /// Wait for readability with the caller's waker.
-    pub(crate) fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        match &self.sock {
-            LendSock::Tcp(s, _) => s.poll_read_handoff(cx),
-            LendSock::Udp(s) => s.poll_read_handoff(cx),
+    /// Wait for readability: with the caller's waker, or (a gated socket) with the entry's,
+    /// which wakes the caller through the entry's `readable` signal it listens on.
+    pub(crate) fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if !self.gated() {
+            return self.poll_sock(cx);
         }
-        .map(|_| ())
+        self.entry.take_read_event();
+        if self.poll_entry() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 }
 
@@ -501,7 +574,16 @@ impl<R: Runtime> Drop for Lend<'_, R> {
         // already, and the I/O task is woken to read them. No waker: the task has not waited
         // yet, or was woken, and polls readiness itself when it next waits.
         let (mut handed, mut wake) = (false, false);
-        if !self.closed {
+        if !self.closed && self.gated() {
+            // The entry's waker stays the socket's: polling re-arms it (async-io's interest
+            // is one-shot), and from now on it wakes the I/O task. Ready: an event not read.
+            handed = true;
+            let w = self.entry.read_waker();
+            wake = self.ready
+                || self
+                    .poll_sock(&mut std::task::Context::from_waker(&w))
+                    .is_ready();
+        } else if !self.closed {
             if let Some(w) = self.entry.wake_io.waker() {
                 handed = true;
                 wake = self
@@ -645,7 +727,7 @@ pub(crate) fn on_wake<R: Runtime>(group: &Arc<Group<R>>, id: PipeId, wake: Wake)
 pub(crate) fn wait<'a, R: Runtime, S: Readiness>(
     group: &'a Arc<Group<R>>,
     id: PipeId,
-    entry: &'a Entry,
+    entry: &'a Arc<Entry>,
     sock: &'a S,
     read: bool,
 ) -> impl Future<Output = Wake> + 'a {
@@ -700,12 +782,20 @@ pub(crate) fn wait<'a, R: Runtime, S: Readiness>(
 /// instead, which the `recv` signals when it gives reading back. Completes at once when
 /// reading closed, so the read loop sees it.
 fn readable_unless_lent<'a, S: Readiness>(
-    entry: &'a Entry,
+    entry: &'a Arc<Entry>,
     sock: &'a S,
 ) -> impl Future<Output = ()> + 'a {
     future::poll_fn(move |cx| match entry.take_reading_io() {
         Reading::Taken => {
-            let ready = sock.poll_read_handoff(cx);
+            let ready = if S::HANDOFF_WAKES_REPLACED {
+                // The entry's waker, which wakes this task (kept first in `wake_io`) while
+                // reading is not lent.
+                entry.wake_io.register(cx.waker());
+                let w = entry.read_waker();
+                sock.poll_read_handoff(&mut std::task::Context::from_waker(&w))
+            } else {
+                sock.poll_read_handoff(cx)
+            };
             entry.give_reading_io();
             ready.map(|_| ())
         }

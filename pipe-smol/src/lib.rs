@@ -118,12 +118,24 @@ pub struct Listener(Async<TcpListener>);
 // socket serves, and every idle connection's task is smaller than with the `readable()`
 // future. Writability has several waiters (the I/O task, a sender waiting for room): it
 // keeps the future.
+//
+// A client's `recv` may take reading over from the pipe's I/O task (`READ_HANDOFF`).
+// `poll_readable` wakes the waker it replaces, so pipe-io keeps one waker of its own on the
+// socket, which passes wake-ups to whoever reads (`HANDOFF_WAKES_REPLACED`).
 impl pipe_io::Readiness for Udp {
     fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
         std::future::poll_fn(move |cx| self.0.poll_readable(cx))
     }
     async fn writable(&self) -> io::Result<()> {
         self.0.writable().await
+    }
+    const READ_HANDOFF: bool = true;
+    const HANDOFF_WAKES_REPLACED: bool = true;
+    fn poll_read_handoff(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.0.poll_readable(cx)
     }
 }
 
@@ -133,6 +145,14 @@ impl pipe_io::Readiness for Tcp {
     }
     async fn writable(&self) -> io::Result<()> {
         self.0.writable().await
+    }
+    const READ_HANDOFF: bool = true;
+    const HANDOFF_WAKES_REPLACED: bool = true;
+    fn poll_read_handoff(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.0.poll_readable(cx)
     }
 }
 

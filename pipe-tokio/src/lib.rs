@@ -161,6 +161,13 @@ impl UdpIo for Udp {
     fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.0.try_recv_from(buf)
     }
+    fn try_recv_from_now(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        match self.0.try_recv_from(buf) {
+            // As `Tcp::try_read_now`: tokio's readiness says no, ask the socket.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => recv_from_now(&self.0, buf),
+            other => other,
+        }
+    }
     fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         match self.0.try_send_to(buf, to) {
             // tokio answers WouldBlock without a syscall while it has not seen the socket
@@ -175,12 +182,37 @@ impl UdpIo for Udp {
     }
 }
 
+/// One `recvfrom(2)` on a tokio UDP socket, whatever tokio's readiness says.
+#[allow(unsafe_code)] // socket2's recv_from takes `MaybeUninit` bytes; std has no borrowed form
+fn recv_from_now(sock: &tokio::net::UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and `recvfrom(2)` only writes
+    // initialized bytes into the buffer, so `buf` stays initialized.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    let (n, from) = socket2::SockRef::from(sock).recv_from(uninit)?;
+    let from = from
+        .as_socket()
+        .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
+    Ok((n, from))
+}
+
 impl TcpIo for Tcp {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
     }
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.try_read(buf)
+    }
+    fn try_read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.try_read(buf) {
+            // tokio's readiness says no: ask the socket. A WouldBlock here leaves tokio's
+            // readiness as it was (already clear), so waiting stays correct.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let sock = socket2::SockRef::from(&self.0);
+                let mut s: &socket2::Socket = &sock;
+                io::Read::read(&mut s, buf)
+            }
+            other => other,
+        }
     }
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         self.0.try_write(buf)
