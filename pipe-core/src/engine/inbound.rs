@@ -316,37 +316,41 @@ impl Engine {
         };
         let mut claimed = false;
         if !p.links.is_empty() {
-            let mut hops: Vec<_> = p
-                .links
-                .iter()
-                .filter(|l| {
-                    l.from.is_none_or(|f| {
-                        same_ip(f.ip(), from.ip()) && (f.port() == 0 || f.port() == from.port())
+            // The engine's list, not one allocated per message (left empty between uses).
+            let mut hops = std::mem::take(&mut self.hops);
+            hops.extend(
+                p.links
+                    .iter()
+                    .filter(|l| {
+                        l.from.is_none_or(|f| {
+                            same_ip(f.ip(), from.ip()) && (f.port() == 0 || f.port() == from.port())
+                        })
                     })
-                })
-                .map(|l| (l.id, l.target, l.dest))
-                .collect();
+                    .map(|l| (l.id, l.target, l.dest)),
+            );
             claimed = !hops.is_empty();
-            let fwd = match stamp {
-                None => data.clone(),
-                Some(s) if s.hops > 1 => relay::encode(
+            // What the links forward: the message itself, or it with its stamp one hop less.
+            let restamped = match stamp {
+                None => None,
+                Some(s) if s.hops > 1 => Some(relay::encode(
                     Stamp {
                         hops: s.hops - 1,
                         ..s
                     },
                     &data,
-                ),
+                )),
                 Some(_) => {
                     if claimed {
                         p.stats.rare().hop_limited += 1;
                     }
                     hops.clear();
-                    Bytes::new()
+                    None
                 }
             };
-            for (link, target, dest) in hops {
+            let fwd = restamped.as_ref().unwrap_or(&data);
+            for &(link, target, dest) in &hops {
                 let ok = match target {
-                    Target::Local(t) => self.forward_local(pipe, t, &fwd, dest),
+                    Target::Local(t) => self.forward_local(pipe, t, fwd, dest),
                     Target::External(target) if self.events.len() < MAX_EVENTS => {
                         self.events.push_back(Event::Forward {
                             from: pipe,
@@ -381,6 +385,8 @@ impl Engine {
                     }
                 }
             }
+            hops.clear();
+            self.hops = hops;
         }
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;

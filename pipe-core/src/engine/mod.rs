@@ -73,6 +73,9 @@ pub struct Engine {
     now: Option<Instant>,
     rng: Rng,
     scratch: Vec<Bytes>,
+    /// The links a message goes through (`inbound.rs`, `sinks`): kept, empty, between
+    /// messages so that a linked pipe's message allocates no list.
+    hops: Vec<(LinkId, Target, Option<SocketAddr>)>,
     next_token: u64,
     /// Relay stamps (`Conf::relay_stamp`): this engine's origin (drawn when first needed)
     /// and the id of the next message it stamps.
@@ -93,6 +96,7 @@ impl Engine {
             now: None,
             rng: Rng::new(seed),
             scratch: Vec::new(),
+            hops: Vec::new(),
             next_token: 1,
             relay_origin: None,
             relay_next_id: 0,
@@ -1504,25 +1508,38 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
+        let own = p.over_own_caps();
+        let Kind::TcpConn { listener } = p.kind else {
+            // No server budget: only the pipe's own caps (one lookup on the hot path). What
+            // it holds is not counted: `t.mem` is read only for a connection (its listener's
+            // budget), so the sum over its queues is not made per message.
+            if own != p.t.paused {
+                self.set_paused(pipe, own, None);
+            }
+            return;
+        };
         let held = p.held();
         let old = std::mem::replace(&mut p.t.mem, held);
-        let own = p.over_own_caps();
-        let listener = match p.kind {
-            Kind::TcpConn { listener } => listener,
-            _ => {
-                // No server budget: only the pipe's own caps (one lookup on the hot path).
-                if own != p.t.paused {
-                    self.set_paused(pipe, own, None);
-                }
-                return;
-            }
-        };
         if held == old && own == p.t.paused && !p.t.paused {
             // Nothing this pipe holds changed: its standing against the budget did not
             // either (a budget crossing is handled where it happens, for every holder).
             return;
         }
         let paused = p.t.paused;
+        self.settle_budget(pipe, listener, own, (old, held), paused);
+    }
+
+    /// The rest of [`Engine::settle`] for a connection whose held bytes or pause changed:
+    /// its listener's budget, and its pause. Apart, so that the common path stays short.
+    #[inline(never)]
+    fn settle_budget(
+        &mut self,
+        pipe: PipeId,
+        listener: PipeId,
+        own: bool,
+        (old, held): (usize, usize),
+        paused: bool,
+    ) {
         let over = match self.pipes.get_mut(&listener) {
             Some(l) => {
                 if held != old {

@@ -343,7 +343,8 @@ pub(crate) struct Timing {
     /// Bytes and count of messages handed to callbacks, not yet finished.
     pub(crate) held_bytes: usize,
     pub(crate) held_jobs: usize,
-    /// Bytes this pipe holds as last counted into its server's budget.
+    /// Bytes this pipe holds as last counted into its server's budget (accepted connections
+    /// only; 0 for every other pipe, which has no budget).
     pub(crate) mem: usize,
     pub(crate) paused: bool,
     /// A local link's stream target is full (`max_out_bytes`): reading pauses until it
