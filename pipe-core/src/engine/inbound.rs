@@ -425,7 +425,7 @@ impl Engine {
         &mut self,
         source: PipeId,
         target: PipeId,
-        data: &[u8],
+        data: &Bytes,
         dest: Option<SocketAddr>,
     ) -> bool {
         let Some(t) = self.pipes.get_mut(&target) else {
@@ -434,7 +434,7 @@ impl Engine {
         if !t.can_write() {
             return false;
         }
-        match Self::frame_out(t, data, dest) {
+        match Self::frame_out(t, data, Some(data), dest) {
             Ok((dst, payload)) => {
                 let ok = if t.kind.is_stream() {
                     // Empty: TLS holds it until the target's handshake is done.

@@ -469,7 +469,7 @@ impl Engine {
         if !fits || p.out.len() >= MAX_OUT_TRANSMITS {
             return Err(SendError::WouldBlock);
         }
-        let (dst, payload) = Self::frame_out(p, data, dest)?;
+        let (dst, payload) = Self::frame_out(p, data, None, dest)?;
         p.stats.sent += 1;
         // Empty: TLS holds it until its handshake is done (or an empty raw send).
         if !(payload.is_empty() && p.kind.is_stream()) {
@@ -1642,10 +1642,13 @@ impl Engine {
         }
     }
 
-    /// Frame a user payload for `p`'s socket and pick the destination.
+    /// Frame a user payload for `p`'s socket and pick the destination. `shared`: `data` as a
+    /// `Bytes` already (a forwarded message), which becomes the transmit itself when nothing
+    /// is added to it (plain UDP, a plain raw stream) instead of a copy of it.
     fn frame_out(
         p: &mut PipeState,
         data: &[u8],
+        shared: Option<&Bytes>,
         dest: Option<SocketAddr>,
     ) -> Result<(SocketAddr, Bytes), SendError> {
         match p.kind {
@@ -1662,7 +1665,10 @@ impl Engine {
                         let framed = deframer.frame(data)?;
                         p.session.outbound(framed)?
                     }
-                    None => p.session.outbound_slice(data)?,
+                    None => match shared {
+                        Some(b) if p.session.is_plain() => b.clone(),
+                        _ => p.session.outbound_slice(data)?,
+                    },
                 };
                 Ok((peer, out))
             }
@@ -1672,7 +1678,7 @@ impl Engine {
                 let payload = if p.conf.reliable_udp {
                     rudp::encode(0, rudp::FLAG_PLAIN, data)
                 } else {
-                    Bytes::copy_from_slice(data)
+                    shared.map_or_else(|| Bytes::copy_from_slice(data), Bytes::clone)
                 };
                 Ok((dst, payload))
             }
