@@ -702,7 +702,9 @@ impl Engine {
         let s = p.sub_mut(sub).ok_or(RecvError::NotSubscribed)?;
         match s.queue.pop() {
             Some(m) => {
-                self.settle(pipe);
+                if !p.settled() {
+                    self.settle(pipe);
+                }
                 if !open {
                     self.maybe_remove(pipe);
                 }
@@ -1072,8 +1074,10 @@ impl Engine {
         }
         if !p.link_waiters.is_empty() {
             self.release_link_waiters(pipe);
+            self.settle(pipe);
+        } else if !p.settled() {
+            self.settle(pipe);
         }
-        self.settle(pipe);
         self.maybe_fin(pipe);
         if done {
             self.maybe_remove(pipe);

@@ -496,6 +496,13 @@ impl PipeState {
         self.kind.is_stream() && self.can_write() && self.queued_out() >= self.conf.max_out_bytes
     }
 
+    /// [`super::Engine::settle`] would change nothing: no server budget to count into (not a
+    /// connection), and paused exactly when over its own caps. A caller holding the pipe
+    /// checks this first and skips the second lookup.
+    pub(crate) fn settled(&self) -> bool {
+        !self.kind.is_conn() && self.over_own_caps() == self.t.paused
+    }
+
     /// Over its own callback caps.
     pub(crate) fn over_own_caps(&self) -> bool {
         self.t.held_bytes >= self.conf.max_callback_bytes
