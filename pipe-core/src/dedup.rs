@@ -80,9 +80,12 @@ impl<K: Hash + Eq + Copy, V, S: BuildHasher + Default> Lru<K, V, S> {
 
     fn evict_one(&mut self) {
         while let Some((key, stamp)) = self.order.pop_front() {
-            if self.map.get(&key).is_some_and(|(_, s)| *s == stamp) {
-                self.map.remove(&key);
-                return;
+            // One lookup: the key's entry, removed if this touch is its latest.
+            if let Entry::Occupied(o) = self.map.entry(key) {
+                if o.get().1 == stamp {
+                    o.remove();
+                    return;
+                }
             }
         }
     }

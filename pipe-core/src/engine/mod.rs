@@ -59,6 +59,9 @@ pub const MAX_UDP_V6: usize = 65_527;
 const INTERNAL_OUT_FACTOR: usize = 4;
 /// Most transmits queued per pipe: the byte caps alone would let zero-length payloads pile up.
 const MAX_OUT_TRANSMITS: usize = 1 << 16;
+/// Largest emptied outbound buffer (in transmits: a `VecDeque`'s first allocation) the
+/// engine keeps as its one spare.
+const SPARE_OUT: usize = 4;
 /// The timer-set key of a pipe's deadline entry (reliable sequence numbers are never 0).
 const DEADLINE: u64 = 0;
 
@@ -76,6 +79,9 @@ pub struct Engine {
     /// The links a message goes through (`inbound.rs`, `sinks`): kept, empty, between
     /// messages so that a linked pipe's message allocates no list.
     hops: Vec<(LinkId, Target, Option<SocketAddr>)>,
+    /// One emptied outbound buffer of at most `SPARE_OUT` transmits (`after_write`), given
+    /// to the next pipe that queues one (`push_out`): idle pipes keep none of their own.
+    spare_out: VecDeque<Transmit>,
     next_token: u64,
     /// Relay stamps (`Conf::relay_stamp`): this engine's origin (drawn when first needed)
     /// and the id of the next message it stamps.
@@ -97,6 +103,7 @@ impl Engine {
             rng: Rng::new(seed),
             scratch: Vec::new(),
             hops: Vec::new(),
+            spare_out: VecDeque::new(),
             next_token: 1,
             relay_origin: None,
             relay_next_id: 0,
@@ -1063,7 +1070,12 @@ impl Engine {
         };
         if p.out.is_empty() {
             // An idle pipe keeps no outbound buffer (about 400 bytes per idle connection).
-            p.out = VecDeque::new();
+            // A small one becomes the engine's spare, for the next pipe that queues a
+            // transmit: a pipe that sends one message at a time allocates none.
+            let out = std::mem::take(&mut p.out);
+            if out.capacity() <= SPARE_OUT && self.spare_out.capacity() == 0 {
+                self.spare_out = out;
+            }
             if !p.splice_busy {
                 p.t.stall_since = None;
             }
@@ -1698,6 +1710,9 @@ impl Engine {
             p.t.stall_since = self.now;
         }
         p.out_bytes += payload.len();
+        if p.out.capacity() == 0 {
+            p.out = std::mem::take(&mut self.spare_out);
+        }
         p.out.push_back(Transmit {
             pipe,
             proto: p.kind.proto(),
