@@ -1,5 +1,5 @@
 //! The two scenarios of `benches/pipeline.rs` as a plain loop, for instruction counts:
-//! `valgrind --tool=callgrind target/release/examples/pipeline_count <sub_all|dedup> N`.
+//! `valgrind --tool=callgrind target/release/examples/pipeline_count <sub_all|dedup|callbacks> N`.
 //! Per message: (count at 2N − count at N) / N, or `handle_datagram`'s inclusive count over
 //! its calls (`callgrind_annotate --inclusive=yes`).
 
@@ -81,6 +81,31 @@ fn dedup_subs_and_link(n: u64) {
     assert_eq!(s.forwarded, s.received);
 }
 
+/// Not in the divan bench: SUB_ALL behind message callbacks (each message waits in the held
+/// list until `handle_callback_done`).
+fn callbacks(n: u64) {
+    let now = start();
+    let from = sa("10.0.0.2:2000");
+    let mut e = Engine::new(1);
+    let p = e
+        .open_udp(now, sa("10.0.0.1:1000"), Some(from), Conf::default(), false)
+        .unwrap();
+    e.set_callbacks(p, true);
+    while e.poll_event().is_some() {}
+    let payload = [0x5au8; 64];
+    for _ in 0..n {
+        e.handle_datagram(now, p, from, black_box(&payload));
+        while let Some(ev) = e.poll_event() {
+            black_box(ev);
+        }
+        e.handle_callback_done(p, payload.len());
+        while let Some(ev) = e.poll_event() {
+            black_box(ev);
+        }
+        black_box(e.recv(p, SubId::ALL).unwrap().unwrap());
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_default();
@@ -88,6 +113,7 @@ fn main() {
     match which.as_str() {
         "sub_all" => sub_all_only(n),
         "dedup" => dedup_subs_and_link(n),
-        _ => eprintln!("usage: pipeline_count <sub_all|dedup> [N]"),
+        "callbacks" => callbacks(n),
+        _ => eprintln!("usage: pipeline_count <sub_all|dedup|callbacks> [N]"),
     }
 }

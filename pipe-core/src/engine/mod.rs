@@ -82,6 +82,8 @@ pub struct Engine {
     /// One emptied outbound buffer of at most `SPARE_OUT` transmits (`after_write`), given
     /// to the next pipe that queues one (`push_out`): idle pipes keep none of their own.
     spare_out: VecDeque<Transmit>,
+    /// The same for the lists of messages waiting for their callbacks (`subs.rs`).
+    spare_held: VecDeque<crate::sub::Held>,
     next_token: u64,
     /// Relay stamps (`Conf::relay_stamp`): this engine's origin (drawn when first needed)
     /// and the id of the next message it stamps.
@@ -104,6 +106,7 @@ impl Engine {
             scratch: Vec::new(),
             hops: Vec::new(),
             spare_out: VecDeque::new(),
+            spare_held: VecDeque::new(),
             next_token: 1,
             relay_origin: None,
             relay_next_id: 0,
