@@ -125,12 +125,20 @@ impl Filter {
         self.matches_parts(&msg.data, &msg.from)
     }
 
+    #[inline]
     pub(crate) fn matches_parts(&self, data: &[u8], from: &SocketAddr) -> bool {
         if let Some(want) = &self.addr {
             if !same_ip(want.ip(), from.ip()) || (want.port() != 0 && want.port() != from.port()) {
                 return false;
             }
         }
+        self.pattern.is_none() || self.matches_payload(data)
+    }
+
+    /// The payload part of a filter with a pattern (apart: the search's code would make
+    /// every filter's check pay for its registers).
+    #[inline(never)]
+    fn matches_payload(&self, data: &[u8]) -> bool {
         match (&self.literal, &self.pattern) {
             (Some(lit), _) => lit.matches(data),
             (None, Some(re)) => re.is_match(data),
@@ -170,6 +178,7 @@ impl Queue {
         }
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, msg: Message) {
         let len = msg.data.len();
         if self.max_bytes != 0 && len > self.max_bytes {

@@ -223,6 +223,7 @@ fn push_held(
 }
 
 /// Queue a message on the pipe's subscription `i`, counting it and what the queue dropped.
+#[inline]
 fn push_counted(p: &mut super::PipeState, i: usize, data: Bytes, from: SocketAddr) {
     let q = &mut p.subs[i].queue;
     let before = q.dropped;
