@@ -164,17 +164,19 @@ impl Dedup {
             DedupKey::Ip => 0,
             DedupKey::IpPort => from.port(),
         };
-        // The sender in one or two words (family, address, port: a fixed length for each
-        // family, so the payload that follows needs no length prefix), then the payload:
-        // three writes into the hasher instead of six.
+        // The sender in one word (IPv4: address and port) or two (IPv6: address, then
+        // port), a fixed length for each family so the payload that follows needs no length
+        // prefix, then the payload: at most three writes into the hasher instead of six.
         let mut h = self.keys.build_hasher();
+        let [p0, p1] = port.to_be_bytes();
         match ip {
             IpAddr::V4(v4) => {
-                h.write_u64(4 << 48 | u64::from(v4.to_bits()) << 16 | u64::from(port));
+                let [a, b, c, d] = v4.octets();
+                h.write_u64(u64::from_be_bytes([0, 4, a, b, c, d, p0, p1]));
             }
             IpAddr::V6(v6) => {
                 h.write_u128(v6.to_bits());
-                h.write_u64(6 << 48 | u64::from(port));
+                h.write_u64(u64::from_be_bytes([0, 6, 0, 0, 0, 0, p0, p1]));
             }
         }
         h.write(data);

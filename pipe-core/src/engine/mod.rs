@@ -1203,6 +1203,11 @@ impl Engine {
         self.events.len()
             <= MAX_EVENTS + 4 * (self.pipes.len() + forgotten.len()) + self.timers.len()
             && self.dirty.len() <= self.pipes.len()
+            // The spare buffers hold nothing and stay small.
+            && self.spare_out.is_empty()
+            && self.spare_out.capacity() <= SPARE_OUT
+            && self.spare_held.is_empty()
+            && self.spare_held.capacity() <= subs::SPARE_HELD
             && self.pipes.iter().all(|(&id, p)| {
                 // One message larger than the buffer may be queued alone (see `send`).
                 let largest = p.out.iter().map(|t| t.payload.len()).max().unwrap_or(0);

@@ -30,7 +30,7 @@ use super::{Engine, MAX_EVENTS};
 /// subscriptions without waiting, and only a payload-less place is kept.
 const MAX_HELD: usize = MAX_EVENTS;
 /// Largest emptied held list (in messages) the engine keeps as its one spare.
-const SPARE_HELD: usize = 4;
+pub(super) const SPARE_HELD: usize = 4;
 use crate::error::SubscribeError;
 use crate::event::{Event, Message, PipeId, SubId};
 use crate::sub::{Filter, Held};
