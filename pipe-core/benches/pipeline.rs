@@ -2,6 +2,13 @@
 //! raises, and `recv` on `SubId::ALL`. Targets: ≥ 5 M msg/s (≤ 200 ns) with only SUB_ALL,
 //! ≥ 1 M msg/s with dedup, four more subscriptions and a link.
 //!
+//! Measured 2026-12-01 06:47 UTC on the 2-core VM (load 2.3–2.5), six runs of this file
+//! alternating with the same bench built at dda93c6: SUB_ALL only 121–134 ns fastest,
+//! 122–136 ns median (dda93c6: 123–137, 124–140); dedup + 4 subscriptions + a link 462–473 ns
+//! fastest, 481–491 ns median (dda93c6: 575–624, 597–649). Instructions per message
+//! (callgrind, `examples/pipeline_count.rs`, the same loops): 1,179 and 4,049 (dda93c6: 1,315
+//! and 5,616).
+//!
 //! Run: `cargo bench -p pipe-core --bench pipeline`.
 
 use std::net::SocketAddr;

@@ -80,9 +80,12 @@ impl<K: Hash + Eq + Copy, V, S: BuildHasher + Default> Lru<K, V, S> {
 
     fn evict_one(&mut self) {
         while let Some((key, stamp)) = self.order.pop_front() {
-            if self.map.get(&key).is_some_and(|(_, s)| *s == stamp) {
-                self.map.remove(&key);
-                return;
+            // One lookup: the key's entry, removed if this touch is its latest.
+            if let Entry::Occupied(o) = self.map.entry(key) {
+                if o.get().1 == stamp {
+                    o.remove();
+                    return;
+                }
             }
         }
     }
@@ -161,10 +164,22 @@ impl Dedup {
             DedupKey::Ip => 0,
             DedupKey::IpPort => from.port(),
         };
+        // The sender in one word (IPv4: address and port) or two (IPv6: address, then
+        // port), a fixed length for each family so the payload that follows needs no length
+        // prefix, then the payload: at most three writes into the hasher instead of six.
         let mut h = self.keys.build_hasher();
-        ip.hash(&mut h);
-        port.hash(&mut h);
-        data.hash(&mut h);
+        let [p0, p1] = port.to_be_bytes();
+        match ip {
+            IpAddr::V4(v4) => {
+                let [a, b, c, d] = v4.octets();
+                h.write_u64(u64::from_be_bytes([0, 4, a, b, c, d, p0, p1]));
+            }
+            IpAddr::V6(v6) => {
+                h.write_u128(v6.to_bits());
+                h.write_u64(u64::from_be_bytes([0, 6, 0, 0, 0, 0, p0, p1]));
+            }
+        }
+        h.write(data);
         let key = Key {
             ip,
             port,

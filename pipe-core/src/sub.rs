@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use memchr::memmem;
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::addr::same_ip;
@@ -15,7 +16,61 @@ use crate::event::Message;
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pattern: Option<Regex>,
+    /// The pattern when it is a plain literal, anchored at either end or not: matched
+    /// without the regex engine (it gives the same answer; its search costs several times
+    /// more on a short message).
+    literal: Option<Literal>,
     addr: Option<SocketAddr>,
+}
+
+/// A pattern made only of literal characters, with an optional `^` before and `$` after.
+/// Without the multi-line flag (which needs `(?m)`, not a literal) `^` is the start of the
+/// payload and `$` its end, so each is a plain comparison of bytes.
+#[derive(Debug, Clone)]
+enum Literal {
+    /// `lit`: anywhere.
+    Anywhere(Box<memmem::Finder<'static>>),
+    /// `^lit`.
+    Prefix(Box<[u8]>),
+    /// `lit$`.
+    Suffix(Box<[u8]>),
+    /// `^lit$`.
+    Whole(Box<[u8]>),
+}
+
+impl Literal {
+    /// The literal form of `pattern`, if it has one: every character between the anchors
+    /// is one `regex::escape` leaves alone (no meta character, no escape), so it matches
+    /// itself (its UTF-8 bytes), case-sensitively.
+    fn of(pattern: &str) -> Option<Self> {
+        let (start, rest) = match pattern.strip_prefix('^') {
+            Some(rest) => (true, rest),
+            None => (false, pattern),
+        };
+        let (end, text) = match rest.strip_suffix('$') {
+            Some(text) => (true, text),
+            None => (false, rest),
+        };
+        if regex::escape(text) != text {
+            return None;
+        }
+        let bytes: Box<[u8]> = text.as_bytes().into();
+        Some(match (start, end) {
+            (false, false) => Literal::Anywhere(Box::new(memmem::Finder::new(text).into_owned())),
+            (true, false) => Literal::Prefix(bytes),
+            (false, true) => Literal::Suffix(bytes),
+            (true, true) => Literal::Whole(bytes),
+        })
+    }
+
+    fn matches(&self, data: &[u8]) -> bool {
+        match self {
+            Literal::Anywhere(f) => f.find(data).is_some(),
+            Literal::Prefix(lit) => data.starts_with(lit),
+            Literal::Suffix(lit) => data.ends_with(lit),
+            Literal::Whole(lit) => data == &lit[..],
+        }
+    }
 }
 
 /// Largest compiled regex accepted, so a subscription cannot eat unbounded memory.
@@ -49,6 +104,8 @@ impl Filter {
                     .map_err(|e| SubscribeError::BadPattern(e.to_string()))?,
             )
         };
+        // After the build: a pattern the regex refuses (too large) is refused either way.
+        self.literal = self.pattern.as_ref().and_then(|_| Literal::of(pattern));
         Ok(self)
     }
 
@@ -68,15 +125,24 @@ impl Filter {
         self.matches_parts(&msg.data, &msg.from)
     }
 
+    #[inline]
     pub(crate) fn matches_parts(&self, data: &[u8], from: &SocketAddr) -> bool {
         if let Some(want) = &self.addr {
             if !same_ip(want.ip(), from.ip()) || (want.port() != 0 && want.port() != from.port()) {
                 return false;
             }
         }
-        match &self.pattern {
-            Some(re) => re.is_match(data),
-            None => true,
+        self.pattern.is_none() || self.matches_payload(data)
+    }
+
+    /// The payload part of a filter with a pattern (apart: the search's code would make
+    /// every filter's check pay for its registers).
+    #[inline(never)]
+    fn matches_payload(&self, data: &[u8]) -> bool {
+        match (&self.literal, &self.pattern) {
+            (Some(lit), _) => lit.matches(data),
+            (None, Some(re)) => re.is_match(data),
+            (None, None) => true,
         }
     }
 
@@ -112,6 +178,7 @@ impl Queue {
         }
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, msg: Message) {
         let len = msg.data.len();
         if self.max_bytes != 0 && len > self.max_bytes {
@@ -181,4 +248,130 @@ pub(crate) struct Held {
     pub(crate) claimed: bool,
     /// `None` when the pipe had no subscription when it arrived.
     pub(crate) msg: Option<Message>,
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use proptest::strategy::Just;
+
+    use super::*;
+
+    fn from() -> SocketAddr {
+        "10.0.0.2:2000".parse().unwrap()
+    }
+
+    /// Which form `Literal::of` gives: `'*'` anywhere, `'<'` prefix, `'>'` suffix, `'='` whole;
+    /// `'-'` none (the regex decides).
+    fn form(pattern: &str) -> char {
+        match Literal::of(pattern) {
+            Some(Literal::Anywhere(_)) => '*',
+            Some(Literal::Prefix(_)) => '<',
+            Some(Literal::Suffix(_)) => '>',
+            Some(Literal::Whole(_)) => '=',
+            None => '-',
+        }
+    }
+
+    #[test]
+    fn only_plain_text_between_the_anchors_is_a_literal() {
+        for (p, want) in [
+            ("ping", '*'),
+            ("^ping", '<'),
+            ("pong$", '>'),
+            ("^ping$", '='),
+            ("^", '<'),
+            ("$", '>'),
+            ("^$", '='),
+            ("a b\n", '*'),
+            ("héllo", '*'),
+            ("p.ng", '-'),
+            ("pi*", '-'),
+            ("(?i)ping", '-'),
+            ("ping\\$", '-'),
+            ("\\^ping", '-'),
+            ("^^", '-'),
+            ("$$", '-'),
+            ("a$b", '-'),
+            ("a^b", '-'),
+            ("[p]", '-'),
+            ("p|q", '-'),
+            ("a{2}", '-'),
+            ("#", '-'),
+            ("a-b", '-'),
+        ] {
+            assert_eq!(form(p), want, "{p:?}");
+        }
+        // The empty pattern is no pattern at all (every message).
+        assert!(Filter::pattern("").unwrap().is_all());
+    }
+
+    #[test]
+    fn a_literal_matches_as_its_regex_does() {
+        let hay: [&[u8]; 9] = [
+            b"",
+            b"ping",
+            b"xpingx",
+            b"pin",
+            b"pong",
+            b"ping pong",
+            b"pong\n",
+            b"PING",
+            b"\xffping\xff",
+        ];
+        for p in [
+            "ping", "^ping", "pong$", "^ping$", "^pong", "ping$", "^", "$", "^$", "g", "^p", "g$",
+        ] {
+            let f = Filter::pattern(p).unwrap();
+            assert_ne!(form(p), '-', "{p:?}");
+            let re = Regex::new(p).unwrap();
+            for h in hay {
+                assert_eq!(
+                    f.matches_parts(h, &from()),
+                    re.is_match(h),
+                    "{p:?} on {h:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_literal_still_needs_its_address() {
+        let f = Filter::pattern("ping")
+            .unwrap()
+            .with_addr("10.0.0.3:0".parse().unwrap());
+        assert!(!f.matches_parts(b"ping", &from()));
+        assert!(f.matches_parts(b"ping", &"10.0.0.3:1".parse().unwrap()));
+        assert!(!f.matches_parts(b"pong", &"10.0.0.3:1".parse().unwrap()));
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        let c = prop_oneof![
+            Just('a'),
+            Just('b'),
+            Just('^'),
+            Just('$'),
+            Just('.'),
+            Just('\n'),
+            Just('é'),
+            Just('\\'),
+        ];
+        proptest::collection::vec(c, 0..5).prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Every pattern over a small alphabet with anchors, meta characters, a newline and a
+        /// two-byte character matches every payload as the regex does, literal or not.
+        #[test]
+        fn filters_match_as_the_regex(pattern in text(), hay in text(), cut in 0usize..3) {
+            let Ok(re) = Regex::new(&pattern) else { return Ok(()) };
+            let f = Filter::pattern(&pattern).unwrap();
+            // Also cut into a two-byte character (not UTF-8): bytes are bytes.
+            let bytes = hay.as_bytes();
+            let hay = &bytes[..bytes.len().saturating_sub(cut)];
+            prop_assert_eq!(f.matches_parts(hay, &from()), pattern.is_empty() || re.is_match(hay));
+        }
+    }
 }

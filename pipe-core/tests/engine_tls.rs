@@ -606,3 +606,33 @@ fn a_local_link_between_tls_connections_forwards_a_read_whole_and_pauses_its_sou
     }
     assert_eq!(empty, 16_384);
 }
+
+/// A message a local link forwards into a raw TLS connection leaves as a record, encrypted
+/// (a plain target sends the message's own bytes; a TLS one must never).
+#[test]
+fn a_message_forwarded_into_a_raw_tls_connection_is_encrypted() {
+    let c = cert(&["pipes.test"]);
+    let (s, k) = confs(server_tls(&c), client_tls(&c, "pipes.test"));
+    let mut p = Pair::new(s, k);
+    assert_eq!(p.ups().len(), 2, "both ends up");
+    let peer = sa("10.0.0.3:7000");
+    let u =
+        p.e.open_udp(
+            p.now,
+            sa("10.0.0.1:7000"),
+            Some(peer),
+            Conf::default(),
+            false,
+        )
+        .unwrap();
+    p.e.link(u, LinkTarget::Local(p.conn), None, None).unwrap();
+    let msg = b"a forwarded message, never in the clear";
+    p.e.handle_datagram(p.now, u, peer, msg);
+    let t = p.e.poll_transmit_for(p.conn).unwrap();
+    assert!(p.e.poll_transmit_for(p.conn).is_none(), "one record");
+    assert_eq!(t.payload.len(), msg.len() + 22, "a TLS 1.3 record of it");
+    assert!(!t.payload.windows(msg.len()).any(|w| w == msg));
+    p.e.handle_stream(p.now, p.client, &t.payload);
+    assert_eq!(p.recv_all(p.client), msg);
+    assert_eq!(p.e.stats(u).unwrap().forwarded, 1);
+}

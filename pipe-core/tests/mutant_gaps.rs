@@ -2858,3 +2858,96 @@ fn a_waiting_connections_fallback_pauses_a_tls_record_before_its_byte_cap() {
         "4,000 + 16 KiB do not fit in 20,000"
     );
 }
+
+/// A connection's bytes leave its server's budget as soon as they are read (`recv`) or
+/// written (the driver takes the transmit), so another connection's read that fits beside
+/// what is still held pauses nobody.
+/// Kills: `engine/state.rs` `PipeState::settled` `delete !` (503:9 on 22adaa8: a connection
+/// not paused would skip `settle` after `recv` and `after_write`, leaving its bytes counted).
+#[test]
+fn a_connections_bytes_leave_the_server_budget_once_read_or_written() {
+    let (mut e, now) = engine();
+    let conf = Conf {
+        max_server_bytes: 10_000,
+        ..Conf::default()
+    };
+    let listen = sa("10.0.0.1:80");
+    let l = e.open_listener(now, listen, conf, false).unwrap();
+    let a = e.handle_accepted(now, l, listen, sa("10.0.0.2:1")).unwrap();
+    let b = e.handle_accepted(now, l, listen, sa("10.0.0.2:2")).unwrap();
+    for c in [a, b] {
+        assert_eq!(e.subscribe(c, Filter::all()), Ok(SubId::ALL));
+    }
+    evs(&mut e);
+    let pauses = |e: &mut Engine| {
+        evs(e)
+            .into_iter()
+            .filter(|ev| matches!(ev, Event::Pause { .. }))
+            .count()
+    };
+    // Read: a's 6,000 bytes are gone before b's 6,000 arrive.
+    e.handle_stream(now, a, &[1; 6000]);
+    assert_eq!(e.recv(a, SubId::ALL).unwrap().unwrap().data.len(), 6000);
+    e.handle_stream(now, b, &[2; 6000]);
+    assert_eq!(pauses(&mut e), 0, "6,000 of 10,000 held");
+    assert_eq!(e.recv(b, SubId::ALL).unwrap().unwrap().data.len(), 6000);
+    // Written: a's 6,000 queued bytes leave with the transmit (`evs` takes it).
+    e.send(now, a, &[3; 6000], None).unwrap();
+    assert_eq!(e.out_bytes(a), 6000);
+    assert_eq!(pauses(&mut e), 0);
+    assert_eq!(e.out_bytes(a), 0);
+    e.handle_stream(now, b, &[4; 6000]);
+    assert_eq!(pauses(&mut e), 0, "6,000 of 10,000 held");
+    assert!(e.within_caps());
+}
+
+/// Messages waiting for their callbacks keep their place and order when lists come from and
+/// go to the engine's spare: one message through, then six waiting at once (a list of eight
+/// places, too large to be kept as the spare), then their callbacks done one by one.
+/// Kills: `engine/subs.rs` `push_held` `held.capacity() == 0` with `!=` (215:24 on 22adaa8:
+/// a waiting list was replaced by the spare, losing what waited), and in
+/// `Engine::callbacks_finished` `<=` with `>` (142:36) and `&&` with `||` (142:50): the
+/// engine then kept a spare over `SPARE_HELD` places (`Engine::within_caps`).
+#[test]
+fn messages_waiting_for_callbacks_keep_their_place_through_the_spare_list() {
+    let (mut e, now) = engine();
+    let from = sa("10.0.0.2:5");
+    let p = e
+        .open_udp(now, sa("10.0.0.1:5"), Some(from), Conf::default(), false)
+        .unwrap();
+    e.set_callbacks(p, true);
+    evs(&mut e);
+    let arrive = |e: &mut Engine, n: u8| {
+        e.handle_datagram(now, p, from, &[n]);
+        let got: Vec<u8> = evs(e)
+            .into_iter()
+            .filter_map(|ev| match ev {
+                Event::Message { msg, .. } => Some(msg.data[0]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, [n], "the callback event of {n}");
+        assert!(e.within_caps());
+    };
+    let read = |e: &mut Engine| -> Vec<u8> {
+        std::iter::from_fn(|| e.recv(p, SubId::ALL).unwrap())
+            .map(|m| m.data[0])
+            .collect()
+    };
+    arrive(&mut e, 1);
+    assert_eq!(read(&mut e), [] as [u8; 0], "1 waits for its callback");
+    e.handle_callback_done(p, 1);
+    assert_eq!(read(&mut e), [1]);
+    assert!(e.within_caps());
+    for n in 2..=7 {
+        arrive(&mut e, n);
+    }
+    assert_eq!(read(&mut e), [] as [u8; 0]);
+    let mut got = Vec::new();
+    for _ in 2..=7 {
+        e.handle_callback_done(p, 1);
+        assert!(e.within_caps());
+        got.extend(read(&mut e));
+    }
+    assert_eq!(got, [2, 3, 4, 5, 6, 7]);
+}

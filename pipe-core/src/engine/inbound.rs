@@ -316,38 +316,42 @@ impl Engine {
         };
         let mut claimed = false;
         if !p.rare().links.is_empty() {
-            let mut hops: Vec<_> = p
-                .rare()
-                .links
-                .iter()
-                .filter(|l| {
-                    l.from.is_none_or(|f| {
-                        same_ip(f.ip(), from.ip()) && (f.port() == 0 || f.port() == from.port())
+            // The engine's list, not one allocated per message (left empty between uses).
+            let mut hops = std::mem::take(&mut self.hops);
+            hops.extend(
+                p.rare()
+                    .links
+                    .iter()
+                    .filter(|l| {
+                        l.from.is_none_or(|f| {
+                            same_ip(f.ip(), from.ip()) && (f.port() == 0 || f.port() == from.port())
+                        })
                     })
-                })
-                .map(|l| (l.id, l.target, l.dest))
-                .collect();
+                    .map(|l| (l.id, l.target, l.dest)),
+            );
             claimed = !hops.is_empty();
-            let fwd = match stamp {
-                None => data.clone(),
-                Some(s) if s.hops > 1 => relay::encode(
+            // What the links forward: the message itself, or it with its stamp one hop less.
+            let restamped = match stamp {
+                None => None,
+                Some(s) if s.hops > 1 => Some(relay::encode(
                     Stamp {
                         hops: s.hops - 1,
                         ..s
                     },
                     &data,
-                ),
+                )),
                 Some(_) => {
                     if claimed {
                         p.stats.rare().hop_limited += 1;
                     }
                     hops.clear();
-                    Bytes::new()
+                    None
                 }
             };
-            for (link, target, dest) in hops {
+            let fwd = restamped.as_ref().unwrap_or(&data);
+            for &(link, target, dest) in &hops {
                 let ok = match target {
-                    Target::Local(t) => self.forward_local(pipe, t, &fwd, dest),
+                    Target::Local(t) => self.forward_local(pipe, t, fwd, dest),
                     Target::External(target) if self.events.len() < MAX_EVENTS => {
                         self.events.push_back(Event::Forward {
                             from: pipe,
@@ -384,23 +388,30 @@ impl Engine {
                     }
                 }
             }
+            hops.clear();
+            self.hops = hops;
         }
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
         let mut waits = false;
+        let mut data = data;
         if p.callbacks || p.parent_callbacks {
             claimed = true;
             if self.events.len() < MAX_EVENTS {
                 waits = true;
                 p.t.held_bytes += data.len();
                 p.t.held_jobs += 1;
+                // Without subscriptions the next step keeps nothing of it: the callbacks get
+                // the message itself (a clone of a freshly copied `Bytes` allocates).
+                let data = if p.subs.is_empty() {
+                    std::mem::take(&mut data)
+                } else {
+                    data.clone()
+                };
                 self.events.push_back(Event::Message {
                     pipe,
-                    msg: Message {
-                        data: data.clone(),
-                        from,
-                    },
+                    msg: Message { data, from },
                 });
             } else {
                 p.stats.rare().events_dropped += 1;
@@ -422,7 +433,7 @@ impl Engine {
         &mut self,
         source: PipeId,
         target: PipeId,
-        data: &[u8],
+        data: &Bytes,
         dest: Option<SocketAddr>,
     ) -> bool {
         let Some(t) = self.pipes.get_mut(&target) else {
@@ -431,7 +442,7 @@ impl Engine {
         if !t.can_write() {
             return false;
         }
-        match Self::frame_out(t, data, dest) {
+        match Self::frame_out(t, data, Some(data), dest) {
             Ok((dst, payload)) => {
                 let ok = if t.kind.is_stream() {
                     // Empty: TLS holds it until the target's handshake is done.

@@ -59,6 +59,9 @@ pub const MAX_UDP_V6: usize = 65_527;
 const INTERNAL_OUT_FACTOR: usize = 4;
 /// Most transmits queued per pipe: the byte caps alone would let zero-length payloads pile up.
 const MAX_OUT_TRANSMITS: usize = 1 << 16;
+/// Largest emptied outbound buffer (in transmits: a `VecDeque`'s first allocation) the
+/// engine keeps as its one spare.
+const SPARE_OUT: usize = 4;
 /// The timer-set key of a pipe's deadline entry (reliable sequence numbers are never 0).
 const DEADLINE: u64 = 0;
 
@@ -73,6 +76,14 @@ pub struct Engine {
     now: Option<Instant>,
     rng: Rng,
     scratch: Vec<Bytes>,
+    /// The links a message goes through (`inbound.rs`, `sinks`): kept, empty, between
+    /// messages so that a linked pipe's message allocates no list.
+    hops: Vec<(LinkId, Target, Option<SocketAddr>)>,
+    /// One emptied outbound buffer of at most `SPARE_OUT` transmits (`after_write`), given
+    /// to the next pipe that queues one (`push_out`): idle pipes keep none of their own.
+    spare_out: VecDeque<Transmit>,
+    /// The same for the lists of messages waiting for their callbacks (`subs.rs`).
+    spare_held: VecDeque<crate::sub::Held>,
     next_token: u64,
     /// Relay stamps (`Conf::relay_stamp`): this engine's origin (drawn when first needed)
     /// and the id of the next message it stamps.
@@ -93,6 +104,9 @@ impl Engine {
             now: None,
             rng: Rng::new(seed),
             scratch: Vec::new(),
+            hops: Vec::new(),
+            spare_out: VecDeque::new(),
+            spare_held: VecDeque::new(),
             next_token: 1,
             relay_origin: None,
             relay_next_id: 0,
@@ -466,7 +480,7 @@ impl Engine {
         if !fits || p.out.len() >= MAX_OUT_TRANSMITS {
             return Err(SendError::WouldBlock);
         }
-        let (dst, payload) = Self::frame_out(p, data, dest)?;
+        let (dst, payload) = Self::frame_out(p, data, None, dest)?;
         p.stats.sent += 1;
         // Empty: TLS holds it until its handshake is done (or an empty raw send).
         if !(payload.is_empty() && p.kind.is_stream()) {
@@ -696,7 +710,9 @@ impl Engine {
         let s = p.sub_mut(sub).ok_or(RecvError::NotSubscribed)?;
         match s.queue.pop() {
             Some(m) => {
-                self.settle(pipe);
+                if !p.settled() {
+                    self.settle(pipe);
+                }
                 if !open {
                     self.maybe_remove(pipe);
                 }
@@ -1061,7 +1077,12 @@ impl Engine {
         };
         if p.out.is_empty() {
             // An idle pipe keeps no outbound buffer (about 400 bytes per idle connection).
-            p.out = VecDeque::new();
+            // A small one becomes the engine's spare, for the next pipe that queues a
+            // transmit: a pipe that sends one message at a time allocates none.
+            let out = std::mem::take(&mut p.out);
+            if out.capacity() <= SPARE_OUT && self.spare_out.capacity() == 0 {
+                self.spare_out = out;
+            }
             if !p.splice_busy {
                 p.t.stall_since = Mark::NONE;
             }
@@ -1072,8 +1093,10 @@ impl Engine {
         }
         if !p.rare().link_waiters.is_empty() {
             self.release_link_waiters(pipe);
+            self.settle(pipe);
+        } else if !p.settled() {
+            self.settle(pipe);
         }
-        self.settle(pipe);
         self.maybe_fin(pipe);
         if done {
             self.maybe_remove(pipe);
@@ -1184,6 +1207,11 @@ impl Engine {
         self.events.len()
             <= MAX_EVENTS + 4 * (self.pipes.len() + forgotten.len()) + self.timers.len()
             && self.dirty.len() <= self.pipes.len()
+            // The spare buffers hold nothing and stay small.
+            && self.spare_out.is_empty()
+            && self.spare_out.capacity() <= SPARE_OUT
+            && self.spare_held.is_empty()
+            && self.spare_held.capacity() <= subs::SPARE_HELD
             && self.pipes.iter().all(|(&id, p)| {
                 // One message larger than the buffer may be queued alone (see `send`).
                 let largest = p.out.iter().map(|t| t.payload.len()).max().unwrap_or(0);
@@ -1518,25 +1546,38 @@ impl Engine {
         let Some(p) = self.pipes.get_mut(&pipe) else {
             return;
         };
+        let own = p.over_own_caps();
+        let Kind::TcpConn { listener } = p.kind else {
+            // No server budget: only the pipe's own caps (one lookup on the hot path). What
+            // it holds is not counted: `t.mem` is read only for a connection (its listener's
+            // budget), so the sum over its queues is not made per message.
+            if own != p.t.paused {
+                self.set_paused(pipe, own, None);
+            }
+            return;
+        };
         let held = p.held();
         let old = std::mem::replace(&mut p.t.mem, held);
-        let own = p.over_own_caps();
-        let listener = match p.kind {
-            Kind::TcpConn { listener } => listener,
-            _ => {
-                // No server budget: only the pipe's own caps (one lookup on the hot path).
-                if own != p.t.paused {
-                    self.set_paused(pipe, own, None);
-                }
-                return;
-            }
-        };
         if held == old && own == p.t.paused && !p.t.paused {
             // Nothing this pipe holds changed: its standing against the budget did not
             // either (a budget crossing is handled where it happens, for every holder).
             return;
         }
         let paused = p.t.paused;
+        self.settle_budget(pipe, listener, own, (old, held), paused);
+    }
+
+    /// The rest of [`Engine::settle`] for a connection whose held bytes or pause changed:
+    /// its listener's budget, and its pause. Apart, so that the common path stays short.
+    #[inline(never)]
+    fn settle_budget(
+        &mut self,
+        pipe: PipeId,
+        listener: PipeId,
+        own: bool,
+        (old, held): (usize, usize),
+        paused: bool,
+    ) {
         let over = match self.pipes.get_mut(&listener) {
             Some(l) => {
                 if held != old {
@@ -1642,10 +1683,13 @@ impl Engine {
         }
     }
 
-    /// Frame a user payload for `p`'s socket and pick the destination.
+    /// Frame a user payload for `p`'s socket and pick the destination. `shared`: `data` as a
+    /// `Bytes` already (a forwarded message), which becomes the transmit itself when nothing
+    /// is added to it (plain UDP, a plain raw stream) instead of a copy of it.
     fn frame_out(
         p: &mut PipeState,
         data: &[u8],
+        shared: Option<&Bytes>,
         dest: Option<SocketAddr>,
     ) -> Result<(SocketAddr, Bytes), SendError> {
         match p.kind {
@@ -1662,7 +1706,10 @@ impl Engine {
                         let framed = deframer.frame(data)?;
                         p.session.outbound(framed)?
                     }
-                    None => p.session.outbound_slice(data)?,
+                    None => match shared {
+                        Some(b) if p.session.is_plain() => b.clone(),
+                        _ => p.session.outbound_slice(data)?,
+                    },
                 };
                 Ok((peer, out))
             }
@@ -1672,7 +1719,7 @@ impl Engine {
                 let payload = if p.conf.reliable_udp {
                     rudp::encode(0, rudp::FLAG_PLAIN, data)
                 } else {
-                    Bytes::copy_from_slice(data)
+                    shared.map_or_else(|| Bytes::copy_from_slice(data), Bytes::clone)
                 };
                 Ok((dst, payload))
             }
@@ -1688,6 +1735,9 @@ impl Engine {
             p.t.stall_since = p.t.mark_opt(self.now);
         }
         p.out_bytes += payload.len();
+        if p.out.capacity() == 0 {
+            p.out = std::mem::take(&mut self.spare_out);
+        }
         p.out.push_back(Transmit {
             pipe,
             proto: p.kind.proto(),

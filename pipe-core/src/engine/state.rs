@@ -380,7 +380,8 @@ pub(crate) struct Timing {
     /// Bytes and count of messages handed to callbacks, not yet finished.
     pub(crate) held_bytes: usize,
     pub(crate) held_jobs: usize,
-    /// Bytes this pipe holds as last counted into its server's budget.
+    /// Bytes this pipe holds as last counted into its server's budget (accepted connections
+    /// only; 0 for every other pipe, which has no budget).
     pub(crate) mem: usize,
     pub(crate) paused: bool,
     /// A local link's stream target is full (`max_out_bytes`): reading pauses until it
@@ -597,6 +598,13 @@ impl PipeState {
     /// the pipes forwarding into it through local links wait.
     pub(crate) fn link_full(&self) -> bool {
         self.kind.is_stream() && self.can_write() && self.queued_out() >= self.conf.max_out_bytes
+    }
+
+    /// [`super::Engine::settle`] would change nothing: no server budget to count into (not a
+    /// connection), and paused exactly when over its own caps. A caller holding the pipe
+    /// checks this first and skips the second lookup.
+    pub(crate) fn settled(&self) -> bool {
+        !self.kind.is_conn() && self.over_own_caps() == self.t.paused
     }
 
     /// Over its own callback caps.

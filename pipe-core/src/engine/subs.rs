@@ -29,6 +29,8 @@ use super::{Engine, MAX_EVENTS};
 /// (`max_callback_jobs`); past it (a driver that ignores `Pause`), a message goes to the
 /// subscriptions without waiting, and only a payload-less place is kept.
 const MAX_HELD: usize = MAX_EVENTS;
+/// Largest emptied held list (in messages) the engine keeps as its one spare.
+pub(super) const SPARE_HELD: usize = 4;
 use crate::error::SubscribeError;
 use crate::event::{Event, Message, PipeId, SubId};
 use crate::sub::{Filter, Held};
@@ -90,6 +92,7 @@ impl Engine {
             }
             push_held(
                 &mut p.held,
+                &mut self.spare_held,
                 Held {
                     waits,
                     claimed,
@@ -103,6 +106,7 @@ impl Engine {
             // report of its callbacks still needs its place in the list.
             push_held(
                 &mut p.held,
+                &mut self.spare_held,
                 Held {
                     waits,
                     claimed,
@@ -131,9 +135,13 @@ impl Engine {
             }
             let Some(h) = p.held.pop_front() else { return };
             if p.held.is_empty() {
-                // An idle connection keeps no buffer (72 bytes each); one allocation per
-                // message that waited is the price.
-                p.held = std::collections::VecDeque::new();
+                // An idle connection keeps no buffer (72 bytes each). A small one becomes the
+                // engine's spare, for the next pipe whose message waits: one message at a
+                // time allocates nothing.
+                let held = std::mem::take(&mut p.held);
+                if held.capacity() <= SPARE_HELD && self.spare_held.capacity() == 0 {
+                    self.spare_held = held;
+                }
             }
             if let Some(m) = h.msg {
                 self.offer(pipe, m.from, m.data, h.claimed);
@@ -197,15 +205,25 @@ impl Engine {
     }
 }
 
-/// Most pipes hold one message at a time: a first `push_back` would make room for four.
-fn push_held(held: &mut std::collections::VecDeque<Held>, h: Held) {
+/// Most pipes hold one message at a time: a first `push_back` would make room for four. An
+/// empty list takes the engine's spare if it has one.
+fn push_held(
+    held: &mut std::collections::VecDeque<Held>,
+    spare: &mut std::collections::VecDeque<Held>,
+    h: Held,
+) {
     if held.capacity() == 0 {
-        held.reserve_exact(1);
+        if spare.capacity() == 0 {
+            held.reserve_exact(1);
+        } else {
+            *held = std::mem::take(spare);
+        }
     }
     held.push_back(h);
 }
 
 /// Queue a message on the pipe's subscription `i`, counting it and what the queue dropped.
+#[inline]
 fn push_counted(p: &mut super::PipeState, i: usize, data: Bytes, from: SocketAddr) {
     let q = &mut p.subs[i].queue;
     let before = q.dropped;
