@@ -431,7 +431,9 @@ impl<R: Runtime> Group<R> {
         let Some(job) = slot.jobs.jobs.pop_front() else {
             slot.jobs.running = false;
             // An idle connection keeps no job buffer (72 bytes each).
-            slot.jobs.jobs = Default::default();
+            if slot.jobs.jobs.capacity() != 0 {
+                slot.jobs.jobs = Default::default();
+            }
             Self::forget_if_done(&mut g, pipe);
             return None;
         };

@@ -632,6 +632,14 @@ impl Engine {
         // Its subscriptions get it now: callback, then subscriptions (`subs.rs`).
         self.callbacks_finished(pipe);
         self.settle(pipe);
+        if self
+            .pipes
+            .get(&pipe)
+            .is_some_and(|p| p.is_open() && !p.half.read_closed)
+        {
+            // The common case: no FIN waits for the jobs to finish, and an open pipe stays.
+            return;
+        }
         self.check_half(pipe);
         self.maybe_remove(pipe);
     }
@@ -1578,20 +1586,26 @@ impl Engine {
         (old, held): (usize, usize),
         paused: bool,
     ) {
-        let over = match self.pipes.get_mut(&listener) {
+        // `crossed`: the budget's use crossed its limit, which `budget_changed` acts on (one
+        // lookup of the listener when it did not, the common case).
+        let (over, crossed) = match self.pipes.get_mut(&listener) {
             Some(l) => {
                 if held != old {
                     l.ls_mut().budget_used = (l.ls().budget_used + held).saturating_sub(old);
                 }
-                l.ls().budget_used >= l.conf.max_server_bytes
+                let over = l.ls().budget_used >= l.conf.max_server_bytes;
+                (over, held != old && over != l.ls().over_budget)
             }
-            None => false,
+            None => (false, false),
         };
-        if held != old {
+        if crossed {
             self.budget_changed(listener);
         }
         let pause = own || (over && held > 0);
-        if pause != paused || self.pipes.get(&pipe).is_some_and(|p| p.t.paused != pause) {
+        // A crossing may have paused or resumed this pipe already.
+        if pause != paused
+            || (crossed && self.pipes.get(&pipe).is_some_and(|p| p.t.paused != pause))
+        {
             self.set_paused(pipe, pause, Some(listener));
         }
     }

@@ -120,16 +120,13 @@ impl Engine {
     /// The callbacks of the oldest message waiting for them are done: it, and every message
     /// behind it that waits for nothing, go to the subscriptions.
     pub(super) fn callbacks_finished(&mut self, pipe: PipeId) {
-        let Some(p) = self.pipes.get_mut(&pipe) else {
+        let Some(mut p) = self.pipes.get_mut(&pipe) else {
             return;
         };
         if let Some(h) = p.held.iter_mut().find(|h| h.waits) {
             h.waits = false;
         }
         loop {
-            let Some(p) = self.pipes.get_mut(&pipe) else {
-                return;
-            };
             if p.held.front().is_none_or(|h| h.waits) {
                 return;
             }
@@ -145,6 +142,11 @@ impl Engine {
             }
             if let Some(m) = h.msg {
                 self.offer(pipe, m.from, m.data, h.claimed);
+                // `offer` may change the table: look the pipe up again.
+                let Some(again) = self.pipes.get_mut(&pipe) else {
+                    return;
+                };
+                p = again;
             }
         }
     }
