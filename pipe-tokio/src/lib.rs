@@ -182,6 +182,32 @@ impl UdpIo for Udp {
     }
 }
 
+/// `try_read` that also clears tokio's read readiness after a read that filled less than
+/// its buffer, which emptied the socket's receive queue: the next read waits for the reactor
+/// instead of a `recv` that would only say `EAGAIN` (tokio's own `AsyncRead` does the same).
+/// The read runs inside `try_io`, which clears only the readiness it saw before the read:
+/// bytes that came during or after it moved the readiness on (a new edge), and stay. A
+/// short read reports `WouldBlock` to `try_io` to get the clear, and its count is kept
+/// aside. Edge-triggered reactors only (epoll, kqueue): elsewhere readiness is kept.
+fn read_clearing(sock: &tokio::net::TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let len = buf.len();
+    let mut short = None;
+    let res = sock.try_io(tokio::io::Interest::READABLE, || {
+        let raw = socket2::SockRef::from(sock);
+        let mut s: &socket2::Socket = &raw;
+        let n = io::Read::read(&mut s, buf)?;
+        if cfg!(unix) && n > 0 && n < len {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (res, short) {
+        (Err(_), Some(n)) => Ok(n),
+        (res, _) => res,
+    }
+}
+
 /// One `recvfrom(2)` on a tokio UDP socket, whatever tokio's readiness says.
 #[allow(unsafe_code)] // socket2's recv_from takes `MaybeUninit` bytes; std has no borrowed form
 fn recv_from_now(sock: &tokio::net::UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -200,10 +226,10 @@ impl TcpIo for Tcp {
         self.0.local_addr()
     }
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
+        read_clearing(&self.0, buf)
     }
     fn try_read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.0.try_read(buf) {
+        match read_clearing(&self.0, buf) {
             // tokio's readiness says no: ask the socket. A WouldBlock here leaves tokio's
             // readiness as it was (already clear), so waiting stays correct.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
