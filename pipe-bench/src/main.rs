@@ -321,12 +321,16 @@ fn orchestrate(args: &[String]) -> Res {
 fn header(o: &Opts, netns: bool, c: &Counts) -> String {
     let mut h = String::new();
     h.push_str(&format!(
-        "pipe-bench{}: {} round(s), interleaved; machine: nproc {}, {}, Linux {}; date {}; network namespace per run: {}\n\n",
+        "pipe-bench{}: {} round(s), interleaved; machine: nproc {}, {}, Linux {}, TCP congestion control {}; date {}; network namespace per run: {}\n\n",
         if o.smoke { " --smoke" } else { "" },
         o.rounds,
         shell("nproc", &[]),
         cpu_model(),
         shell("uname", &["-r"]),
+        // A new namespace starts with the host's; it decides the bulk and relay rates (BBR
+        // paces loopback senders with timers, cubic does not).
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+            .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned()),
         shell("date", &["-u", "+%Y-%m-%d"]),
         if netns { "yes" } else { "no" },
     ));
