@@ -142,7 +142,11 @@ impl Socat {
     /// `socat TCP-LISTEN:PORT,bind=127.0.0.1,fork SYSTEM:<cmd>`, once it accepts.
     fn serve(cmd: &str) -> Socat {
         let port = free_port();
+        // `-t 30`: after one side's EOF socat waits this long for the other before it
+        // closes both (its default, 0.5 s, cut a half-closed answer short on a loaded
+        // machine: 290,827 of 2 MiB arrived, then socat's FIN).
         let child = Command::new("socat")
+            .args(["-t", "30"])
             .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
             .arg(format!("SYSTEM:{cmd}"))
             .stdin(Stdio::null())
