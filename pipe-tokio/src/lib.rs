@@ -162,9 +162,15 @@ impl UdpIo for Udp {
         self.0.try_recv_from(buf)
     }
     fn try_recv_from_now(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        match self.0.try_recv_from(buf) {
-            // As `Tcp::try_read_now`: tokio's readiness says no, ask the socket.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => recv_from_now(&self.0, buf),
+        // As `Tcp::try_read_now`: when tokio's readiness says no, ask the socket (once: a
+        // `WouldBlock` from the socket itself is the answer).
+        let mut asked = false;
+        let sock = &self.0;
+        match sock.try_io(tokio::io::Interest::READABLE, || {
+            asked = true;
+            recv_from_now(sock, buf)
+        }) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && !asked => recv_from_now(sock, buf),
             other => other,
         }
     }
@@ -189,10 +195,16 @@ impl UdpIo for Udp {
 /// bytes that came during or after it moved the readiness on (a new edge), and stay. A
 /// short read reports `WouldBlock` to `try_io` to get the clear, and its count is kept
 /// aside. Edge-triggered reactors only (epoll, kqueue): elsewhere readiness is kept.
-fn read_clearing(sock: &tokio::net::TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+/// `asked`: set when the socket itself was asked (tokio's readiness said ready).
+fn read_clearing(
+    sock: &tokio::net::TcpStream,
+    buf: &mut [u8],
+    asked: &mut bool,
+) -> io::Result<usize> {
     let len = buf.len();
     let mut short = None;
     let res = sock.try_io(tokio::io::Interest::READABLE, || {
+        *asked = true;
         let raw = socket2::SockRef::from(sock);
         let mut s: &socket2::Socket = &raw;
         let n = io::Read::read(&mut s, buf)?;
@@ -226,13 +238,14 @@ impl TcpIo for Tcp {
         self.0.local_addr()
     }
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        read_clearing(&self.0, buf)
+        read_clearing(&self.0, buf, &mut false)
     }
     fn try_read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match read_clearing(&self.0, buf) {
-            // tokio's readiness says no: ask the socket. A WouldBlock here leaves tokio's
-            // readiness as it was (already clear), so waiting stays correct.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        let mut asked = false;
+        match read_clearing(&self.0, buf, &mut asked) {
+            // tokio's readiness said no without asking: ask the socket. A WouldBlock here
+            // leaves tokio's readiness as it was (already clear), so waiting stays correct.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && !asked => {
                 let sock = socket2::SockRef::from(&self.0);
                 let mut s: &socket2::Socket = &sock;
                 io::Read::read(&mut s, buf)
