@@ -261,57 +261,92 @@ fn external_address_from_coturn() {
 
 /// coturn as a STUN-only server on loopback; `None` (through `loud_skip`, which fails the test
 /// under `PIPES_REQUIRE_PEERS=1`) if not installed.
+///
+/// coturn binds its port for UDP and TCP on both 127.0.0.1 and ::1, and while any of the four
+/// is taken it retries the bind forever ("Cannot bind local socket to addr: Address already
+/// in use"), neither answering nor exiting. So the port is one that all four are free on, and
+/// a turnserver that has not answered within 10 s (another socket took the port in between)
+/// is replaced by one on another port, within 30 s in all.
 fn start_coturn() -> Option<(u16, Child)> {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .expect("bind a UDP probe on 127.0.0.1")
-        .local_addr()
-        .expect("local addr")
-        .port();
-    let child = std::process::Command::new("turnserver")
-        .args([
-            "--stun-only",
-            "--listening-ip",
-            "127.0.0.1",
-            "--listening-ip",
-            "::1",
-            "--listening-port",
-            &port.to_string(),
-            "--no-cli",
-            "--log-file",
-            "stdout",
-            "--no-tls",
-            "--no-dtls",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(e) => {
-            conformance_tests::loud_skip(
-                "external_address_from_coturn",
-                &format!("cannot start turnserver: {e} (apt-get install coturn)"),
-            );
-            return None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let port = free_coturn_port();
+        let child = std::process::Command::new("turnserver")
+            .args([
+                "--stun-only",
+                "--listening-ip",
+                "127.0.0.1",
+                "--listening-ip",
+                "::1",
+                "--listening-port",
+                &port.to_string(),
+                "--no-cli",
+                "--log-file",
+                "stdout",
+                "--no-tls",
+                "--no-dtls",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                conformance_tests::loud_skip(
+                    "external_address_from_coturn",
+                    &format!("cannot start turnserver: {e} (apt-get install coturn)"),
+                );
+                return None;
+            }
+        };
+        let mut child = Child(child);
+        // Wait until it answers.
+        let probe =
+            std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP probe on 127.0.0.1");
+        probe
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("read timeout");
+        let req =
+            pipe_core::stun::Message::binding_request(pipe_core::stun::TransactionId([7; 12]))
+                .encode();
+        let ready_by = (Instant::now() + Duration::from_secs(10)).min(deadline);
+        let mut buf = [0u8; 512];
+        while Instant::now() < ready_by {
+            if let Ok(Some(_)) = child.0.try_wait() {
+                break; // exited: retry on another port
+            }
+            let _ = probe.send_to(&req, ("127.0.0.1", port));
+            if probe.recv_from(&mut buf).is_ok() {
+                return Some((port, child));
+            }
         }
-    };
-    let child = Child(child);
-    // Wait until it answers.
-    let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP probe on 127.0.0.1");
-    probe
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("read timeout");
-    let req =
-        pipe_core::stun::Message::binding_request(pipe_core::stun::TransactionId([7; 12])).encode();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut buf = [0u8; 512];
+        drop(child);
+        assert!(
+            Instant::now() < deadline,
+            "turnserver did not answer within 30 s (last on port {port})"
+        );
+    }
+}
+
+/// A port free for UDP and TCP on 127.0.0.1 and ::1 (coturn's four listening sockets).
+fn free_coturn_port() -> u16 {
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
+    let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let _ = probe.send_to(&req, ("127.0.0.1", port));
-        if probe.recv_from(&mut buf).is_ok() {
-            return Some((port, child));
+        let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .expect("bind a UDP probe on 127.0.0.1")
+            .local_addr()
+            .expect("local addr")
+            .port();
+        let ips: [IpAddr; 2] = [Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
+        if ips
+            .iter()
+            .all(|&ip| UdpSocket::bind((ip, port)).is_ok() && TcpListener::bind((ip, port)).is_ok())
+        {
+            return port;
         }
     }
-    panic!("turnserver did not answer on port {port} within 15 s");
+    panic!("no loopback port free for UDP and TCP on 127.0.0.1 and ::1 within 10 s");
 }
 
 struct Child(std::process::Child);

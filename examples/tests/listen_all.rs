@@ -286,11 +286,31 @@ fn echo_server_bind_all_two_interfaces() {
 
 // ---- loopback, no privilege -----------------------------------------------------------------
 
+/// `echo-server --bind all:0` on one port everywhere. With port 0, every address takes the
+/// first address's free port, except where another socket (another program's, or another
+/// test's) holds that port on it: that address takes its own free port (ARCHITECTURE.md,
+/// "Listening everywhere"). That server is stopped and another started, up to 5 times; a
+/// server that never shares its port fails here.
+fn on_one_port(proto: &str, runtime: &str) -> AllServer {
+    for attempt in 1..=5 {
+        let server = AllServer::start(None, proto, "all:0", runtime);
+        let port = server.addrs[0].port();
+        if server.addrs.iter().all(|a| a.port() == port) {
+            return server;
+        }
+        eprintln!(
+            "[{runtime} {proto}] try {attempt}: port {port} was taken on another address: {:?}",
+            server.addrs
+        );
+    }
+    panic!("[{runtime} {proto}] 5 servers in a row did not get one port on every address");
+}
+
 #[test]
 fn echo_server_bind_all_loopback() {
     for runtime in ["tokio", "smol"] {
         for proto in ["tcp", "udp"] {
-            let server = AllServer::start(None, proto, "all:0", runtime);
+            let server = on_one_port(proto, runtime);
             let port = server.addrs[0].port();
             assert_ne!(port, 0);
             // Every line names an address of an up interface, all on one port (port 0: the

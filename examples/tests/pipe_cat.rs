@@ -139,7 +139,13 @@ impl Drop for Socat {
 }
 
 impl Socat {
-    /// `socat TCP-LISTEN:PORT,bind=127.0.0.1,fork SYSTEM:<cmd>`, once it accepts.
+    /// `socat -t 30 TCP-LISTEN:PORT,bind=127.0.0.1,fork SYSTEM:<cmd>`, once it accepts.
+    ///
+    /// `-t 30`: once the client's FIN reaches socat, socat gives the command's output only
+    /// `-t` seconds (0.5 by default) without data before it ends the connection, and an
+    /// answering script that forks a thousand `cat`s can pause longer than that on a loaded
+    /// machine (seen: 204,811 of 2,097,152 bytes of half_close_against_socat's answer). The
+    /// connection still ends as soon as the command exits.
     fn serve(cmd: &str) -> Socat {
         let port = free_port();
         // `-t 30`: after one side's EOF socat waits this long for the other before it

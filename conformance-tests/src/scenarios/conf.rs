@@ -40,8 +40,12 @@ pub async fn dns_timeout_bounds_resolution<R: Runtime>(rt: R) {
 
     let server = echo_server(rt.clone(), Proto::Tcp, Family::V4).await;
     let port = server.local_addr().unwrap().port();
-    let slow = TestDns::delayed(rt.clone(), Duration::from_millis(400));
-    let short = PipeBuilder::new(slow.clone(), Proto::Tcp)
+    // An answer far past the 100 ms timeout: the open races the lookup against the timer
+    // and polls the lookup first, so with an answer due only 300 ms after the timer (as this
+    // had), a thread held off the CPU for that long found both ready and opened (seen once on
+    // a heavily loaded 2-core machine: "Ok(Pipe { .. })"). The lookup is dropped at the timeout.
+    let slower = TestDns::delayed(rt.clone(), Duration::from_secs(10));
+    let short = PipeBuilder::new(slower, Proto::Tcp)
         .bind(lo0(Family::V4))
         .dest(("slow.test", port))
         .conf(Conf {
@@ -54,6 +58,7 @@ pub async fn dns_timeout_bounds_resolution<R: Runtime>(rt: R) {
         matches!(short, Err(OpenError::ResolveTimeout { .. })),
         "{short:?}"
     );
+    let slow = TestDns::delayed(rt.clone(), Duration::from_millis(400));
     let long = PipeBuilder::new(slow, Proto::Tcp)
         .bind(lo0(Family::V4))
         .dest(("slow.test", port))
