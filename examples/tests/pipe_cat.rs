@@ -148,9 +148,6 @@ impl Socat {
     /// connection still ends as soon as the command exits.
     fn serve(cmd: &str) -> Socat {
         let port = free_port();
-        // `-t 30`: after one side's EOF socat waits this long for the other before it
-        // closes both (its default, 0.5 s, cut a half-closed answer short on a loaded
-        // machine: 290,827 of 2 MiB arrived, then socat's FIN).
         let child = Command::new("socat")
             .args(["-t", "30"])
             .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
