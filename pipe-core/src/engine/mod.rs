@@ -1601,11 +1601,11 @@ impl Engine {
         if crossed {
             self.budget_changed(listener);
         }
+        // A crossing sets every pipe it touches to this same rule (`mem` is `held` already)
+        // and leaves the others as they were, so `paused` is still the pipe's standing
+        // unless this changes it.
         let pause = own || (over && held > 0);
-        // A crossing may have paused or resumed this pipe already.
-        if pause != paused
-            || (crossed && self.pipes.get(&pipe).is_some_and(|p| p.t.paused != pause))
-        {
+        if pause != paused {
             self.set_paused(pipe, pause, Some(listener));
         }
     }
