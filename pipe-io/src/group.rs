@@ -65,6 +65,10 @@ pub(crate) struct Entry {
     /// keep the entry as their read waker ([`crate::Readiness::HANDOFF_WAKES_REPLACED`]): the
     /// `recv` wakes the I/O task when it gives reading back.
     read_event: AtomicBool,
+    /// The socket turned readable while the I/O task held reading or waited for it (same
+    /// runtimes as `read_event`): its next readiness poll counts as readable even when the
+    /// runtime answers `Pending` ([`Entry::take_io_read_event`]).
+    io_read_event: AtomicBool,
     /// Why the pipe ended, kept for end callbacks added later (boxed: 24 bytes less for
     /// every open pipe).
     reason: OnceLock<Box<EndReason>>,
@@ -90,6 +94,7 @@ impl Entry {
             reading: AtomicU8::new(FREE),
             io_deferred: AtomicBool::new(false),
             read_event: AtomicBool::new(false),
+            io_read_event: AtomicBool::new(false),
             reason: OnceLock::new(),
         })
     }
@@ -181,10 +186,22 @@ impl Entry {
         }
     }
 
-    /// Forget a readiness event noted while a `recv` held reading: the `recv` looks at the
-    /// socket now.
-    pub(crate) fn take_read_event(&self) {
-        self.read_event.store(false, Ordering::SeqCst);
+    /// Take the readiness event noted while a `recv` held reading: the `recv` looks at the
+    /// socket now. True: there was one, so a read is worth trying even if the runtime's
+    /// readiness answers `Pending` (below).
+    pub(crate) fn take_read_event(&self) -> bool {
+        self.read_event.swap(false, Ordering::SeqCst)
+    }
+
+    /// Take the readiness event noted for the I/O task. async-io ignores an event delivered
+    /// in the reactor tick during which the waker was registered (`poll_readable` says
+    /// `Pending` and asks epoll again, which answers at once on the next tick): with an
+    /// executor on two threads, where the reactor ticks on one while tasks register on the
+    /// other, that was a second wake-up, an `epoll_pwait` round and a context switch for
+    /// nearly every message. The entry's waker is woken only by the socket's readiness (every
+    /// poll uses this same waker, so none is ever replaced), so its wake-up is the event.
+    pub(crate) fn take_io_read_event(&self) -> bool {
+        self.io_read_event.swap(false, Ordering::SeqCst)
     }
 
     /// The socket's one read waker on runtimes whose readiness wakes the waker it replaces
@@ -212,6 +229,7 @@ impl Entry {
                 return;
             }
         }
+        self.io_read_event.store(true, Ordering::SeqCst);
         if let Some(w) = self.wake_io.waker() {
             w.wake();
         }

@@ -77,6 +77,10 @@ pub trait Readiness: Send + Sync + 'static {
     /// socket for good (the pipe's entry), which passes each wake-up to whoever holds reading
     /// (the I/O task or a `recv`), so the socket's waker is never replaced; and a `recv` reads
     /// only once readiness says so (a read that finds nothing costs a system call there).
+    /// Such a runtime wakes that waker only for readiness, and a wake-up counts as a
+    /// readiness event even when the next poll answers `Pending`: async-io does that for an
+    /// event delivered in the reactor tick during which the waker was registered (it asks
+    /// epoll again), which with an executor on two threads is most events.
     const HANDOFF_WAKES_REPLACED: bool = false;
 
     /// Poll readability, keeping `cx`'s waker as the socket's one read waker in place of the

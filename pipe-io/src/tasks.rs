@@ -533,9 +533,11 @@ impl<'a, R: Runtime> Lend<'a, R> {
         let first = !self.tried;
         self.tried = true;
         if self.gated() {
-            // A wake-up of the entry's waker from here on is news for whoever reads next.
-            self.entry.take_read_event();
-            if !first && !self.ready && !self.poll_entry() {
+            // A wake-up of the entry's waker from here on is news for whoever reads next. One
+            // before it is an event even if the runtime's readiness says `Pending`
+            // (`Entry::take_io_read_event`).
+            let news = self.entry.take_read_event();
+            if !first && !self.ready && !self.poll_entry() && !news {
                 return Read::Empty;
             }
             // After the first, one read per event: async-io reports readiness once per
@@ -558,8 +560,9 @@ impl<'a, R: Runtime> Lend<'a, R> {
         if !self.gated() {
             return self.poll_sock(cx);
         }
-        self.entry.take_read_event();
-        if self.poll_entry() {
+        let news = self.entry.take_read_event();
+        if self.poll_entry() || news {
+            self.ready = true;
             std::task::Poll::Ready(())
         } else {
             std::task::Poll::Pending
@@ -792,7 +795,13 @@ fn readable_unless_lent<'a, S: Readiness>(
                 // reading is not lent.
                 entry.wake_io.register(cx.waker());
                 let w = entry.read_waker();
-                sock.poll_read_handoff(&mut std::task::Context::from_waker(&w))
+                let polled = sock.poll_read_handoff(&mut std::task::Context::from_waker(&w));
+                // An event the runtime's readiness missed (`Entry::take_io_read_event`).
+                if entry.take_io_read_event() {
+                    std::task::Poll::Ready(Ok(()))
+                } else {
+                    polled
+                }
             } else {
                 sock.poll_read_handoff(cx)
             };
@@ -871,4 +880,83 @@ async fn wait_ended(entry: &Entry) {
 fn finish<R: Runtime>(group: &Arc<Group<R>>, id: PipeId) {
     let mut g = group.lock();
     group.socket_closed(&mut g, id);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Mutex;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::*;
+
+    /// A socket whose readiness reports an event only by waking the waker it keeps, every
+    /// poll answering `Pending`: async-io's `poll_readable` for an event delivered in the
+    /// reactor tick during which the waker was registered.
+    #[derive(Default)]
+    struct WakeOnly(Mutex<Option<Waker>>);
+
+    impl WakeOnly {
+        fn event(&self) {
+            if let Some(w) = self.0.lock().unwrap().take() {
+                w.wake();
+            }
+        }
+    }
+
+    impl Readiness for WakeOnly {
+        async fn readable(&self) -> io::Result<()> {
+            future::pending().await
+        }
+        async fn writable(&self) -> io::Result<()> {
+            future::pending().await
+        }
+        const READ_HANDOFF: bool = true;
+        const HANDOFF_WAKES_REPLACED: bool = true;
+        fn poll_read_handoff(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            *self.0.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    #[test]
+    fn io_task_takes_a_wake_up_as_readiness_its_next_poll_denies() {
+        let entry = Entry::new(Proto::Tcp);
+        let sock = WakeOnly::default();
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut wait = std::pin::pin!(readable_unless_lent(&entry, &sock));
+        assert!(wait.as_mut().poll(&mut cx).is_pending(), "no event yet");
+        sock.event();
+        assert_eq!(woken.0.load(SeqCst), 1, "the entry wakes the I/O task");
+        assert!(
+            wait.as_mut().poll(&mut cx).is_ready(),
+            "the wake-up is the event, whatever the next poll says"
+        );
+        // Taken once: the next wait waits for the next event.
+        let mut again = std::pin::pin!(readable_unless_lent(&entry, &sock));
+        assert!(again.as_mut().poll(&mut cx).is_pending());
+        sock.event();
+        assert!(again.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_wake_up_while_a_recv_reads_is_news_for_its_next_read() {
+        let entry = Entry::new(Proto::Tcp);
+        assert!(entry.take_reading_recv());
+        assert!(!entry.take_read_event(), "nothing happened yet");
+        entry.read_waker().wake_by_ref();
+        assert!(entry.take_read_event(), "the wake-up is kept for the recv");
+        assert!(!entry.take_read_event(), "and taken once");
+    }
 }
