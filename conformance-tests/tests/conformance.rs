@@ -25,6 +25,10 @@ macro_rules! suite {
             go(|rt| echo::tcp_echo(rt.clone(), rt, V4))
         }
         #[test]
+        fn tcp_mixed_sends_arrive_in_order() {
+            go(echo::tcp_mixed_sends_arrive_in_order)
+        }
+        #[test]
         fn tcp_echo_v6() {
             go(|rt| echo::tcp_echo(rt.clone(), rt, V6))
         }

@@ -107,8 +107,8 @@ pub use conf::{Conf, DedupKey, Framing};
 pub use connect_plan::{AttemptError, ConnectFailed, ConnectPlan, PlanOutcome};
 pub use dedup::{sender_cap, MAX_RELIABLE_SENDERS};
 pub use engine::{
-    ConnTotals, Engine, Kind, State, Stats, MAX_EVENTS, MAX_LINKS, MAX_SUBSCRIPTIONS, MAX_UDP_V4,
-    MAX_UDP_V6,
+    ConnTotals, Engine, Kind, State, Stats, DIRECT_MIN, MAX_EVENTS, MAX_LINKS, MAX_SUBSCRIPTIONS,
+    MAX_UDP_V4, MAX_UDP_V6,
 };
 pub use error::{
     AcceptError, ConfError, DestError, IoError, LinkError, RecvError, SendError, SubscribeError,

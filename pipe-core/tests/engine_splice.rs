@@ -173,6 +173,10 @@ fn a_target_takes_spliced_bytes_only_with_an_empty_queue_and_holds_sends_meanwhi
     assert_eq!(e.can_send_direct(t, 5, None), Ok(None));
     e.send(now, t, b"after", None).unwrap();
     assert!(
+        !e.send_waits_for_direct(t, pipe_core::DIRECT_MIN),
+        "the socket is the splice's: a sender could not flush the queue, so it does not wait"
+    );
+    assert!(
         e.peek_transmit(t).is_none(),
         "held while spliced bytes are in flight"
     );

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use pipe_core::{Conf, Engine, Framing, SendError, SubId};
+use pipe_core::{Conf, Engine, Framing, SendError, SubId, DIRECT_MIN};
 
 #[allow(clippy::disallowed_methods)] // one real Instant as the epoch; time does not matter here
 fn now() -> Instant {
@@ -105,5 +105,45 @@ fn direct_sends_only_when_framing_adds_nothing_and_nothing_is_queued() {
         e.can_send_direct(r, 5, None),
         Ok(None),
         "reliable mode frames every datagram"
+    );
+}
+
+#[test]
+fn a_large_raw_send_behind_queued_bytes_waits_for_them_instead_of_being_copied() {
+    let now = now();
+    let (mut e, p) = tcp(Framing::Raw);
+    assert!(
+        !e.send_waits_for_direct(p, DIRECT_MIN),
+        "nothing queued: it goes direct at once"
+    );
+    e.send(now, p, b"queued first", None).unwrap();
+    assert!(e.send_waits_for_direct(p, DIRECT_MIN));
+    assert!(e.send_waits_for_direct(p, 1 << 20));
+    assert!(
+        !e.send_waits_for_direct(p, DIRECT_MIN - 1),
+        "a small message is copied behind the queue"
+    );
+    while e.poll_transmit().is_some() {}
+    assert!(!e.send_waits_for_direct(p, DIRECT_MIN), "drained");
+    e.send(now, p, b"again", None).unwrap();
+    e.close(now, p);
+    assert!(
+        !e.send_waits_for_direct(p, DIRECT_MIN),
+        "closing: the send fails at once instead"
+    );
+
+    // Framing or TLS add bytes: never direct, so never waiting for it.
+    let (mut e, p) = tcp(Framing::LengthPrefixed { max: 1 << 20 });
+    e.send(now, p, b"queued first", None).unwrap();
+    assert!(!e.send_waits_for_direct(p, DIRECT_MIN));
+
+    let mut e = Engine::new(1);
+    let u = e
+        .open_udp(now, addr(5), Some(addr(6)), Conf::default(), false)
+        .unwrap();
+    e.send(now, u, b"queued first", None).unwrap();
+    assert!(
+        !e.send_waits_for_direct(u, DIRECT_MIN),
+        "a datagram is queued whole"
     );
 }

@@ -205,8 +205,16 @@ impl<R: Runtime> Pipe<R> {
         data: &[u8],
         dest: Option<SocketAddr>,
     ) -> Result<(), SendError> {
+        // A large raw TCP message behind queued bytes waits once for them to drain and
+        // then goes to the socket without a copy (`Engine::send_waits_for_direct`).
+        let mut may_wait = true;
         loop {
-            match self.try_send(data, dest) {
+            let res = if std::mem::take(&mut may_wait) && self.waits_for_direct(data.len()) {
+                Err(SendError::WouldBlock)
+            } else {
+                self.try_send(data, dest)
+            };
+            match res {
                 Err(SendError::WouldBlock) if self.entry.is_ended() => {
                     return Err(SendError::Closed)
                 }
@@ -214,6 +222,10 @@ impl<R: Runtime> Pipe<R> {
                 other => return other,
             }
         }
+    }
+
+    fn waits_for_direct(&self, len: usize) -> bool {
+        len >= pipe_core::DIRECT_MIN && self.group.lock().engine.send_waits_for_direct(self.id, len)
     }
 
     /// Wait until the outbound buffer can take more. The sender flushes the buffer itself as

@@ -138,3 +138,38 @@ pub async fn tcp_twenty_clients<S: Runtime, C: Runtime>(srv: S, cli: C, fam: Fam
         assert_eq!(c.send(b"late").await, Err(SendError::Closed));
     }
 }
+
+/// Raw TCP sends of mixed sizes while the socket is full: a large one behind queued bytes
+/// waits for them and is then written from the caller's buffer (`Engine::send_waits_for_direct`),
+/// a small one is copied behind them. The peer starts reading only after the first message
+/// was taken, so the later ones meet a full socket; it gets every byte, in order.
+pub async fn tcp_mixed_sends_arrive_in_order<C: Runtime>(cli: C) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (c, mut s) = super::handoff::accepted(cli).await;
+    let sizes = [65_536, 100, 16_384, 16_383, 3, 200 * 1024];
+    let msgs: Vec<Vec<u8>> = (0..60)
+        .map(|i| {
+            let n = sizes[i % sizes.len()];
+            (0..n).map(|j| (i * 7 + j / 997) as u8).collect()
+        })
+        .collect();
+    let want: Vec<u8> = msgs.concat();
+    let sent = AtomicUsize::new(0);
+    let send = async {
+        for m in &msgs {
+            within(WAIT, "send", c.send(m)).await.expect("send");
+            sent.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let read = async {
+        let deadline = Instant::now() + WAIT;
+        while sent.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the first send did not return");
+            sleep(Duration::from_millis(1)).await;
+        }
+        super::handoff::read_n(&mut s, want.len()).await
+    };
+    let ((), got) = futures_lite::future::zip(send, read).await;
+    assert!(got == want, "bytes lost, doubled or reordered");
+    c.close().await;
+}

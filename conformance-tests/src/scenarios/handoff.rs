@@ -9,7 +9,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use super::prelude::*;
 
 /// A raw TCP server's side of one connection from a pipes client.
-async fn accepted<C: Runtime>(cli: C) -> (Pipe<C>, smol::Async<std::net::TcpStream>) {
+pub(super) async fn accepted<C: Runtime>(cli: C) -> (Pipe<C>, smol::Async<std::net::TcpStream>) {
     let listener = smol::Async::<std::net::TcpListener>::bind(lo0(Family::V4)).expect("bind");
     let addr = listener.get_ref().local_addr().unwrap();
     let c = client(cli, Proto::Tcp, addr).await;
@@ -46,7 +46,7 @@ async fn sees_end<C: Runtime>(c: &Pipe<C>, what: &str) {
 }
 
 /// Read `n` bytes from the raw side.
-async fn read_n(s: &mut smol::Async<std::net::TcpStream>, n: usize) -> Vec<u8> {
+pub(super) async fn read_n(s: &mut smol::Async<std::net::TcpStream>, n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
     within(WAIT, "raw read", s.read_exact(&mut buf))
         .await

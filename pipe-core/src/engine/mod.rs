@@ -50,6 +50,10 @@ pub const MAX_LINKS: usize = 64;
 /// bounded by the number of pipes, those forgotten with events still queued among them, and
 /// reliable sends).
 pub const MAX_EVENTS: usize = 1 << 16;
+/// Smallest message a raw TCP send writes from the caller's buffer after waiting for the
+/// bytes queued ahead of it, instead of copying it behind them
+/// ([`Engine::send_waits_for_direct`]).
+pub const DIRECT_MIN: usize = 16 * 1024;
 /// Largest UDP payload on IPv4 (65,535 − 20 − 8).
 pub const MAX_UDP_V4: usize = 65_507;
 /// Largest UDP payload on IPv6 (65,535 − 8).
@@ -541,6 +545,25 @@ impl Engine {
                 Ok(raw.then_some(peer))
             }
         }
+    }
+
+    /// Whether a send of `len` bytes should first wait for the pipe's queued output to drain
+    /// and then go to the socket from the caller's buffer ([`Engine::can_send_direct`]),
+    /// rather than be copied into the queue behind it: a raw TCP pipe (no framing, no TLS)
+    /// that may write, with bytes queued (not spliced ones), and a message of at least
+    /// [`DIRECT_MIN`] bytes. A bulk sender otherwise copies nearly every byte into the queue
+    /// while the socket's buffer is full (`std::io::BufWriter` lets a write as large as its
+    /// buffer bypass it for the same reason). The driver waits at most once per message.
+    pub fn send_waits_for_direct(&self, pipe: PipeId, len: usize) -> bool {
+        len >= DIRECT_MIN
+            && self.pipes.get(&pipe).is_some_and(|p| {
+                matches!(p.kind, Kind::TcpClient | Kind::TcpConn { .. })
+                    && p.can_write()
+                    && p.session.is_plain()
+                    && p.deframer.is_none()
+                    && !p.out.is_empty()
+                    && !p.splice_busy
+            })
     }
 
     /// Send `data` reliably (UDP pipes with `Conf::reliable_udp`): up to `1 + send_retry`
