@@ -447,6 +447,11 @@ impl<R: Runtime> Pipe<R> {
                         if !forwards.is_empty() {
                             Box::pin(run_forwards(&self.group, forwards)).await;
                         }
+                        // Most often the read's message is there: take it without a read
+                        // that would find the socket empty.
+                        if let Some(m) = self.group.lock().engine.recv(self.id, sub)? {
+                            return Ok(Some(m));
+                        }
                     }
                     Read::Retry => {}
                     Read::Empty | Read::Splice => break,
@@ -463,12 +468,6 @@ impl<R: Runtime> Pipe<R> {
                 if self.entry.is_paused() {
                     // The engine holds too much: the I/O task reads again once it resumes.
                     break 'lent;
-                }
-            }
-            // After a read, most often its message is there: look without a listener.
-            if reads > 0 {
-                if let Some(m) = self.group.lock().engine.recv(self.id, sub)? {
-                    return Ok(Some(m));
                 }
             }
             // Listening before the check, so a notify in between (the deadline, the end) is
