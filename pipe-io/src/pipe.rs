@@ -184,6 +184,9 @@ impl<R: Runtime> Pipe<R> {
     ///
     /// `Ok` means the whole message was taken by the pipe (written to the socket, or queued
     /// for it within `max_out_bytes`), not that the peer got it. A refused send took nothing.
+    /// On a raw TCP pipe, a message of at least [`pipe_core::DIRECT_MIN`] bytes sent while
+    /// bytes are queued ahead of it first waits for them (once), then goes to the socket from
+    /// `data` without a copy (what the socket does not take is queued).
     ///
     /// # Cancel safety
     ///
