@@ -198,6 +198,10 @@ fn handshake_then_data_both_ways_and_up_only_after_the_handshake() {
     assert_eq!(p.recv_all(p.client), b"and back");
     // The bytes on the wire are not the plaintext.
     p.e.send(p.now, p.client, b"secret", None).unwrap();
+    assert!(
+        !p.e.send_waits_for_direct(p.client, pipe_core::DIRECT_MIN),
+        "records queued, but a TLS send is never written from the caller's buffer"
+    );
     let t = p.e.poll_transmit_for(p.client).unwrap();
     assert!(!t.payload.windows(6).any(|w| w == b"secret"));
 }
