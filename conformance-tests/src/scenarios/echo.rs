@@ -144,7 +144,6 @@ pub async fn tcp_twenty_clients<S: Runtime, C: Runtime>(srv: S, cli: C, fam: Fam
 /// a small one is copied behind them. The peer starts reading only after the first message
 /// was taken, so the later ones meet a full socket; it gets every byte, in order.
 pub async fn tcp_mixed_sends_arrive_in_order<C: Runtime>(cli: C) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let (c, mut s) = super::handoff::accepted(cli).await;
     let sizes = [65_536, 100, 16_384, 16_383, 3, 200 * 1024];
     let msgs: Vec<Vec<u8>> = (0..60)
@@ -154,19 +153,17 @@ pub async fn tcp_mixed_sends_arrive_in_order<C: Runtime>(cli: C) {
         })
         .collect();
     let want: Vec<u8> = msgs.concat();
-    let sent = AtomicUsize::new(0);
+    let (first_tx, first_rx) = smol::channel::bounded::<()>(1);
     let send = async {
         for m in &msgs {
             within(WAIT, "send", c.send(m)).await.expect("send");
-            sent.fetch_add(1, Ordering::SeqCst);
+            let _ = first_tx.try_send(());
         }
     };
     let read = async {
-        let deadline = Instant::now() + WAIT;
-        while sent.load(Ordering::SeqCst) == 0 {
-            assert!(Instant::now() < deadline, "the first send did not return");
-            sleep(Duration::from_millis(1)).await;
-        }
+        within(WAIT, "the first send", first_rx.recv())
+            .await
+            .expect("the first send returned");
         super::handoff::read_n(&mut s, want.len()).await
     };
     let ((), got) = futures_lite::future::zip(send, read).await;
