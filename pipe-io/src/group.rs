@@ -866,3 +866,15 @@ pub(crate) fn flush<R: Runtime>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// A pipe's entry lives in an `Arc` (16 bytes of counts before it): up to 104 bytes the
+    /// allocation is a 128-byte glibc chunk (request + 8, rounded to 16); one byte more makes
+    /// it 144 for every connection. Flags go in its padding.
+    #[test]
+    fn entry_fits_its_malloc_chunk() {
+        let size = std::mem::size_of::<super::Entry>();
+        assert!(size <= 104, "{size}");
+    }
+}
