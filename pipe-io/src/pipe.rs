@@ -227,6 +227,8 @@ impl<R: Runtime> Pipe<R> {
         }
     }
 
+    /// The engine's rule, asked only for a message large enough for it to apply: a small
+    /// send takes no lock for it.
     fn waits_for_direct(&self, len: usize) -> bool {
         len >= pipe_core::DIRECT_MIN && self.group.lock().engine.send_waits_for_direct(self.id, len)
     }

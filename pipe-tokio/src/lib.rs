@@ -205,9 +205,7 @@ fn read_clearing(
     let mut short = None;
     let res = sock.try_io(tokio::io::Interest::READABLE, || {
         *asked = true;
-        let raw = socket2::SockRef::from(sock);
-        let mut s: &socket2::Socket = &raw;
-        let n = io::Read::read(&mut s, buf)?;
+        let n = read_now(sock, buf)?;
         if cfg!(unix) && n > 0 && n < len {
             short = Some(n);
             return Err(io::ErrorKind::WouldBlock.into());
@@ -218,6 +216,13 @@ fn read_clearing(
         (Err(_), Some(n)) => Ok(n),
         (res, _) => res,
     }
+}
+
+/// One `read(2)` on a tokio TCP stream, whatever tokio's readiness says.
+fn read_now(sock: &tokio::net::TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let raw = socket2::SockRef::from(sock);
+    let mut s: &socket2::Socket = &raw;
+    io::Read::read(&mut s, buf)
 }
 
 /// One `recvfrom(2)` on a tokio UDP socket, whatever tokio's readiness says.
@@ -245,11 +250,7 @@ impl TcpIo for Tcp {
         match read_clearing(&self.0, buf, &mut asked) {
             // tokio's readiness said no without asking: ask the socket. A WouldBlock here
             // leaves tokio's readiness as it was (already clear), so waiting stays correct.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && !asked => {
-                let sock = socket2::SockRef::from(&self.0);
-                let mut s: &socket2::Socket = &sock;
-                io::Read::read(&mut s, buf)
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && !asked => read_now(&self.0, buf),
             other => other,
         }
     }
