@@ -1,9 +1,12 @@
 //! A hash map for the small integer keys pipes assign themselves (pipe ids, link tokens):
 //! one multiply per word. SipHash's flood resistance buys nothing here, since peers never
 //! choose these keys; the engine's pipe table and the drivers' per-pipe tables use it.
+//!
+//! [`IdTable`] is the tables a pipe group keeps per pipe: its first entry is held inline,
+//! so a client group (one pipe, for its whole life) allocates no table at all.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 /// The hasher of [`IdMap`]: a rotate, an xor and a multiply per word.
 #[derive(Debug, Default, Clone, Copy)]
@@ -28,6 +31,96 @@ impl Hasher for IdHasher {
 /// A `HashMap` keyed by ids pipes assign themselves (never by peers).
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
+/// A table of one pipe group's pipes by id: the first entry inline, the others in an
+/// [`IdMap`]. A group is a client alone or a listener with its connections, so a client's
+/// table never allocates (each hash table's first insert allocated, and a client's open and
+/// close paid that twice, engine and driver), and finding a client's pipe hashes nothing.
+/// A listener stays inline and its connections go to the map. Iteration order is
+/// unspecified, as a `HashMap`'s.
+#[derive(Debug)]
+pub struct IdTable<K, V> {
+    first: Option<(K, V)>,
+    rest: IdMap<K, V>,
+}
+
+impl<K, V> Default for IdTable<K, V> {
+    fn default() -> Self {
+        Self {
+            first: None,
+            rest: IdMap::default(),
+        }
+    }
+}
+
+impl<K: Copy + Eq + Hash, V> IdTable<K, V> {
+    /// The value for `k`.
+    #[inline]
+    pub fn get(&self, k: &K) -> Option<&V> {
+        match &self.first {
+            Some((f, v)) if f == k => Some(v),
+            _ => self.rest.get(k),
+        }
+    }
+
+    /// The value for `k`, mutably.
+    #[inline]
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        match &mut self.first {
+            Some((f, v)) if f == k => Some(v),
+            _ => self.rest.get_mut(k),
+        }
+    }
+
+    /// Whether `k` has a value.
+    pub fn contains_key(&self, k: &K) -> bool {
+        self.get(k).is_some()
+    }
+
+    /// Set the value for `k`, returning the one it replaced (as `HashMap::insert`).
+    pub fn insert(&mut self, k: K, v: V) -> Option<V> {
+        match &mut self.first {
+            Some((f, old)) if *f == k => return Some(std::mem::replace(old, v)),
+            None if !self.rest.contains_key(&k) => {
+                self.first = Some((k, v));
+                return None;
+            }
+            _ => {}
+        }
+        self.rest.insert(k, v)
+    }
+
+    /// Remove and return the value for `k`.
+    pub fn remove(&mut self, k: &K) -> Option<V> {
+        if matches!(&self.first, Some((f, _)) if f == k) {
+            return self.first.take().map(|(_, v)| v);
+        }
+        self.rest.remove(k)
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.first
+            .iter()
+            .map(|(k, v)| (k, v))
+            .chain(self.rest.iter())
+    }
+
+    /// Every value, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.iter().map(|(_, v)| v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::hash::{BuildHasher, Hash};
@@ -48,5 +141,68 @@ mod tests {
         assert_eq!(ids.len(), 10_000);
         assert_ne!(hash(b"ab".as_slice()), hash(b"ba".as_slice()));
         assert_ne!(hash(b"ab".as_slice()), hash(b"".as_slice()));
+    }
+
+    /// The table answers as a `HashMap` would, over a long run of inserts (new and
+    /// replacing), removes (present and absent, the inline entry among them) and lookups,
+    /// with few keys so that each path is hit many times.
+    #[test]
+    fn table_matches_a_hash_map() {
+        let mut t: IdTable<u64, u64> = IdTable::default();
+        let mut m: HashMap<u64, u64> = HashMap::new();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for step in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = x % 6;
+            match (x >> 8) % 4 {
+                0 | 1 => assert_eq!(t.insert(k, step), m.insert(k, step), "insert {k}"),
+                2 => assert_eq!(t.remove(&k), m.remove(&k), "remove {k}"),
+                _ => {
+                    if let Some(v) = t.get_mut(&k) {
+                        *v += 1;
+                    }
+                    if let Some(v) = m.get_mut(&k) {
+                        *v += 1;
+                    }
+                }
+            }
+            assert_eq!(t.len(), m.len());
+            assert_eq!(t.is_empty(), m.is_empty());
+            for k in 0..6 {
+                assert_eq!(t.get(&k), m.get(&k));
+                assert_eq!(t.contains_key(&k), m.contains_key(&k));
+            }
+            let mut a: Vec<_> = t.iter().map(|(k, v)| (*k, *v)).collect();
+            let mut b: Vec<_> = m.iter().map(|(k, v)| (*k, *v)).collect();
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b);
+            assert_eq!(t.values().count(), m.len());
+        }
+    }
+
+    /// A client's table (one entry, replaced, removed, inserted again) allocates nothing.
+    #[test]
+    fn one_entry_stays_inline() {
+        let mut t: IdTable<PipeId, u64> = IdTable::default();
+        for i in 0..3 {
+            assert_eq!(t.insert(PipeId(i), i), None);
+            assert_eq!(t.insert(PipeId(i), i + 10), Some(i));
+            assert_eq!(t.rest.capacity(), 0);
+            assert_eq!(t.remove(&PipeId(i)), Some(i + 10));
+        }
+        // A second entry goes to the map; removing the inline one leaves the map's alone.
+        t.insert(PipeId(1), 1);
+        t.insert(PipeId(2), 2);
+        assert_eq!(t.rest.len(), 1);
+        assert_eq!(t.remove(&PipeId(1)), Some(1));
+        assert_eq!(t.get(&PipeId(2)), Some(&2));
+        // The next new key takes the free inline place; a key in the map stays there.
+        t.insert(PipeId(3), 3);
+        assert!(matches!(t.first, Some((PipeId(3), 3))));
+        assert_eq!(t.insert(PipeId(2), 20), Some(2));
+        assert_eq!(t.rest.len(), 1);
     }
 }

@@ -334,33 +334,36 @@ impl<R: Runtime> PipeBuilder<R> {
             };
             return wrap_existing(&self.rt, self.proto, existing, dest_addr);
         }
-        // Every address of the name, in Happy Eyeballs order (IPv6 first, interleaved), of
-        // the bind address's family when one is given (a route pins the family).
-        let dest_addrs = match &dest {
-            Some(d) => {
-                let family = self.bind.map(|b| Family::of_addr(&b));
-                resolve(&self.rt, d, family, self.conf.dns_timeout).await?
-            }
-            None => Vec::new(),
+        let dest_addr = match &dest {
+            None => None,
+            Some(d) => match d.socket_addr() {
+                // A literal address: no lookup, and no list to hold it.
+                Some(addr) => Some(unspecified_to_loopback(addr)),
+                None => {
+                    // Every address of the name, in Happy Eyeballs order (IPv6 first,
+                    // interleaved), of the bind address's family when one is given (a route
+                    // pins the family).
+                    let family = self.bind.map(|b| Family::of_addr(&b));
+                    let addrs = resolve(&self.rt, d, family, self.conf.dns_timeout).await?;
+                    // A TCP name with several addresses: race them (RFC 8305). UDP has no
+                    // handshake to race: it takes the first address in that order.
+                    if let (Proto::Tcp, Host::Name(host), true) =
+                        (self.proto, d.host(), addrs.len() > 1)
+                    {
+                        let local = crate::happy_eyeballs::Local {
+                            bind: self.bind,
+                            device: self.device.as_deref(),
+                        };
+                        return crate::happy_eyeballs::connect_any(
+                            &self.rt, host, addrs, local, &self.conf, want_fd,
+                        )
+                        .await
+                        .map(Opened::Tcp);
+                    }
+                    addrs.first().copied()
+                }
+            },
         };
-        // A TCP name with several addresses: race them (RFC 8305). UDP has no handshake to
-        // race: it takes the first address in that order.
-        if let (Proto::Tcp, Some(Host::Name(host)), true) = (
-            self.proto,
-            dest.as_ref().map(Dest::host),
-            dest_addrs.len() > 1,
-        ) {
-            let local = crate::happy_eyeballs::Local {
-                bind: self.bind,
-                device: self.device.as_deref(),
-            };
-            return crate::happy_eyeballs::connect_any(
-                &self.rt, host, dest_addrs, local, &self.conf, want_fd,
-            )
-            .await
-            .map(Opened::Tcp);
-        }
-        let dest_addr = dest_addrs.first().copied();
         let bind = match (self.bind, dest_addr) {
             (Some(b), _) => b,
             (None, Some(d)) => SocketAddr::new(unspecified(Family::of_addr(&d)), 0),

@@ -22,7 +22,7 @@ use crate::callbacks::{Callbacks, Job, JobQueue};
 use crate::pipe::Pipe;
 use crate::runtime::{Runtime, TcpIo, UdpIo};
 
-pub(crate) use pipe_core::idmap::IdMap;
+pub(crate) use pipe_core::idmap::{IdMap, IdTable};
 
 /// A pipe's wake-up signals and the flags tasks check without the lock. Waiters `listen()`
 /// before checking state, so no wake-up is lost. Handles hold it, so it outlives the slot.
@@ -392,7 +392,7 @@ pub(crate) struct Forward<R: Runtime> {
 
 pub(crate) struct GroupState<R: Runtime> {
     pub(crate) engine: Engine,
-    pub(crate) slots: IdMap<PipeId, Slot<R>>,
+    pub(crate) slots: IdTable<PipeId, Slot<R>>,
     /// The pipe the group was opened for, and its callbacks (its connections run them too).
     pub(crate) first: Option<PipeId>,
     pub(crate) cbs: Callbacks<R>,
@@ -537,7 +537,7 @@ impl<R: Runtime> Group<R> {
             sleeper: Mutex::default(),
             state: Mutex::new(GroupState {
                 engine,
-                slots: IdMap::default(),
+                slots: IdTable::default(),
                 first: None,
                 cbs: Callbacks::default(),
                 link_targets: IdMap::default(),

@@ -467,7 +467,7 @@ impl Engine {
 
 fn self_state_closed(
     t: PipeId,
-    pipes: &crate::idmap::IdMap<PipeId, Box<super::PipeState>>,
+    pipes: &crate::idmap::IdTable<PipeId, Box<super::PipeState>>,
 ) -> bool {
     pipes.get(&t).is_none_or(|p| !p.can_write())
 }

@@ -72,7 +72,7 @@ const DEADLINE: u64 = 0;
 /// The sans-IO engine. See the module documentation for the method kinds and drain order.
 #[derive(Debug)]
 pub struct Engine {
-    pipes: crate::idmap::IdMap<PipeId, Box<PipeState>>,
+    pipes: crate::idmap::IdTable<PipeId, Box<PipeState>>,
     next_id: u64,
     dirty: VecDeque<PipeId>,
     events: VecDeque<Event>,
