@@ -6,6 +6,7 @@
 //! `max_qsize` defaults to 1024 (P2PD: 0 = unbounded): pass 0 to opt into unbounded queues.
 //! The keys after `send_retry` are this project's additions (DESIGN.md §5).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -232,6 +233,20 @@ impl Conf {
             write_stall_timeout: Some(SERVER_WRITE_STALL_TIMEOUT),
             ..Self::default()
         }
+    }
+
+    /// `Conf::default()`, made once per process and shared. A pipe opened with it (the
+    /// drivers' builders start from it) copies no conf and validates none: it is known
+    /// valid for every protocol (a unit test holds that). An `Arc` is never changed in
+    /// place while shared (`Arc::make_mut` copies), so the shared one stays the default.
+    pub fn shared_default() -> Arc<Conf> {
+        static DEFAULT: OnceLock<Arc<Conf>> = OnceLock::new();
+        Arc::clone(DEFAULT.get_or_init(|| Arc::new(Conf::default())))
+    }
+
+    /// Whether `conf` is [`Conf::shared_default`] itself (not merely equal to it).
+    pub fn is_shared_default(conf: &Arc<Conf>) -> bool {
+        Arc::ptr_eq(conf, &Self::shared_default())
     }
 
     /// Check every value; the first bad key is reported.

@@ -256,6 +256,53 @@ fn default_conf_is_p2pds_except_max_qsize() {
     assert_eq!(c.validate(), Ok(()));
 }
 
+/// The shared default conf (what the drivers' builders start from) is the default, valid
+/// for both protocols, and recognised only by identity: an equal conf made apart, or the
+/// shared one changed through `Arc::make_mut`, is validated like any other, so a bad
+/// conf cannot pass as the default.
+#[test]
+fn shared_default_conf_is_known_valid_and_only_itself() {
+    use std::sync::Arc;
+    let shared = Conf::shared_default();
+    assert!(Conf::is_shared_default(&shared));
+    assert!(Arc::ptr_eq(&shared, &Conf::shared_default()));
+    assert_eq!(format!("{:?}", *shared), format!("{:?}", Conf::default()));
+    assert_eq!(shared.validate_for(Proto::Tcp), Ok(()));
+    assert_eq!(shared.validate_for(Proto::Udp), Ok(()));
+    assert!(!Conf::is_shared_default(&Arc::new(Conf::default())));
+    let mut changed = Conf::shared_default();
+    Arc::make_mut(&mut changed).max_qsize = 7;
+    assert!(!Conf::is_shared_default(&changed));
+    assert_eq!(Conf::shared_default().max_qsize, 1024);
+
+    // The engine validates every other conf it is given, shared or not.
+    let (mut e, now) = engine();
+    let bad = Arc::new(Conf {
+        reader_limit: 1,
+        ..Conf::default()
+    });
+    let err = e.open_tcp(
+        now,
+        sa("127.0.0.1:1"),
+        sa("127.0.0.1:2"),
+        Arc::clone(&bad),
+        false,
+    );
+    assert!(
+        matches!(
+            err,
+            Err(ConfError::OutOfRange {
+                key: "reader_limit",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(e
+        .open_tcp(now, sa("127.0.0.1:1"), sa("127.0.0.1:2"), shared, false)
+        .is_ok());
+}
+
 #[test]
 fn every_conf_validation_error() {
     let hour = Duration::from_secs(3600);

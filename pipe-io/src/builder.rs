@@ -115,7 +115,8 @@ pub struct PipeBuilder<R: Runtime> {
     dest: Result<Option<Dest>, DestError>,
     bind: Option<SocketAddr>,
     device: Option<String>,
-    conf: Conf,
+    /// Shared with the pipes it opens; [`Conf::shared_default`] until [`PipeBuilder::conf`].
+    conf: Arc<Conf>,
     existing: Option<ExistingSocket>,
     cbs: Callbacks<R>,
     next_cb: u64,
@@ -141,7 +142,7 @@ impl<R: Runtime> PipeBuilder<R> {
             dest: Ok(None),
             bind: None,
             device: None,
-            conf: Conf::default(),
+            conf: Conf::shared_default(),
             existing: None,
             cbs: Callbacks::default(),
             next_cb: 1,
@@ -185,7 +186,7 @@ impl<R: Runtime> PipeBuilder<R> {
 
     /// The pipe's conf.
     pub fn conf(mut self, conf: Conf) -> Self {
-        self.conf = conf;
+        self.conf = Arc::new(conf);
         self
     }
 
@@ -252,9 +253,13 @@ impl<R: Runtime> PipeBuilder<R> {
             return Err(OpenError::SockOnly);
         }
         let mut this = self;
-        if let (Proto::Tcp, Ok(Some(d))) = (this.proto, &this.dest) {
+        if let (Proto::Tcp, Ok(Some(d)), true) = (
+            this.proto,
+            &this.dest,
+            this.conf.use_ssl || this.conf.tls.is_some(),
+        ) {
             let host = d.host().clone();
-            crate::tls::complete_client(&mut this.conf, Some(&host));
+            crate::tls::complete_client(Arc::make_mut(&mut this.conf), Some(&host));
         }
         let rt = this.rt.clone();
         let (conf, cbs) = (this.conf.clone(), this.cbs.clone());
@@ -310,7 +315,9 @@ impl<R: Runtime> PipeBuilder<R> {
     /// Return the configured, bound (and for TCP clients connected, for servers listening)
     /// socket instead of a pipe (P2PD's `sock_only`). The socket is in non-blocking mode.
     pub async fn open_socket(mut self) -> Result<Socket, OpenError> {
-        self.conf.sock_only = false;
+        if self.conf.sock_only {
+            Arc::make_mut(&mut self.conf).sock_only = false;
+        }
         Ok(match self.prepare(true).await? {
             Opened::Udp(s, _) => Socket::from(s),
             Opened::Tcp(s) => {
@@ -325,7 +332,9 @@ impl<R: Runtime> PipeBuilder<R> {
     /// Validate, resolve, create, bind, connect or listen.
     /// `want_fd`: keep a descriptor of a TCP client's socket to hand back (`open_socket`).
     async fn prepare(self, want_fd: bool) -> Result<Opened<R>, OpenError> {
-        self.conf.validate_for(self.proto)?;
+        if !Conf::is_shared_default(&self.conf) {
+            self.conf.validate_for(self.proto)?;
+        }
         let dest = self.dest?;
         if let Some(existing) = self.existing {
             let dest_addr = match &dest {
@@ -438,9 +447,8 @@ impl<R: Runtime> PipeBuilder<R> {
     /// A builder for one more server on `route`:`port` with this one's runtime, protocol,
     /// conf and callbacks (the same callback objects, shared).
     pub(crate) fn server_on(&self, route: &crate::route::Route, port: u16) -> Self {
-        let mut b = Self::new(self.rt.clone(), self.proto)
-            .conf(self.conf.clone())
-            .route(route, port);
+        let mut b = Self::new(self.rt.clone(), self.proto).route(route, port);
+        b.conf = Arc::clone(&self.conf);
         b.cbs = self.cbs.clone();
         b.next_cb = self.next_cb;
         b

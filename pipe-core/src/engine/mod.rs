@@ -126,7 +126,7 @@ impl Engine {
         now: Instant,
         local: SocketAddr,
         dest: Option<SocketAddr>,
-        conf: Conf,
+        conf: impl Into<Arc<Conf>>,
         callbacks: bool,
     ) -> Result<PipeId, ConfError> {
         let sub_all = dest.is_some() && !callbacks;
@@ -139,7 +139,7 @@ impl Engine {
         now: Instant,
         local: SocketAddr,
         peer: SocketAddr,
-        conf: Conf,
+        conf: impl Into<Arc<Conf>>,
         callbacks: bool,
     ) -> Result<PipeId, ConfError> {
         self.open(
@@ -158,7 +158,7 @@ impl Engine {
         &mut self,
         now: Instant,
         local: SocketAddr,
-        conf: Conf,
+        conf: impl Into<Arc<Conf>>,
         callbacks: bool,
     ) -> Result<PipeId, ConfError> {
         self.open(now, Kind::TcpListener, local, None, conf, callbacks, false)
@@ -267,7 +267,8 @@ impl Engine {
         Ok(id)
     }
 
-    /// Validate `conf`, then [`Engine::insert`].
+    /// Validate `conf` (unless it is [`Conf::shared_default`], known valid), then
+    /// [`Engine::insert`].
     #[allow(clippy::too_many_arguments)]
     fn open(
         &mut self,
@@ -275,11 +276,14 @@ impl Engine {
         kind: Kind,
         local: SocketAddr,
         dest: Option<SocketAddr>,
-        conf: Conf,
+        conf: impl Into<Arc<Conf>>,
         callbacks: bool,
         sub_all: bool,
     ) -> Result<PipeId, ConfError> {
-        conf.validate_for(kind.proto())?;
+        let conf = conf.into();
+        if !Conf::is_shared_default(&conf) {
+            conf.validate_for(kind.proto())?;
+        }
         let incompatible = |why| ConfError::Incompatible { key: "tls", why };
         let session = match (&conf.tls, kind) {
             (None, _) => Session::Plain,
@@ -303,15 +307,7 @@ impl Engine {
                 return Err(incompatible("a TLS server config is for TCP listeners"))
             }
         };
-        Ok(self.insert(
-            now,
-            kind,
-            local,
-            dest,
-            Arc::new(conf),
-            (callbacks, sub_all),
-            session,
-        ))
+        Ok(self.insert(now, kind, local, dest, conf, (callbacks, sub_all), session))
     }
 
     /// Send what the pipe's TLS session has for the socket (handshake records, alerts,
