@@ -477,7 +477,7 @@ impl<R: Runtime> Pipe<R> {
             }
             // Listening before the check, so a notify in between (the deadline, the end) is
             // not lost; not while reading, so feeding the engine does not wake this task.
-            let listener = self.entry.readable.listen();
+            event_listener::listener!(self.entry.readable => listener);
             if let Some(done) = self.look(sub, deadline)? {
                 return Ok(done);
             }
@@ -518,13 +518,13 @@ impl<R: Runtime> Pipe<R> {
         deadline: Option<std::time::Instant>,
     ) -> Result<Option<Message>, RecvError> {
         loop {
-            let listener = self.entry.readable.listen();
+            event_listener::listener!(self.entry.readable => listener);
             if let Some(done) = self.look(sub, deadline)? {
                 return Ok(done);
             }
             listener.await;
             // Most wake-ups are the message itself: a look without a new listener takes it
-            // (a listener costs an allocation and a registration).
+            // (a new listener costs a registration with the event).
             if let Some(m) = self.group.lock().engine.recv(self.id, sub)? {
                 return Ok(Some(m));
             }
@@ -589,7 +589,7 @@ impl<R: Runtime> Pipe<R> {
     /// `accept` returns it. (The same holds for [`Pipe::accept_timeout`].)
     pub async fn accept(&self) -> Result<Pipe<R>, RecvError> {
         loop {
-            let listener = self.entry.accept.listen();
+            event_listener::listener!(self.entry.accept => listener);
             if let Some(p) = self.try_accept()? {
                 return Ok(p);
             }
@@ -601,7 +601,7 @@ impl<R: Runtime> Pipe<R> {
     pub async fn accept_timeout(&self, timeout: Duration) -> Result<Option<Pipe<R>>, RecvError> {
         let deadline = self.group.rt.now() + timeout;
         loop {
-            let listener = self.entry.accept.listen();
+            event_listener::listener!(self.entry.accept => listener);
             if let Some(p) = self.try_accept()? {
                 return Ok(Some(p));
             }
@@ -797,10 +797,10 @@ impl<R: Runtime> Pipe<R> {
             g.engine.user_acts(self.id);
             self.group.pump(&mut g);
         }
-        // Look before listening: a listener is an allocation, and the common case (woken
-        // because it closed) needs none.
+        // Look before listening: the common case (woken because it closed) needs no
+        // registration.
         while !self.entry.is_closed() {
-            let listener = self.entry.closed.listen();
+            event_listener::listener!(self.entry.closed => listener);
             if self.entry.is_closed() {
                 return;
             }
