@@ -53,21 +53,32 @@ impl<K, V> Default for IdTable<K, V> {
 }
 
 impl<K: Copy + Eq + Hash, V> IdTable<K, V> {
-    /// The value for `k`.
+    /// The value for `k`. A table with entries in its map (a listener's) looks there first:
+    /// most lookups are of its connections.
     #[inline]
     pub fn get(&self, k: &K) -> Option<&V> {
+        if !self.rest.is_empty() {
+            if let Some(v) = self.rest.get(k) {
+                return Some(v);
+            }
+        }
         match &self.first {
             Some((f, v)) if f == k => Some(v),
-            _ => self.rest.get(k),
+            _ => None,
         }
     }
 
-    /// The value for `k`, mutably.
+    /// The value for `k`, mutably (looked up as [`IdTable::get`] does).
     #[inline]
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        if !self.rest.is_empty() {
+            if let Some(v) = self.rest.get_mut(k) {
+                return Some(v);
+            }
+        }
         match &mut self.first {
             Some((f, v)) if f == k => Some(v),
-            _ => self.rest.get_mut(k),
+            _ => None,
         }
     }
 

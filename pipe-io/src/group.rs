@@ -33,15 +33,17 @@ pub(crate) struct Entry {
     pub(crate) readable: Signal,
     /// The outbound buffer drained, or the pipe ended.
     pub(crate) writable: Signal,
-    /// The pipe's I/O task has something to do (flush, timer change, end, release, the
-    /// engine resumed its reading).
-    pub(crate) wake_io: IoWake,
-    /// An accepted connection is waiting, or the listener ended.
-    pub(crate) accept: Signal,
-    /// A reliable send finished.
-    pub(crate) reliable: Signal,
+    /// A listener's: an accepted connection is waiting, or the listener ended. A reliable
+    /// UDP pipe's: a reliable send finished. One signal for both (a pipe is never both; 8
+    /// bytes less in every entry).
+    pub(crate) accept_or_reliable: Signal,
     /// The pipe ended and its socket is closed.
     pub(crate) closed: Signal,
+    /// The waker slots of the I/O task ([`Entry::wake_io`]) and of the `recv` holding
+    /// reading ([`Entry::lender`]), one lock for both.
+    wakers: Mutex<[Option<std::task::Waker>; 2]>,
+    /// Their flags (in what was the entry's padding).
+    woken: [AtomicBool; 2],
     pub(crate) ended: AtomicBool,
     /// The engine released the socket: nothing more to write.
     pub(crate) released: AtomicBool,
@@ -80,10 +82,10 @@ impl Entry {
             proto,
             readable: Signal::new(),
             writable: Signal::new(),
-            wake_io: IoWake::default(),
-            accept: Signal::new(),
-            reliable: Signal::new(),
+            accept_or_reliable: Signal::new(),
             closed: Signal::new(),
+            wakers: Mutex::default(),
+            woken: Default::default(),
             ended: AtomicBool::new(false),
             released: AtomicBool::new(false),
             io_done: AtomicBool::new(false),
@@ -182,7 +184,7 @@ impl Entry {
         let deferred = self.io_deferred.swap(false, Ordering::SeqCst);
         let event = self.read_event.swap(false, Ordering::SeqCst);
         if closed || wake || event || (deferred && !handed) {
-            self.wake_io.notify(1);
+            self.wake_io().notify(1);
         }
     }
 
@@ -212,16 +214,43 @@ impl Entry {
         std::task::Waker::from(self.clone())
     }
 
+    /// The pipe's I/O task has something to do (flush, timer change, end, release, the
+    /// engine resumed its reading).
+    pub(crate) fn wake_io(&self) -> IoWake<'_> {
+        IoWake {
+            wakers: &self.wakers,
+            woken: &self.woken[IO_WAITER],
+            i: IO_WAITER,
+        }
+    }
+
+    /// The `recv` holding reading (one at a time): the news `readable` carries, and the
+    /// socket's readiness while it holds reading. Its wait is on the per-message path.
+    pub(crate) fn lender(&self) -> IoWake<'_> {
+        IoWake {
+            wakers: &self.wakers,
+            woken: &self.woken[LENDER],
+            i: LENDER,
+        }
+    }
+
+    /// Wake everyone waiting for messages or the pipe's end: `recv`s, streams, and the
+    /// `recv` holding reading.
+    pub(crate) fn wake_readers(&self) {
+        wake(&self.readable);
+        self.lender().notify(1);
+    }
+
     /// The socket turned readable (through [`Entry::read_waker`]). A `recv` holding reading
-    /// listens on `readable`; otherwise the I/O task is woken if it waits (one that runs
-    /// polls readiness itself before it waits again).
+    /// waits on `lender`; otherwise the I/O task is woken if it waits (one that runs polls
+    /// readiness itself before it waits again).
     fn socket_readable(&self) {
         if self.reading.load(Ordering::SeqCst) == RECV {
             // Set before the second look: a `recv` that gives reading back in between sees
             // the flag and wakes the I/O task (`give_reading_recv`).
             self.read_event.store(true, Ordering::SeqCst);
             if self.reading.load(Ordering::SeqCst) == RECV {
-                wake(&self.readable);
+                self.lender().notify(1);
                 return;
             }
             if !self.read_event.swap(false, Ordering::SeqCst) {
@@ -230,16 +259,17 @@ impl Entry {
             }
         }
         self.io_read_event.store(true, Ordering::SeqCst);
-        if let Some(w) = self.wake_io.waker() {
+        if let Some(w) = self.wake_io().waker() {
             w.wake();
         }
     }
 
     pub(crate) fn wake_all(&self) {
-        for s in [&self.readable, &self.writable, &self.accept, &self.reliable] {
+        for s in [&self.readable, &self.writable, &self.accept_or_reliable] {
             wake(s);
         }
-        self.wake_io.notify(usize::MAX);
+        self.lender().notify(usize::MAX);
+        self.wake_io().notify(usize::MAX);
     }
 }
 
@@ -269,53 +299,81 @@ pub(crate) enum Reading {
     Closed,
 }
 
-/// The wake-up of a pipe's I/O task, its one waiter: a flag and a waker slot, inline in the
-/// entry. An idle connection's task waits on it; an `event_listener::Event` would allocate a
-/// list and a listener for that (128 bytes per connection). Used like an event: `listen()`
-/// (which clears the flag) before checking state, then await; a `notify` in between is kept
-/// in the flag, so it is not lost.
-#[derive(Debug, Default)]
-pub(crate) struct IoWake {
-    set: AtomicBool,
-    waker: Mutex<Option<std::task::Waker>>,
+const IO_WAITER: usize = 0;
+const LENDER: usize = 1;
+
+/// One of an entry's two wake-ups with one waiter each: the pipe's I/O task
+/// ([`Entry::wake_io`]) and the `recv` holding its reading ([`Entry::lender`]). Each is a flag
+/// and a waker slot, inline in the entry (the slots share one lock). An idle connection's
+/// task waits on its own; an `event_listener::Event` would allocate a list and a listener
+/// for that (128 bytes per connection), and registering with one and leaving it again cost
+/// the `recv` holding reading some 340 instructions a round trip (a locked list). Used like
+/// an event: `listen()` (which clears the flag) before checking state, then await; a
+/// `notify` in between is kept in the flag, so it is not lost.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IoWake<'a> {
+    wakers: &'a Mutex<[Option<std::task::Waker>; 2]>,
+    woken: &'a AtomicBool,
+    i: usize,
 }
 
-impl IoWake {
-    /// Wake the I/O task (the count is accepted for symmetry with the other signals: there
-    /// is one waiter).
+impl<'a> IoWake<'a> {
+    fn slots(&self) -> std::sync::MutexGuard<'a, [Option<std::task::Waker>; 2]> {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_set(&self) -> bool {
+        self.woken.load(Ordering::SeqCst)
+    }
+
+    /// Wake the waiter (the count is accepted for symmetry with the other signals: there is
+    /// one waiter).
     pub(crate) fn notify(&self, _n: usize) {
-        self.set.store(true, Ordering::SeqCst);
-        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.woken.store(true, Ordering::SeqCst);
+        let waker = self.slots()[self.i].take();
         if let Some(w) = waker {
             w.wake();
         }
     }
 
-    /// The I/O task's waker, while it waits.
+    /// The waiter's waker, while it waits.
     pub(crate) fn waker(&self) -> Option<std::task::Waker> {
-        self.waker.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.slots()[self.i].clone()
     }
 
-    /// Keep `w` as the I/O task's waker (before it polls readiness through the entry's
-    /// waker, which wakes it with this one).
+    /// Keep `w` as the waiter's waker (the I/O task: before it polls readiness through the
+    /// entry's waker, which wakes it with this one).
     pub(crate) fn register(&self, w: &std::task::Waker) {
-        let mut slot = self.waker.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut *slot {
+        let mut slots = self.slots();
+        match &mut slots[self.i] {
             Some(old) if old.will_wake(w) => {}
             other => *other = Some(w.clone()),
         }
     }
 
     /// Start listening: the returned future completes at the next `notify`.
-    pub(crate) fn listen(&self) -> IoWait<'_> {
-        self.set.store(false, Ordering::SeqCst);
+    pub(crate) fn listen(self) -> IoWait<'a> {
+        self.woken.store(false, Ordering::SeqCst);
         IoWait(self)
+    }
+
+    /// [`IoWake::listen`] for a waiter that is not always waiting (the `recv` holding
+    /// reading): the wait takes its waker out of the slot when it ends or is dropped, so
+    /// that a `notify` while that task runs (its own read feeding the engine) does not wake
+    /// it again for nothing.
+    pub(crate) fn listen_once(self) -> OnceWait<'a> {
+        OnceWait(self.listen())
+    }
+
+    fn unregister(&self) {
+        let waker = self.slots()[self.i].take();
+        drop(waker);
     }
 }
 
 /// A wait for [`IoWake::notify`].
 #[derive(Debug)]
-pub(crate) struct IoWait<'a>(&'a IoWake);
+pub(crate) struct IoWait<'a>(IoWake<'a>);
 
 impl std::future::Future for IoWait<'_> {
     type Output = ();
@@ -325,17 +383,38 @@ impl std::future::Future for IoWait<'_> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
         let w = self.0;
-        if w.set.load(Ordering::SeqCst) {
+        if w.is_set() {
             return std::task::Poll::Ready(());
         }
         w.register(cx.waker());
         // Checked again after the waker is in place: a notify that came between the first
         // check and the store found no waker, but set the flag.
-        if w.set.load(Ordering::SeqCst) {
+        if w.is_set() {
             std::task::Poll::Ready(())
         } else {
             std::task::Poll::Pending
         }
+    }
+}
+
+/// A wait from [`IoWake::listen_once`].
+#[derive(Debug)]
+pub(crate) struct OnceWait<'a>(IoWait<'a>);
+
+impl std::future::Future for OnceWait<'_> {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl Drop for OnceWait<'_> {
+    fn drop(&mut self) {
+        (self.0).0.unregister();
     }
 }
 
@@ -598,9 +677,11 @@ impl<R: Runtime> Group<R> {
                 }
                 // Readers check their own deadline against the clock.
                 Event::Readable { pipe } | Event::RecvDue { pipe } => {
-                    notify(g, pipe, |e| &e.readable)
+                    if let Some(e) = g.entry(pipe) {
+                        e.wake_readers();
+                    }
                 }
-                Event::Accepted { listener, .. } => notify(g, listener, |e| &e.accept),
+                Event::Accepted { listener, .. } => notify(g, listener, |e| &e.accept_or_reliable),
                 Event::Forward {
                     from,
                     link,
@@ -645,7 +726,7 @@ impl<R: Runtime> Group<R> {
                 Event::Unlinked { target, .. } => {
                     g.link_targets.remove(&target);
                 }
-                Event::Reliable { pipe, .. } => notify(g, pipe, |e| &e.reliable),
+                Event::Reliable { pipe, .. } => notify(g, pipe, |e| &e.accept_or_reliable),
                 Event::End { pipe, reason } => {
                     if let Some(e) = g.entry(pipe) {
                         let _ = e.reason.set(Box::new(reason.clone()));
@@ -664,7 +745,7 @@ impl<R: Runtime> Group<R> {
                     if let Some(slot) = g.slots.get_mut(&pipe) {
                         slot.sock = None;
                         slot.entry.released.store(true, Ordering::Release);
-                        slot.entry.wake_io.notify(usize::MAX);
+                        slot.entry.wake_io().notify(usize::MAX);
                         wake(&slot.entry.writable);
                     }
                 }
@@ -676,7 +757,7 @@ impl<R: Runtime> Group<R> {
                 Event::Resume { pipe } => {
                     if let Some(e) = g.entry(pipe) {
                         e.paused.store(false, Ordering::Release);
-                        e.wake_io.notify(usize::MAX);
+                        e.wake_io().notify(usize::MAX);
                     }
                 }
                 _ => {}
@@ -693,7 +774,7 @@ impl<R: Runtime> Group<R> {
         if next.is_some_and(|n| g.armed.is_none_or(|a| n < a)) {
             g.armed = next;
             if let Some(e) = g.timer_task.and_then(|t| g.entry(t)) {
-                e.wake_io.notify(1);
+                e.wake_io().notify(1);
             }
         }
     }
@@ -751,7 +832,7 @@ impl<R: Runtime> Group<R> {
         // A descriptor was freed: a listener backing off after EMFILE may accept again now.
         if let Some(e) = g.first.filter(|f| *f != pipe).and_then(|f| g.entry(f)) {
             if e.starved.load(Ordering::Acquire) {
-                e.wake_io.notify(1);
+                e.wake_io().notify(1);
             }
         }
         if g.timer_task == Some(pipe) {
@@ -762,7 +843,7 @@ impl<R: Runtime> Group<R> {
                 .map(|(id, _)| *id);
             g.armed = None;
             if let Some(e) = g.timer_task.and_then(|t| g.entry(t)) {
-                e.wake_io.notify(1);
+                e.wake_io().notify(1);
             }
         }
         Self::forget_if_done(g, pipe);
@@ -837,7 +918,7 @@ pub(crate) fn flush<R: Runtime>(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // The I/O task waits for writability while bytes are queued.
-                slot.entry.wake_io.notify(1);
+                slot.entry.wake_io().notify(1);
                 return Ok(());
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -870,8 +951,10 @@ pub(crate) fn flush<R: Runtime>(
 #[cfg(test)]
 mod tests {
     /// A pipe's entry lives in an `Arc` (16 bytes of counts before it): up to 104 bytes the
-    /// allocation is a 128-byte glibc chunk (request + 8, rounded to 16); one byte more makes
-    /// it 144 for every connection. Flags go in its padding.
+    /// allocation is a 128-byte glibc chunk (request + 8, rounded to 16), the largest glibc
+    /// keeps in its fast bins; one byte more makes it 144 for every connection, and opening
+    /// and closing a client then cost some 500 instructions more in malloc (callgrind,
+    /// connect+close, with the entry at 136 bytes). Flags go in its padding.
     #[test]
     fn entry_fits_its_malloc_chunk() {
         let size = std::mem::size_of::<super::Entry>();

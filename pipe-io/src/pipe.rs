@@ -351,7 +351,7 @@ impl<R: Runtime> Pipe<R> {
         };
         let deadline = self.group.rt.now() + wait;
         loop {
-            let listener = self.entry.reliable.listen();
+            let listener = self.entry.accept_or_reliable.listen();
             {
                 let mut g = self.group.lock();
                 if let Some(o) = g.engine.take_outcome(self.id, id) {
@@ -477,14 +477,14 @@ impl<R: Runtime> Pipe<R> {
             }
             // Listening before the check, so a notify in between (the deadline, the end) is
             // not lost; not while reading, so feeding the engine does not wake this task.
-            event_listener::listener!(self.entry.readable => listener);
+            let woken = self.entry.lender().listen_once();
             if let Some(done) = self.look(sub, deadline)? {
                 return Ok(done);
             }
             if reads == READ_BUDGET {
                 future::yield_now().await;
             }
-            future::or(listener, future::poll_fn(|cx| lend.poll_ready(cx))).await;
+            future::or(woken, future::poll_fn(|cx| lend.poll_ready(cx))).await;
         }
         drop(lend);
         Box::pin(self.recv_woken(sub, deadline)).await
@@ -589,7 +589,7 @@ impl<R: Runtime> Pipe<R> {
     /// `accept` returns it. (The same holds for [`Pipe::accept_timeout`].)
     pub async fn accept(&self) -> Result<Pipe<R>, RecvError> {
         loop {
-            event_listener::listener!(self.entry.accept => listener);
+            event_listener::listener!(self.entry.accept_or_reliable => listener);
             if let Some(p) = self.try_accept()? {
                 return Ok(p);
             }
@@ -601,7 +601,7 @@ impl<R: Runtime> Pipe<R> {
     pub async fn accept_timeout(&self, timeout: Duration) -> Result<Option<Pipe<R>>, RecvError> {
         let deadline = self.group.rt.now() + timeout;
         loop {
-            event_listener::listener!(self.entry.accept => listener);
+            event_listener::listener!(self.entry.accept_or_reliable => listener);
             if let Some(p) = self.try_accept()? {
                 return Ok(Some(p));
             }

@@ -388,7 +388,7 @@ async fn wait_target<R: Runtime>(
     target: &Pipe<R>,
     tsock: &R::Tcp,
 ) {
-    let signal = entry.wake_io.listen();
+    let signal = entry.wake_io().listen();
     let tsig = target.entry.writable.listen();
     let deadline = tasks::timer_deadline(group, id);
     if target.entry.is_released() {

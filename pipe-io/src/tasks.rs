@@ -587,7 +587,7 @@ impl<R: Runtime> Drop for Lend<'_, R> {
                     .poll_sock(&mut std::task::Context::from_waker(&w))
                     .is_ready();
         } else if !self.closed {
-            if let Some(w) = self.entry.wake_io.waker() {
+            if let Some(w) = self.entry.wake_io().waker() {
                 handed = true;
                 wake = self
                     .poll_ready(&mut std::task::Context::from_waker(&w))
@@ -614,7 +614,7 @@ async fn run_listener<R: Runtime>(
             since_yield = 0;
             future::yield_now().await;
         }
-        let signal = entry.wake_io.listen();
+        let signal = entry.wake_io().listen();
         let deadline = timer_deadline(&group, id);
         if entry.is_ended() {
             break;
@@ -648,7 +648,7 @@ async fn run_listener<R: Runtime>(
                 );
                 // Until the back-off ends, or a connection of this server frees a descriptor.
                 let deadline = group.rt.now() + backoff;
-                let signal = entry.wake_io.listen();
+                let signal = entry.wake_io().listen();
                 entry
                     .starved
                     .store(true, std::sync::atomic::Ordering::Release);
@@ -735,7 +735,7 @@ pub(crate) fn wait<'a, R: Runtime, S: Readiness>(
     read: bool,
 ) -> impl Future<Output = Wake> + 'a {
     async move {
-        let signal = entry.wake_io.listen();
+        let signal = entry.wake_io().listen();
         let (deadline, want_write) = {
             let mut g = group.lock();
             (arm_timer(&mut g, id), g.engine.peek_transmit(id).is_some())
@@ -793,7 +793,7 @@ fn readable_unless_lent<'a, S: Readiness>(
             let ready = if S::HANDOFF_WAKES_REPLACED {
                 // The entry's waker, which wakes this task (kept first in `wake_io`) while
                 // reading is not lent.
-                entry.wake_io.register(cx.waker());
+                entry.wake_io().register(cx.waker());
                 let w = entry.read_waker();
                 let polled = sock.poll_read_handoff(&mut std::task::Context::from_waker(&w));
                 // An event the runtime's readiness missed (`Entry::take_io_read_event`).
@@ -867,7 +867,7 @@ pub(crate) fn fail<R: Runtime>(group: &Arc<Group<R>>, id: PipeId, e: std::io::Er
 /// Wait until the pipe has ended.
 async fn wait_ended(entry: &Entry) {
     while !entry.is_ended() {
-        let listener = entry.wake_io.listen();
+        let listener = entry.wake_io().listen();
         if entry.is_ended() {
             return;
         }
