@@ -216,22 +216,14 @@ impl Entry {
 
     /// The pipe's I/O task has something to do (flush, timer change, end, release, the
     /// engine resumed its reading).
-    pub(crate) fn wake_io(&self) -> IoWake<'_> {
-        IoWake {
-            wakers: &self.wakers,
-            woken: &self.woken[IO_WAITER],
-            i: IO_WAITER,
-        }
+    pub(crate) fn wake_io(&self) -> IoWake<'_, IO_WAITER> {
+        IoWake(self)
     }
 
     /// The `recv` holding reading (one at a time): the news `readable` carries, and the
     /// socket's readiness while it holds reading. Its wait is on the per-message path.
-    pub(crate) fn lender(&self) -> IoWake<'_> {
-        IoWake {
-            wakers: &self.wakers,
-            woken: &self.woken[LENDER],
-            i: LENDER,
-        }
+    pub(crate) fn lender(&self) -> IoWake<'_, LENDER> {
+        IoWake(self)
     }
 
     /// Wake everyone waiting for messages or the pipe's end: `recv`s, streams, and the
@@ -309,28 +301,26 @@ const LENDER: usize = 1;
 /// for that (128 bytes per connection), and registering with one and leaving it again cost
 /// the `recv` holding reading some 340 instructions a round trip (a locked list). Used like
 /// an event: `listen()` (which clears the flag) before checking state, then await; a
-/// `notify` in between is kept in the flag, so it is not lost.
+/// `notify` in between is kept in the flag, so it is not lost. A view of the entry, one
+/// pointer wide: the I/O task's futures hold these across their waits, and a wider one
+/// grew every connection's task by a 128-byte step of tokio's aligned task cells.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct IoWake<'a> {
-    wakers: &'a Mutex<[Option<std::task::Waker>; 2]>,
-    woken: &'a AtomicBool,
-    i: usize,
-}
+pub(crate) struct IoWake<'a, const I: usize>(&'a Entry);
 
-impl<'a> IoWake<'a> {
+impl<'a, const I: usize> IoWake<'a, I> {
     fn slots(&self) -> std::sync::MutexGuard<'a, [Option<std::task::Waker>; 2]> {
-        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.wakers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn is_set(&self) -> bool {
-        self.woken.load(Ordering::SeqCst)
+        self.0.woken[I].load(Ordering::SeqCst)
     }
 
     /// Wake the waiter (the count is accepted for symmetry with the other signals: there is
     /// one waiter).
     pub(crate) fn notify(&self, _n: usize) {
-        self.woken.store(true, Ordering::SeqCst);
-        let waker = self.slots()[self.i].take();
+        self.0.woken[I].store(true, Ordering::SeqCst);
+        let waker = self.slots()[I].take();
         if let Some(w) = waker {
             w.wake();
         }
@@ -338,22 +328,22 @@ impl<'a> IoWake<'a> {
 
     /// The waiter's waker, while it waits.
     pub(crate) fn waker(&self) -> Option<std::task::Waker> {
-        self.slots()[self.i].clone()
+        self.slots()[I].clone()
     }
 
     /// Keep `w` as the waiter's waker (the I/O task: before it polls readiness through the
     /// entry's waker, which wakes it with this one).
     pub(crate) fn register(&self, w: &std::task::Waker) {
         let mut slots = self.slots();
-        match &mut slots[self.i] {
+        match &mut slots[I] {
             Some(old) if old.will_wake(w) => {}
             other => *other = Some(w.clone()),
         }
     }
 
     /// Start listening: the returned future completes at the next `notify`.
-    pub(crate) fn listen(self) -> IoWait<'a> {
-        self.woken.store(false, Ordering::SeqCst);
+    pub(crate) fn listen(self) -> IoWait<'a, I> {
+        self.0.woken[I].store(false, Ordering::SeqCst);
         IoWait(self)
     }
 
@@ -361,21 +351,21 @@ impl<'a> IoWake<'a> {
     /// reading): the wait takes its waker out of the slot when it ends or is dropped, so
     /// that a `notify` while that task runs (its own read feeding the engine) does not wake
     /// it again for nothing.
-    pub(crate) fn listen_once(self) -> OnceWait<'a> {
+    pub(crate) fn listen_once(self) -> OnceWait<'a, I> {
         OnceWait(self.listen())
     }
 
     fn unregister(&self) {
-        let waker = self.slots()[self.i].take();
+        let waker = self.slots()[I].take();
         drop(waker);
     }
 }
 
 /// A wait for [`IoWake::notify`].
 #[derive(Debug)]
-pub(crate) struct IoWait<'a>(IoWake<'a>);
+pub(crate) struct IoWait<'a, const I: usize>(IoWake<'a, I>);
 
-impl std::future::Future for IoWait<'_> {
+impl<const I: usize> std::future::Future for IoWait<'_, I> {
     type Output = ();
 
     fn poll(
@@ -399,9 +389,9 @@ impl std::future::Future for IoWait<'_> {
 
 /// A wait from [`IoWake::listen_once`].
 #[derive(Debug)]
-pub(crate) struct OnceWait<'a>(IoWait<'a>);
+pub(crate) struct OnceWait<'a, const I: usize>(IoWait<'a, I>);
 
-impl std::future::Future for OnceWait<'_> {
+impl<const I: usize> std::future::Future for OnceWait<'_, I> {
     type Output = ();
 
     fn poll(
@@ -412,7 +402,7 @@ impl std::future::Future for OnceWait<'_> {
     }
 }
 
-impl Drop for OnceWait<'_> {
+impl<const I: usize> Drop for OnceWait<'_, I> {
     fn drop(&mut self) {
         (self.0).0.unregister();
     }
@@ -959,5 +949,18 @@ mod tests {
     fn entry_fits_its_malloc_chunk() {
         let size = std::mem::size_of::<super::Entry>();
         assert!(size <= 104, "{size}");
+    }
+
+    /// The I/O task's futures hold wake-up views and waits across their awaits: each is one
+    /// pointer. Views of three words (two references and an index) grew every connection's
+    /// task past a 128-byte step of tokio's aligned task cells (idle memory 1.55 -> 1.67 KiB
+    /// a connection in pipe-bench's many-conns).
+    #[test]
+    fn wake_ups_are_one_pointer_wide() {
+        use super::{IoWait, IoWake, OnceWait, IO_WAITER, LENDER};
+        let word = std::mem::size_of::<usize>();
+        assert_eq!(std::mem::size_of::<IoWake<'_, IO_WAITER>>(), word);
+        assert_eq!(std::mem::size_of::<IoWait<'_, IO_WAITER>>(), word);
+        assert_eq!(std::mem::size_of::<OnceWait<'_, LENDER>>(), word);
     }
 }
