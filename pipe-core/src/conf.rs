@@ -13,6 +13,9 @@ use bytes::Bytes;
 
 use crate::error::ConfError;
 
+/// [`Conf::shared_default`], made on first use.
+static SHARED_DEFAULT: OnceLock<Arc<Conf>> = OnceLock::new();
+
 /// How a TCP byte stream is cut into messages.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Framing {
@@ -240,13 +243,12 @@ impl Conf {
     /// valid for every protocol (a unit test holds that). An `Arc` is never changed in
     /// place while shared (`Arc::make_mut` copies), so the shared one stays the default.
     pub fn shared_default() -> Arc<Conf> {
-        static DEFAULT: OnceLock<Arc<Conf>> = OnceLock::new();
-        Arc::clone(DEFAULT.get_or_init(|| Arc::new(Conf::default())))
+        Arc::clone(SHARED_DEFAULT.get_or_init(|| Arc::new(Conf::default())))
     }
 
     /// Whether `conf` is [`Conf::shared_default`] itself (not merely equal to it).
     pub fn is_shared_default(conf: &Arc<Conf>) -> bool {
-        Arc::ptr_eq(conf, &Self::shared_default())
+        SHARED_DEFAULT.get().is_some_and(|d| Arc::ptr_eq(conf, d))
     }
 
     /// Check every value; the first bad key is reported.
