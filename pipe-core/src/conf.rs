@@ -348,6 +348,15 @@ impl Conf {
         Ok(())
     }
 
+    /// [`Conf::validate_for`], except for [`Conf::shared_default`] itself, which is known
+    /// valid: what opening a pipe checks (the drivers' builders and the engine).
+    pub fn validate_shared(conf: &Arc<Conf>, proto: crate::addr::Proto) -> Result<(), ConfError> {
+        if Self::is_shared_default(conf) {
+            return Ok(());
+        }
+        conf.validate_for(proto)
+    }
+
     /// The retransmission count as tries: `1 + send_retry`.
     pub fn reliable_tries(&self) -> u32 {
         1 + self.send_retry

@@ -332,9 +332,7 @@ impl<R: Runtime> PipeBuilder<R> {
     /// Validate, resolve, create, bind, connect or listen.
     /// `want_fd`: keep a descriptor of a TCP client's socket to hand back (`open_socket`).
     async fn prepare(self, want_fd: bool) -> Result<Opened<R>, OpenError> {
-        if !Conf::is_shared_default(&self.conf) {
-            self.conf.validate_for(self.proto)?;
-        }
+        Conf::validate_shared(&self.conf, self.proto)?;
         let dest = self.dest?;
         if let Some(existing) = self.existing {
             let dest_addr = match &dest {
@@ -429,7 +427,7 @@ impl<R: Runtime> PipeBuilder<R> {
         if self.conf.sock_only {
             return Err(OpenError::SockOnly);
         }
-        self.conf.validate_for(self.proto)?;
+        Conf::validate_shared(&self.conf, self.proto)?;
         if self.existing.is_some() {
             return Err(OpenError::BadSocket(
                 "listen_all opens its own sockets: give no socket",

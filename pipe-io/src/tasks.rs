@@ -555,7 +555,7 @@ impl<'a, R: Runtime> Lend<'a, R> {
     }
 
     /// Wait for readability: with the caller's waker, or (a gated socket) with the entry's,
-    /// which wakes the caller through the entry's `readable` signal it listens on.
+    /// which wakes the caller through its own wake-up (`Entry::lender`).
     pub(crate) fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         if !self.gated() {
             return self.poll_sock(cx);

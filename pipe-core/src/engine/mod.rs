@@ -281,9 +281,7 @@ impl Engine {
         sub_all: bool,
     ) -> Result<PipeId, ConfError> {
         let conf = conf.into();
-        if !Conf::is_shared_default(&conf) {
-            conf.validate_for(kind.proto())?;
-        }
+        Conf::validate_shared(&conf, kind.proto())?;
         let incompatible = |why| ConfError::Incompatible { key: "tls", why };
         let session = match (&conf.tls, kind) {
             (None, _) => Session::Plain,
