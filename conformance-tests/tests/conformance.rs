@@ -138,6 +138,22 @@ macro_rules! suite {
         fn handoff_two_receivers_and_bursts() {
             go(handoff::two_receivers_and_bursts)
         }
+        #[test]
+        fn lazy_task_fin_before_any_recv_is_seen() {
+            go(handoff::fin_before_any_recv_is_seen)
+        }
+        #[test]
+        fn lazy_task_data_before_any_recv_is_queued() {
+            go(handoff::data_before_any_recv_is_queued)
+        }
+        #[test]
+        fn lazy_task_idle_close_is_done_at_once() {
+            go(handoff::idle_close_is_done_at_once)
+        }
+        #[test]
+        fn lazy_task_idle_drop_closes() {
+            go(handoff::idle_drop_closes)
+        }
 
         // receiving
         #[test]

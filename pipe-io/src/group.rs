@@ -257,11 +257,16 @@ impl Entry {
     }
 
     pub(crate) fn wake_all(&self) {
+        self.wake_users();
+        self.wake_io().notify(usize::MAX);
+    }
+
+    /// Wake everyone but the I/O task.
+    fn wake_users(&self) {
         for s in [&self.readable, &self.writable, &self.accept_or_reliable] {
             wake(s);
         }
         self.lender().notify(usize::MAX);
-        self.wake_io().notify(usize::MAX);
     }
 }
 
@@ -355,7 +360,7 @@ impl<'a, const I: usize> IoWake<'a, I> {
         OnceWait(self.listen())
     }
 
-    fn unregister(&self) {
+    pub(crate) fn unregister(&self) {
         let waker = self.slots()[I].take();
         drop(waker);
     }
@@ -426,6 +431,15 @@ impl<R: Runtime> Clone for Sock<R> {
 }
 
 impl<R: Runtime> Sock<R> {
+    /// Nobody else holds the socket: dropping this closes it.
+    fn is_sole(&self) -> bool {
+        match self {
+            Sock::Udp(s) => Arc::strong_count(s) == 1,
+            Sock::Tcp(s) => Arc::strong_count(s) == 1,
+            Sock::Listener(s) => Arc::strong_count(s) == 1,
+        }
+    }
+
     /// Wait until the socket may take more bytes (never, for a listener).
     pub(crate) async fn writable(&self) -> io::Result<()> {
         use crate::runtime::Readiness;
@@ -589,6 +603,38 @@ pub(crate) struct Group<R: Runtime> {
     /// only the timer task polls it, and polling under the group's lock made a busy
     /// listener (TLS handshakes under that lock) accept more slowly.
     pub(crate) sleeper: Mutex<Sleeper>,
+    /// Where the group's client pipe's I/O task is ([`Lazy`]).
+    lazy: AtomicU8,
+}
+
+/// A client pipe's I/O task is started when there is something for it to do, not at open
+/// (`tasks::start`): a client that connects and closes, or that only sends, never needs one
+/// (on tokio that is an aligned task cell, a spawn, a first poll and an exit: about a quarter
+/// of what opening and closing a client cost). Until then the group itself is the I/O task's
+/// waker ([`Entry::wake_io`]'s slot; `impl Wake for Group`): whatever would have woken the
+/// task (the socket's readiness, through the entry's read waker registered at open; the
+/// group's timer; output the socket did not take; a `recv` giving reading back) starts it
+/// instead. `close()` of such a pipe closes the socket itself when the engine releases it at
+/// once (nothing left to write): no task, no hop.
+pub(crate) mod lazy {
+    /// The group's pipe has its task from the start (listeners, tasks started at once).
+    pub(crate) const NONE: u8 = 0;
+    /// The client's task is not started; the group waits in its entry's I/O waker slot.
+    pub(crate) const WAITING: u8 = 1;
+    /// It was started.
+    pub(crate) const STARTED: u8 = 2;
+    /// The socket was closed without one (`close()` or the last handle's drop).
+    pub(crate) const CLOSED: u8 = 3;
+}
+
+impl<R: Runtime> std::task::Wake for Group<R> {
+    fn wake(self: Arc<Self>) {
+        self.start_lazy_task();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.start_lazy_task();
+    }
 }
 
 impl<R: Runtime> std::fmt::Debug for Group<R> {
@@ -604,6 +650,7 @@ impl<R: Runtime> Group<R> {
         Arc::new(Self {
             rt,
             sleeper: Mutex::default(),
+            lazy: AtomicU8::new(lazy::NONE),
             state: Mutex::new(GroupState {
                 engine,
                 slots: IdTable::default(),
@@ -630,6 +677,38 @@ impl<R: Runtime> Group<R> {
         }
     }
 
+    /// Let the client pipe's I/O task start when it has something to do: from now on the
+    /// group is its waker (`lazy`). Called by `tasks::start` under the lock, before the
+    /// socket's readiness is registered.
+    pub(crate) fn defer_task(self: &Arc<Self>, entry: &Entry) {
+        self.lazy.store(lazy::WAITING, Ordering::SeqCst);
+        entry
+            .wake_io()
+            .register(&std::task::Waker::from(self.clone()));
+    }
+
+    /// Start the client pipe's I/O task, once, if it was deferred and has not started.
+    /// Takes no lock: it is woken from under the group's.
+    pub(crate) fn start_lazy_task(self: &Arc<Self>) {
+        if self
+            .lazy
+            .compare_exchange(
+                lazy::WAITING,
+                lazy::STARTED,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+        {
+            self.rt.spawn_unboxed(crate::tasks::run_lazy(self.clone()));
+        }
+    }
+
+    /// The deferred task of `pipe` has not started.
+    fn is_lazy(&self, g: &GroupState<R>, pipe: PipeId) -> bool {
+        g.first == Some(pipe) && self.lazy.load(Ordering::SeqCst) == lazy::WAITING
+    }
+
     /// After any input or command: write what can be written, act on events, re-arm the
     /// timer. Returns the forwards to other groups, which need `.await` and so run after the
     /// lock is released.
@@ -640,6 +719,9 @@ impl<R: Runtime> Group<R> {
             let _ = flush(g, pipe, now, false);
         }
         let mut forwards = Vec::new();
+        // A pipe without its I/O task (`lazy`) that ended in this pump, and one whose socket
+        // this pump closed.
+        let (mut lazy_end, mut lazy_closed) = (None, None);
         while let Some(ev) = g.engine.poll_event() {
             match ev {
                 // A listener is not a peer: `up` greets connections (P2PD fires it per
@@ -721,7 +803,14 @@ impl<R: Runtime> Group<R> {
                     if let Some(e) = g.entry(pipe) {
                         let _ = e.reason.set(Box::new(reason.clone()));
                         e.ended.store(true, Ordering::Release);
-                        e.wake_all();
+                        if self.is_lazy(g, pipe) {
+                            // Not started for the end alone: the release may follow at once
+                            // (below), and then the socket is closed here.
+                            e.wake_users();
+                            lazy_end = Some(pipe);
+                        } else {
+                            e.wake_all();
+                        }
                     }
                     self.queue_job(g, pipe, Job::End(reason, None));
                 }
@@ -732,10 +821,33 @@ impl<R: Runtime> Group<R> {
                             format_args!("{pipe}: closed with {unsent} bytes unsent"),
                         );
                     }
+                    let lazy = self.is_lazy(g, pipe);
                     if let Some(slot) = g.slots.get_mut(&pipe) {
-                        slot.sock = None;
+                        let sock = slot.sock.take();
                         slot.entry.released.store(true, Ordering::Release);
-                        slot.entry.wake_io().notify(usize::MAX);
+                        // Without its task, and nobody reading it (a `recv` holding reading
+                        // holds the socket too): closed here, by this drop. Every other
+                        // reference is taken under this lock, so the count is exact.
+                        if lazy
+                            && sock.as_ref().is_some_and(Sock::is_sole)
+                            && self
+                                .lazy
+                                .compare_exchange(
+                                    lazy::WAITING,
+                                    lazy::CLOSED,
+                                    Ordering::SeqCst,
+                                    Ordering::SeqCst,
+                                )
+                                .is_ok()
+                        {
+                            drop(sock);
+                            // The group as the task's waker: nothing left to start.
+                            slot.entry.wake_io().unregister();
+                            lazy_closed = Some(pipe);
+                        } else {
+                            drop(sock);
+                            slot.entry.wake_io().notify(usize::MAX);
+                        }
                         wake(&slot.entry.writable);
                     }
                 }
@@ -751,6 +863,14 @@ impl<R: Runtime> Group<R> {
                     }
                 }
                 _ => {}
+            }
+        }
+        if let Some(pipe) = lazy_closed {
+            self.socket_closed(g, pipe);
+        } else if let Some(pipe) = lazy_end {
+            // Ended with bytes left to write: the task writes them until the release.
+            if let Some(e) = g.entry(pipe) {
+                e.wake_io().notify(1);
             }
         }
         self.rearm_timer(g);

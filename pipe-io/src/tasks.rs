@@ -67,6 +67,9 @@ pub(crate) fn start<R: Runtime>(
     if g.timer_task.is_none() {
         g.timer_task = Some(id);
     }
+    if !conn && defer(group, &entry, &sock) {
+        return entry;
+    }
     let reader_limit = g.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
     let (s, e) = (group.clone(), entry.clone());
     let hooks = Some(g.cbs.accept.clone()).filter(|h| conn && !h.is_empty());
@@ -111,6 +114,61 @@ pub(crate) fn start<R: Runtime>(
     };
     group.rt.spawn(task);
     entry
+}
+
+/// A client's task starts when it has something to do (`group::lazy`): the group becomes
+/// its waker, and the socket's readiness is registered with the entry's read waker, which
+/// passes a read event (bytes, a FIN, a reset) to it. False: started now instead (the
+/// runtime's sockets cannot hand readiness over, or bytes are there already).
+fn defer<R: Runtime>(group: &Arc<Group<R>>, entry: &Arc<Entry>, sock: &Sock<R>) -> bool {
+    let handoff = match sock {
+        Sock::Udp(_) => <R::Udp as Readiness>::READ_HANDOFF,
+        Sock::Tcp(_) => <R::Tcp as Readiness>::READ_HANDOFF,
+        Sock::Listener(_) => false,
+    };
+    if !handoff {
+        return false;
+    }
+    // The waker first: an event between the poll and its registration finds it.
+    group.defer_task(entry);
+    let w = entry.read_waker();
+    let mut cx = std::task::Context::from_waker(&w);
+    let ready = match sock {
+        Sock::Udp(s) => s.poll_read_handoff(&mut cx),
+        Sock::Tcp(s) => s.poll_read_handoff(&mut cx),
+        Sock::Listener(_) => unreachable!("listeners start their task at once"),
+    };
+    if ready.is_ready() {
+        group.start_lazy_task();
+    }
+    true
+}
+
+/// The task of a client whose start was deferred (`defer`): the socket, the entry and the
+/// reader limit are taken from the group when it runs.
+#[allow(clippy::manual_async_fn)] // see the module docs
+pub(crate) fn run_lazy<R: Runtime>(group: Arc<Group<R>>) -> impl Future<Output = ()> {
+    async move {
+        let found = {
+            let g = group.lock();
+            g.first.and_then(|id| {
+                let slot = g.slots.get(&id)?;
+                let limit = g.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
+                Some((id, slot.entry.clone(), slot.sock.clone(), limit))
+            })
+        };
+        let Some((id, entry, sock, limit)) = found else {
+            return;
+        };
+        // The group as this task's waker: the task's own takes its place when it waits.
+        entry.wake_io().unregister();
+        match sock {
+            Some(Sock::Tcp(t)) => run_tcp(group, id, t, entry, limit).await,
+            Some(Sock::Udp(u)) => run_udp(group, id, u, entry).await,
+            // Released (and so closed) before the task ran.
+            _ => finish(&group, id),
+        }
+    }
 }
 
 /// What one read attempt did.

@@ -182,3 +182,52 @@ pub async fn two_receivers_and_bursts<C: Runtime>(cli: C) {
     }
     u.close().await;
 }
+
+// A client's I/O task starts when it has something to do, not at open (pipe-io's
+// `group::lazy`): before any `recv`, the socket's readiness is all that watches it.
+
+/// The peer's FIN to a client nobody has read from yet ends it.
+pub async fn fin_before_any_recv_is_seen<C: Runtime>(cli: C) {
+    let (c, s) = accepted(cli).await;
+    drop(s);
+    sees_end(&c, "the client sees a FIN before any recv").await;
+}
+
+/// Bytes to a client nobody has read from are read and queued; a `recv` later gets them,
+/// and the FIN after them ends the pipe.
+pub async fn data_before_any_recv_is_queued<C: Runtime>(cli: C) {
+    let (c, mut s) = accepted(cli).await;
+    s.write_all(b"early").await.unwrap();
+    drop(s);
+    sees_end(&c, "the client reads the bytes and the FIN").await;
+    assert_eq!(recv_long(&c, 5).await, b"early");
+}
+
+/// `close()` of a client that never read nor queued anything closes the socket itself: it
+/// is done at its first poll, and the peer reads the end of the stream.
+pub async fn idle_close_is_done_at_once<C: Runtime>(cli: C) {
+    let (c, mut s) = accepted(cli).await;
+    let close = c.close();
+    let mut close = std::pin::pin!(close);
+    assert!(
+        futures_lite::future::poll_once(&mut close).await.is_some(),
+        "close() of an idle client waited"
+    );
+    assert!(c.is_closed());
+    let mut buf = [0u8; 8];
+    let n = within(WAIT, "the end of stream", s.read(&mut buf))
+        .await
+        .expect("raw read");
+    assert_eq!(n, 0);
+}
+
+/// Dropping the only handle of an idle client closes its socket.
+pub async fn idle_drop_closes<C: Runtime>(cli: C) {
+    let (c, mut s) = accepted(cli).await;
+    drop(c);
+    let mut buf = [0u8; 8];
+    let n = within(WAIT, "the end of stream", s.read(&mut buf))
+        .await
+        .expect("raw read");
+    assert_eq!(n, 0);
+}
