@@ -154,6 +154,10 @@ macro_rules! suite {
         fn lazy_task_idle_drop_closes() {
             go(handoff::idle_drop_closes)
         }
+        #[test]
+        fn client_clones_own_it() {
+            go(handoff::client_clones_own_it)
+        }
 
         // receiving
         #[test]

@@ -303,7 +303,7 @@ impl<R: Runtime> PipeBuilder<R> {
             group.pump(&mut g);
             (id, entry)
         };
-        let pipe = Pipe::owned(group, id, entry);
+        let pipe = Pipe::owned_first(group, id, entry);
         if let Some(limit) = handshake {
             // A TLS client is open once its handshake is done (the engine bounds it by
             // `ssl_handshake`; the extra second only guards against a lost wake-up).

@@ -10,7 +10,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -71,10 +71,27 @@ pub(crate) struct Entry {
     /// runtimes as `read_event`): its next readiness poll counts as readable even when the
     /// runtime answers `Pending` ([`Entry::take_io_read_event`]).
     io_read_event: AtomicBool,
-    /// Why the pipe ended, kept for end callbacks added later (boxed: 24 bytes less for
-    /// every open pipe).
-    reason: OnceLock<Box<EndReason>>,
+    /// Why the pipe ended, kept for end callbacks added later: 0 not yet, a reason without
+    /// data as its index in [`PLAIN_REASONS`] + 1, or [`BOXED_REASON`], the reason then in
+    /// `boxed`. The common ends (closed here, by the peer, reset) allocate nothing; a box
+    /// for every end was one allocation per connection.
+    reason: AtomicU8,
+    /// A reason with data (boxed: 24 bytes less for every open pipe).
+    boxed: OnceLock<Box<EndReason>>,
 }
+
+/// The reasons without data, kept as a code in the entry.
+static PLAIN_REASONS: [EndReason; 6] = [
+    EndReason::Local,
+    EndReason::ServerClosed,
+    EndReason::PeerClosed,
+    EndReason::Reset,
+    EndReason::IdleTimeout,
+    EndReason::FirstMessageTimeout,
+];
+
+/// [`Entry::reason`]: the reason is in [`Entry::boxed`].
+const BOXED_REASON: u8 = u8::MAX;
 
 impl Entry {
     pub(crate) fn new(proto: Proto) -> Arc<Self> {
@@ -97,7 +114,8 @@ impl Entry {
             io_deferred: AtomicBool::new(false),
             read_event: AtomicBool::new(false),
             io_read_event: AtomicBool::new(false),
-            reason: OnceLock::new(),
+            reason: AtomicU8::new(0),
+            boxed: OnceLock::new(),
         })
     }
 
@@ -112,7 +130,26 @@ impl Entry {
 
     /// Why the pipe ended, once it has.
     pub(crate) fn end_reason(&self) -> Option<&EndReason> {
-        self.reason.get().map(|r| &**r)
+        match self.reason.load(Ordering::Acquire) {
+            0 => None,
+            BOXED_REASON => self.boxed.get().map(|r| &**r),
+            code => PLAIN_REASONS.get(usize::from(code) - 1),
+        }
+    }
+
+    /// Keep why the pipe ended (the first reason only).
+    fn set_end_reason(&self, reason: &EndReason) {
+        if self.reason.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let code = match PLAIN_REASONS.iter().position(|r| r == reason) {
+            Some(i) => i as u8 + 1,
+            None => {
+                let _ = self.boxed.set(Box::new(reason.clone()));
+                BOXED_REASON
+            }
+        };
+        self.reason.store(code, Ordering::Release);
     }
 
     pub(crate) fn is_ended(&self) -> bool {
@@ -603,8 +640,10 @@ pub(crate) struct Group<R: Runtime> {
     /// only the timer task polls it, and polling under the group's lock made a busy
     /// listener (TLS handshakes under that lock) accept more slowly.
     pub(crate) sleeper: Mutex<Sleeper>,
-    /// Where the group's client pipe's I/O task is ([`Lazy`]).
+    /// Where the group's client pipe's I/O task is ([`lazy`]).
     lazy: AtomicU8,
+    /// The owning handles of the pipe the group was opened for (`Pipe`'s `Owning::First`).
+    pub(crate) first_owners: AtomicUsize,
 }
 
 /// A client pipe's I/O task is started when there is something for it to do, not at open
@@ -651,6 +690,7 @@ impl<R: Runtime> Group<R> {
             rt,
             sleeper: Mutex::default(),
             lazy: AtomicU8::new(lazy::NONE),
+            first_owners: AtomicUsize::new(0),
             state: Mutex::new(GroupState {
                 engine,
                 slots: IdTable::default(),
@@ -801,7 +841,7 @@ impl<R: Runtime> Group<R> {
                 Event::Reliable { pipe, .. } => notify(g, pipe, |e| &e.accept_or_reliable),
                 Event::End { pipe, reason } => {
                     if let Some(e) = g.entry(pipe) {
-                        let _ = e.reason.set(Box::new(reason.clone()));
+                        e.set_end_reason(&reason);
                         e.ended.store(true, Ordering::Release);
                         if self.is_lazy(g, pipe) {
                             // Not started for the end alone: the release may follow at once

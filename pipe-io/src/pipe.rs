@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,10 +43,20 @@ pub struct Pipe<R: Runtime> {
     pub(crate) group: Arc<Group<R>>,
     pub(crate) id: PipeId,
     pub(crate) entry: Arc<Entry>,
-    pub(crate) owner: Option<Arc<Owner<R>>>,
+    owner: Owning<R>,
 }
 
-/// Closes the pipe when the last owning handle goes.
+/// Whether a handle owns its pipe.
+enum Owning<R: Runtime> {
+    No,
+    /// An owning handle of the pipe the group was opened for: the group counts them
+    /// (`Group::first_owners`), so opening a pipe allocates no owner.
+    First,
+    /// An owning handle of a listener's connection.
+    Conn(Arc<Owner<R>>),
+}
+
+/// Closes a connection when its last owning handle goes.
 pub(crate) struct Owner<R: Runtime> {
     group: Arc<Group<R>>,
     id: PipeId,
@@ -53,25 +64,48 @@ pub(crate) struct Owner<R: Runtime> {
 
 impl<R: Runtime> Drop for Owner<R> {
     fn drop(&mut self) {
-        let forwards = {
-            let mut g = self.group.lock();
-            let now = self.group.rt.now();
-            // Nobody owns it any more: close it and drop what it still queued for reading,
-            // so the engine can forget it (a listener's connection would otherwise stay).
-            g.engine.abandon(now, self.id);
-            self.group.pump(&mut g)
-        };
-        drop(forwards);
+        abandon(&self.group, self.id);
     }
+}
+
+/// Nobody owns the pipe any more: close it and drop what it still queued for reading, so
+/// the engine can forget it (a listener's connection would otherwise stay).
+fn abandon<R: Runtime>(group: &Arc<Group<R>>, id: PipeId) {
+    let forwards = {
+        let mut g = group.lock();
+        let now = group.rt.now();
+        g.engine.abandon(now, id);
+        group.pump(&mut g)
+    };
+    drop(forwards);
 }
 
 impl<R: Runtime> Clone for Pipe<R> {
     fn clone(&self) -> Self {
+        let owner = match &self.owner {
+            Owning::No => Owning::No,
+            Owning::First => {
+                self.group.first_owners.fetch_add(1, Ordering::Relaxed);
+                Owning::First
+            }
+            Owning::Conn(o) => Owning::Conn(o.clone()),
+        };
         Self {
             group: self.group.clone(),
             id: self.id,
             entry: self.entry.clone(),
-            owner: self.owner.clone(),
+            owner,
+        }
+    }
+}
+
+impl<R: Runtime> Drop for Pipe<R> {
+    fn drop(&mut self) {
+        // As an `Arc`'s count: the last owner sees every other owner's use of the pipe.
+        if matches!(self.owner, Owning::First)
+            && self.group.first_owners.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            abandon(&self.group, self.id);
         }
     }
 }
@@ -92,13 +126,25 @@ impl<R: Runtime> Pipe<R> {
             group,
             id,
             entry,
-            owner: None,
+            owner: Owning::No,
         }
     }
 
-    /// An owning handle: dropping the last one closes the pipe.
+    /// The owning handle of the pipe the group was opened for (the only one made: others
+    /// are its clones).
+    pub(crate) fn owned_first(group: Arc<Group<R>>, id: PipeId, entry: Arc<Entry>) -> Self {
+        group.first_owners.store(1, Ordering::Relaxed);
+        Self {
+            group,
+            id,
+            entry,
+            owner: Owning::First,
+        }
+    }
+
+    /// An owning handle of a listener's connection: dropping the last one closes it.
     pub(crate) fn owned(group: Arc<Group<R>>, id: PipeId, entry: Arc<Entry>) -> Self {
-        let owner = Some(Arc::new(Owner {
+        let owner = Owning::Conn(Arc::new(Owner {
             group: group.clone(),
             id,
         }));

@@ -231,3 +231,22 @@ pub async fn idle_drop_closes<C: Runtime>(cli: C) {
         .expect("raw read");
     assert_eq!(n, 0);
 }
+
+/// A client's clones own it as the handle they were cloned from: dropping one leaves the
+/// pipe open for the others, dropping the last closes it.
+pub async fn client_clones_own_it<C: Runtime>(cli: C) {
+    let (c, mut s) = accepted(cli).await;
+    let (c2, c3) = (c.clone(), c.clone());
+    drop(c);
+    drop(c3);
+    s.write_all(b"still").await.unwrap();
+    assert_eq!(recv_long(&c2, 5).await, b"still");
+    c2.send(b"open").await.unwrap();
+    assert_eq!(read_n(&mut s, 4).await, b"open");
+    drop(c2);
+    let mut buf = [0u8; 8];
+    let n = within(WAIT, "the end of stream", s.read(&mut buf))
+        .await
+        .expect("raw read");
+    assert_eq!(n, 0);
+}
