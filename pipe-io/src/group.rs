@@ -668,11 +668,11 @@ pub(crate) mod lazy {
 
 impl<R: Runtime> std::task::Wake for Group<R> {
     fn wake(self: Arc<Self>) {
-        self.start_lazy_task();
+        self.start_lazy_task(None);
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.start_lazy_task();
+        self.start_lazy_task(None);
     }
 }
 
@@ -727,9 +727,14 @@ impl<R: Runtime> Group<R> {
             .register(&std::task::Waker::from(self.clone()));
     }
 
-    /// Start the client pipe's I/O task, once, if it was deferred and has not started.
-    /// Takes no lock: it is woken from under the group's.
-    pub(crate) fn start_lazy_task(self: &Arc<Self>) {
+    /// Start the client pipe's I/O task, once, if it was deferred and has not started. `g`:
+    /// the group's state, when the caller holds the lock. Without it the lock is only
+    /// tried (this is a waker, woken from under the lock too): when it is taken, the task
+    /// is spawned from the pipe's slot at once; otherwise a first task does that under the
+    /// lock and exits (`tasks::run_lazy`: a task spawned twice, never a task wrapping
+    /// another, whose every poll would pay the wrapper).
+    /// True when this call started it.
+    pub(crate) fn start_lazy_task(self: &Arc<Self>, g: Option<&mut GroupState<R>>) -> bool {
         if self
             .lazy
             .compare_exchange(
@@ -738,10 +743,18 @@ impl<R: Runtime> Group<R> {
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             )
-            .is_ok()
+            .is_err()
         {
-            self.rt.spawn_unboxed(crate::tasks::run_lazy(self.clone()));
+            return false;
         }
+        match g {
+            Some(g) => crate::tasks::spawn_deferred(self, g),
+            None => match self.state.try_lock() {
+                Ok(mut g) => crate::tasks::spawn_deferred(self, &mut g),
+                Err(_) => self.rt.spawn_unboxed(crate::tasks::run_lazy(self.clone())),
+            },
+        }
+        true
     }
 
     /// The deferred task of `pipe` has not started.
@@ -919,10 +932,15 @@ impl<R: Runtime> Group<R> {
 
     /// Wake the timer task when the engine's next deadline moved earlier than the one it
     /// sleeps to.
-    pub(crate) fn rearm_timer(&self, g: &mut GroupState<R>) {
+    pub(crate) fn rearm_timer(self: &Arc<Self>, g: &mut GroupState<R>) {
         let next = g.engine.poll_timeout();
         if next.is_some_and(|n| g.armed.is_none_or(|a| n < a)) {
             g.armed = next;
+            // The timer needs the task (a `recv`'s deadline, most often): a deferred one is
+            // started here, under the lock, rather than through its waker.
+            if self.lazy.load(Ordering::SeqCst) == lazy::WAITING && self.start_lazy_task(Some(g)) {
+                return;
+            }
             if let Some(e) = g.timer_task.and_then(|t| g.entry(t)) {
                 e.wake_io().notify(1);
             }

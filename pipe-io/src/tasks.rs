@@ -67,7 +67,7 @@ pub(crate) fn start<R: Runtime>(
     if g.timer_task.is_none() {
         g.timer_task = Some(id);
     }
-    if !conn && defer(group, &entry, &sock) {
+    if !conn && defer(group, g, &entry, &sock) {
         return entry;
     }
     let reader_limit = g.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
@@ -120,7 +120,12 @@ pub(crate) fn start<R: Runtime>(
 /// its waker, and the socket's readiness is registered with the entry's read waker, which
 /// passes a read event (bytes, a FIN, a reset) to it. False: started now instead (the
 /// runtime's sockets cannot hand readiness over, or bytes are there already).
-fn defer<R: Runtime>(group: &Arc<Group<R>>, entry: &Arc<Entry>, sock: &Sock<R>) -> bool {
+fn defer<R: Runtime>(
+    group: &Arc<Group<R>>,
+    g: &mut GroupState<R>,
+    entry: &Arc<Entry>,
+    sock: &Sock<R>,
+) -> bool {
     let handoff = match sock {
         Sock::Udp(_) => <R::Udp as Readiness>::READ_HANDOFF,
         Sock::Tcp(_) => <R::Tcp as Readiness>::READ_HANDOFF,
@@ -139,34 +144,43 @@ fn defer<R: Runtime>(group: &Arc<Group<R>>, entry: &Arc<Entry>, sock: &Sock<R>) 
         Sock::Listener(_) => unreachable!("listeners start their task at once"),
     };
     if ready.is_ready() {
-        group.start_lazy_task();
+        group.start_lazy_task(Some(g));
     }
     true
 }
 
-/// The task of a client whose start was deferred (`defer`): the socket, the entry and the
-/// reader limit are taken from the group when it runs.
+/// Spawn the deferred task of the group's client pipe (`defer`), under the lock. Its
+/// socket is gone when the engine released it before the task ran: then a task that reports
+/// the socket closed runs instead (`run_lazy`).
+pub(crate) fn spawn_deferred<R: Runtime>(group: &Arc<Group<R>>, g: &mut GroupState<R>) {
+    let Some((id, slot)) = g.first.and_then(|id| Some((id, g.slots.get(&id)?))) else {
+        return;
+    };
+    // The group as the task's waker: the task's own takes its place when it waits.
+    slot.entry.wake_io().unregister();
+    let limit = g.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
+    let (s, e) = (group.clone(), slot.entry.clone());
+    match &slot.sock {
+        Some(Sock::Tcp(t)) => group.rt.spawn_unboxed(run_tcp(s, id, t.clone(), e, limit)),
+        Some(Sock::Udp(u)) => group.rt.spawn_unboxed(run_udp(s, id, u.clone(), e)),
+        _ => group.rt.spawn_unboxed(run_lazy(s)),
+    }
+}
+
+/// Start a deferred task from outside the lock (`Group::start_lazy_task` could not take
+/// it): spawn it under the lock, or report the socket closed if it already is.
 #[allow(clippy::manual_async_fn)] // see the module docs
 pub(crate) fn run_lazy<R: Runtime>(group: Arc<Group<R>>) -> impl Future<Output = ()> {
     async move {
-        let found = {
-            let g = group.lock();
-            g.first.and_then(|id| {
-                let slot = g.slots.get(&id)?;
-                let limit = g.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
-                Some((id, slot.entry.clone(), slot.sock.clone(), limit))
-            })
-        };
-        let Some((id, entry, sock, limit)) = found else {
-            return;
-        };
-        // The group as this task's waker: the task's own takes its place when it waits.
-        entry.wake_io().unregister();
-        match sock {
-            Some(Sock::Tcp(t)) => run_tcp(group, id, t, entry, limit).await,
-            Some(Sock::Udp(u)) => run_udp(group, id, u, entry).await,
+        let mut g = group.lock();
+        match g
+            .first
+            .and_then(|id| Some((id, g.slots.get(&id)?.sock.is_some())))
+        {
+            Some((_, true)) => spawn_deferred(&group, &mut g),
             // Released (and so closed) before the task ran.
-            _ => finish(&group, id),
+            Some((id, false)) => group.socket_closed(&mut g, id),
+            None => {}
         }
     }
 }

@@ -11,7 +11,6 @@
 //! - **outputs**, drained after every input or command in this order: `poll_transmit` (or
 //!   `poll_transmit_for` per socket), then `poll_event`, then `poll_timeout`.
 
-mod events;
 mod half;
 mod inbound;
 mod splice;
@@ -76,7 +75,7 @@ pub struct Engine {
     pipes: crate::idmap::IdTable<PipeId, Box<PipeState>>,
     next_id: u64,
     dirty: VecDeque<PipeId>,
-    events: events::EventQueue,
+    events: VecDeque<Event>,
     timers: BTreeSet<(Instant, PipeId, u64)>,
     now: Option<Instant>,
     rng: Rng,
@@ -104,7 +103,7 @@ impl Engine {
             pipes: Default::default(),
             next_id: 1,
             dirty: VecDeque::new(),
-            events: events::EventQueue::default(),
+            events: VecDeque::new(),
             timers: BTreeSet::new(),
             now: None,
             rng: Rng::new(seed),
