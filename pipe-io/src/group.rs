@@ -732,8 +732,7 @@ impl<R: Runtime> Group<R> {
     /// tried (this is a waker, woken from under the lock too): when it is taken, the task
     /// is spawned from the pipe's slot at once; otherwise a first task does that under the
     /// lock and exits (`tasks::run_lazy`: a task spawned twice, never a task wrapping
-    /// another, whose every poll would pay the wrapper).
-    /// True when this call started it.
+    /// another, whose every poll would pay the wrapper). True when this call started it.
     pub(crate) fn start_lazy_task(self: &Arc<Self>, g: Option<&mut GroupState<R>>) -> bool {
         if self
             .lazy

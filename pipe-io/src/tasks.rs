@@ -118,8 +118,8 @@ pub(crate) fn start<R: Runtime>(
 
 /// A client's task starts when it has something to do (`group::lazy`): the group becomes
 /// its waker, and the socket's readiness is registered with the entry's read waker, which
-/// passes a read event (bytes, a FIN, a reset) to it. False: started now instead (the
-/// runtime's sockets cannot hand readiness over, or bytes are there already).
+/// passes a read event (bytes, a FIN, a reset) to it; bytes there already start it at once.
+/// False: the runtime's sockets cannot hand readiness over, and the caller starts it now.
 fn defer<R: Runtime>(
     group: &Arc<Group<R>>,
     g: &mut GroupState<R>,
