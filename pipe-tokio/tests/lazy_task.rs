@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pipe_io::{EndReason, Proto};
+
+type Pipe = pipe_io::Pipe<pipe_tokio::Tokio>;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::timeout;
@@ -31,8 +33,35 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A plain TCP client pipe and the raw peer it connected to.
+async fn connected() -> (Pipe, tokio::net::TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let p = pipe_tokio::builder(Proto::Tcp)
+        .dest(l.local_addr().unwrap())
+        .open()
+        .await
+        .unwrap();
+    let (peer, _) = l.accept().await.unwrap();
+    (p, peer)
+}
+
+/// Open `b` with a message callback that counts the bytes it is given.
+async fn counting(b: pipe_io::PipeBuilder<pipe_tokio::Tokio>) -> (Pipe, Arc<AtomicUsize>) {
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = got.clone();
+    let p = b
+        .on_message(move |m, _| {
+            g.fetch_add(m.data.len(), Ordering::SeqCst);
+            async {}
+        })
+        .open()
+        .await
+        .unwrap();
+    (p, got)
+}
+
 /// Why an ended pipe ended (an end callback added after the end runs at once).
-async fn reason(p: &pipe_io::Pipe<pipe_tokio::Tokio>) -> EndReason {
+async fn reason(p: &Pipe) -> EndReason {
     let got = Arc::new(std::sync::Mutex::new(None));
     let g = got.clone();
     p.add_end_cb(move |why, _| {
@@ -56,13 +85,7 @@ async fn peer_sees_eof(peer: &mut tokio::net::TcpStream) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_client_closes_without_ever_starting_its_task() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let p = pipe_tokio::builder(Proto::Tcp)
-        .dest(l.local_addr().unwrap())
-        .open()
-        .await
-        .unwrap();
-    let (mut peer, _) = l.accept().await.unwrap();
+    let (p, mut peer) = connected().await;
     assert_eq!(alive(), 0, "a task was started for an idle client");
     p.close().await;
     // `close()` returned with the socket closed, and no task ever ran.
@@ -74,13 +97,7 @@ async fn an_idle_client_closes_without_ever_starting_its_task() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_dropped_idle_client_closes_its_socket() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let p = pipe_tokio::builder(Proto::Tcp)
-        .dest(l.local_addr().unwrap())
-        .open()
-        .await
-        .unwrap();
-    let (mut peer, _) = l.accept().await.unwrap();
+    let (p, mut peer) = connected().await;
     drop(p);
     assert_eq!(alive(), 0);
     peer_sees_eof(&mut peer).await;
@@ -89,17 +106,7 @@ async fn a_dropped_idle_client_closes_its_socket() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_peers_bytes_start_the_task_and_reach_the_callbacks() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let got = Arc::new(AtomicUsize::new(0));
-    let g = got.clone();
-    let p = pipe_tokio::builder(Proto::Tcp)
-        .dest(l.local_addr().unwrap())
-        .on_message(move |m, _| {
-            g.fetch_add(m.data.len(), Ordering::SeqCst);
-            async {}
-        })
-        .open()
-        .await
-        .unwrap();
+    let (p, got) = counting(pipe_tokio::builder(Proto::Tcp).dest(l.local_addr().unwrap())).await;
     let (mut peer, _) = l.accept().await.unwrap();
     assert_eq!(alive(), 0);
     peer.write_all(b"hello").await.unwrap();
@@ -121,13 +128,7 @@ async fn the_peers_bytes_start_the_task_and_reach_the_callbacks() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_peers_fin_ends_an_idle_client_nobody_reads() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let p = pipe_tokio::builder(Proto::Tcp)
-        .dest(l.local_addr().unwrap())
-        .open()
-        .await
-        .unwrap();
-    let (peer, _) = l.accept().await.unwrap();
+    let (p, peer) = connected().await;
     assert_eq!(alive(), 0);
     drop(peer);
     timeout(LIMIT, p.closed())
@@ -146,8 +147,6 @@ async fn bytes_queued_before_the_client_was_opened_are_read() {
     let (mut peer, _) = l.accept().await.unwrap();
     peer.write_all(b"early").await.unwrap();
     peer.flush().await.unwrap();
-    let got = Arc::new(AtomicUsize::new(0));
-    let g = got.clone();
     std.set_nonblocking(true).unwrap();
     // Wait until the bytes are readable on the client's side.
     let mut one = [0u8; 1];
@@ -155,15 +154,7 @@ async fn bytes_queued_before_the_client_was_opened_are_read() {
         std.peek(&mut one).is_ok_and(|n| n == 1)
     })
     .await;
-    let p = pipe_tokio::builder(Proto::Tcp)
-        .on_message(move |m, _| {
-            g.fetch_add(m.data.len(), Ordering::SeqCst);
-            async {}
-        })
-        .socket(std)
-        .open()
-        .await
-        .unwrap();
+    let (p, got) = counting(pipe_tokio::builder(Proto::Tcp).socket(std)).await;
     until("the bytes waiting at open were not read", || {
         got.load(Ordering::SeqCst) == 5
     })
@@ -174,17 +165,7 @@ async fn bytes_queued_before_the_client_was_opened_are_read() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_udp_client_starts_its_task_for_a_datagram() {
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let got = Arc::new(AtomicUsize::new(0));
-    let g = got.clone();
-    let p = pipe_tokio::builder(Proto::Udp)
-        .dest(peer.local_addr().unwrap())
-        .on_message(move |m, _| {
-            g.fetch_add(m.data.len(), Ordering::SeqCst);
-            async {}
-        })
-        .open()
-        .await
-        .unwrap();
+    let (p, got) = counting(pipe_tokio::builder(Proto::Udp).dest(peer.local_addr().unwrap())).await;
     assert_eq!(alive(), 0);
     peer.send_to(b"dgram", p.local_addr().unwrap())
         .await
@@ -200,13 +181,7 @@ async fn a_udp_client_starts_its_task_for_a_datagram() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_recv_then_an_idle_wait_still_sees_the_peers_fin() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let p = pipe_tokio::builder(Proto::Tcp)
-        .dest(l.local_addr().unwrap())
-        .open()
-        .await
-        .unwrap();
-    let (mut peer, _) = l.accept().await.unwrap();
+    let (p, mut peer) = connected().await;
     peer.write_all(b"one").await.unwrap();
     let m = timeout(LIMIT, p.recv_timeout(LIMIT))
         .await

@@ -45,6 +45,15 @@ async fn sees_end<C: Runtime>(c: &Pipe<C>, what: &str) {
     }
 }
 
+/// The raw side reads the end of the stream (no bytes first) within [`WAIT`].
+async fn raw_sees_eof(s: &mut smol::Async<std::net::TcpStream>) {
+    let mut buf = [0u8; 8];
+    let n = within(WAIT, "the end of stream", s.read(&mut buf))
+        .await
+        .expect("raw read");
+    assert_eq!(n, 0, "bytes instead of the end of stream");
+}
+
 /// Read `n` bytes from the raw side.
 pub(super) async fn read_n(s: &mut smol::Async<std::net::TcpStream>, n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
@@ -214,22 +223,14 @@ pub async fn idle_close_is_done_at_once<C: Runtime>(cli: C) {
         "close() of an idle client waited"
     );
     assert!(c.is_closed());
-    let mut buf = [0u8; 8];
-    let n = within(WAIT, "the end of stream", s.read(&mut buf))
-        .await
-        .expect("raw read");
-    assert_eq!(n, 0);
+    raw_sees_eof(&mut s).await;
 }
 
 /// Dropping the only handle of an idle client closes its socket.
 pub async fn idle_drop_closes<C: Runtime>(cli: C) {
     let (c, mut s) = accepted(cli).await;
     drop(c);
-    let mut buf = [0u8; 8];
-    let n = within(WAIT, "the end of stream", s.read(&mut buf))
-        .await
-        .expect("raw read");
-    assert_eq!(n, 0);
+    raw_sees_eof(&mut s).await;
 }
 
 /// A client's clones own it as the handle they were cloned from: dropping one leaves the
@@ -244,9 +245,5 @@ pub async fn client_clones_own_it<C: Runtime>(cli: C) {
     c2.send(b"open").await.unwrap();
     assert_eq!(read_n(&mut s, 4).await, b"open");
     drop(c2);
-    let mut buf = [0u8; 8];
-    let n = within(WAIT, "the end of stream", s.read(&mut buf))
-        .await
-        .expect("raw read");
-    assert_eq!(n, 0);
+    raw_sees_eof(&mut s).await;
 }
