@@ -158,6 +158,10 @@ macro_rules! suite {
         fn client_clones_own_it() {
             go(handoff::client_clones_own_it)
         }
+        #[test]
+        fn recv_returns_at_the_end_while_the_socket_flushes() {
+            go(handoff::recv_returns_at_the_end_while_the_socket_flushes)
+        }
 
         // receiving
         #[test]

@@ -468,15 +468,6 @@ impl<R: Runtime> Clone for Sock<R> {
 }
 
 impl<R: Runtime> Sock<R> {
-    /// Nobody else holds the socket: dropping this closes it.
-    fn is_sole(&self) -> bool {
-        match self {
-            Sock::Udp(s) => Arc::strong_count(s) == 1,
-            Sock::Tcp(s) => Arc::strong_count(s) == 1,
-            Sock::Listener(s) => Arc::strong_count(s) == 1,
-        }
-    }
-
     /// Wait until the socket may take more bytes (never, for a listener).
     pub(crate) async fn writable(&self) -> io::Result<()> {
         use crate::runtime::Readiness;
@@ -756,9 +747,9 @@ impl<R: Runtime> Group<R> {
         true
     }
 
-    /// The deferred task of `pipe` has not started.
-    fn is_lazy(&self, g: &GroupState<R>, pipe: PipeId) -> bool {
-        g.first == Some(pipe) && self.lazy.load(Ordering::SeqCst) == lazy::WAITING
+    /// The deferred task of the group's pipe (a client group has one) has not started.
+    fn is_lazy(&self) -> bool {
+        self.lazy.load(Ordering::SeqCst) == lazy::WAITING
     }
 
     /// After any input or command: write what can be written, act on events, re-arm the
@@ -855,7 +846,7 @@ impl<R: Runtime> Group<R> {
                     if let Some(e) = g.entry(pipe) {
                         e.set_end_reason(&reason);
                         e.ended.store(true, Ordering::Release);
-                        if self.is_lazy(g, pipe) {
+                        if self.is_lazy() {
                             // Not started for the end alone: the release may follow at once
                             // (below), and then the socket is closed here.
                             e.wake_users();
@@ -873,31 +864,27 @@ impl<R: Runtime> Group<R> {
                             format_args!("{pipe}: closed with {unsent} bytes unsent"),
                         );
                     }
-                    let lazy = self.is_lazy(g, pipe);
                     if let Some(slot) = g.slots.get_mut(&pipe) {
-                        let sock = slot.sock.take();
+                        slot.sock = None;
                         slot.entry.released.store(true, Ordering::Release);
-                        // Without its task, and nobody reading it (a `recv` holding reading
-                        // holds the socket too): closed here, by this drop. Every other
-                        // reference is taken under this lock, so the count is exact.
-                        if lazy
-                            && sock.as_ref().is_some_and(Sock::is_sole)
-                            && self
-                                .lazy
-                                .compare_exchange(
-                                    lazy::WAITING,
-                                    lazy::CLOSED,
-                                    Ordering::SeqCst,
-                                    Ordering::SeqCst,
-                                )
-                                .is_ok()
+                        // A task never started (only a client group's one pipe can be
+                        // without one): the socket was closed by that drop, unless a `recv`
+                        // holding reading still has it, which it drops once woken (as it
+                        // would after the task's last act).
+                        if self
+                            .lazy
+                            .compare_exchange(
+                                lazy::WAITING,
+                                lazy::CLOSED,
+                                Ordering::SeqCst,
+                                Ordering::SeqCst,
+                            )
+                            .is_ok()
                         {
-                            drop(sock);
                             // The group as the task's waker: nothing left to start.
                             slot.entry.wake_io().unregister();
                             lazy_closed = Some(pipe);
                         } else {
-                            drop(sock);
                             slot.entry.wake_io().notify(usize::MAX);
                         }
                         wake(&slot.entry.writable);
@@ -937,7 +924,7 @@ impl<R: Runtime> Group<R> {
             g.armed = next;
             // The timer needs the task (a `recv`'s deadline, most often): a deferred one is
             // started here, under the lock, rather than through its waker.
-            if self.lazy.load(Ordering::SeqCst) == lazy::WAITING && self.start_lazy_task(Some(g)) {
+            if self.is_lazy() && self.start_lazy_task(Some(g)) {
                 return;
             }
             if let Some(e) = g.timer_task.and_then(|t| g.entry(t)) {

@@ -247,3 +247,39 @@ pub async fn client_clones_own_it<C: Runtime>(cli: C) {
     drop(c2);
     raw_sees_eof(&mut s).await;
 }
+
+/// A `recv` waiting while its pipe is closed returns `Closed` at the end, not once the
+/// socket has finished flushing: here the peer reads nothing, so the close flush would
+/// last its whole `close_timeout` (60 s).
+pub async fn recv_returns_at_the_end_while_the_socket_flushes<C: Runtime>(cli: C) {
+    let listener = smol::Async::<std::net::TcpListener>::bind(lo0(Family::V4)).expect("bind");
+    let c = PipeBuilder::new(cli, Proto::Tcp)
+        .to(listener.get_ref().local_addr().unwrap())
+        .conf(pipe_io::Conf {
+            close_timeout: LONG,
+            ..pipe_io::Conf::default()
+        })
+        .open()
+        .await
+        .expect("open");
+    let (peer, _) = within(WAIT, "accept", listener.accept())
+        .await
+        .expect("accept");
+    // Fill the peer's receive buffer and ours, then queue some more.
+    let chunk = vec![1u8; 64 << 10];
+    while timeout(Duration::from_millis(200), c.send(&chunk))
+        .await
+        .is_some()
+    {}
+    let closer = async {
+        // Not synchronisation: a head start so that the `recv` is likely waiting (if not,
+        // it finds the end at once, which the asserts accept too).
+        sleep(Duration::from_millis(100)).await;
+        // The close itself waits for the flush; it is not what this checks.
+        let _ = timeout(Duration::from_secs(1), c.close()).await;
+    };
+    let ((res, took), ()) = futures_lite::future::zip(timed(c.recv_timeout(LONG)), closer).await;
+    assert_eq!(res, Err(RecvError::Closed));
+    assert!(took < WAIT, "recv returned after {took:?}, not at the end");
+    drop(peer);
+}
