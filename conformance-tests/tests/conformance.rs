@@ -75,6 +75,10 @@ macro_rules! suite {
             go(deadlines::close_flush_deadline)
         }
         #[test]
+        fn deadline_short_recv_under_a_long_one() {
+            go(deadlines::short_recv_deadline_under_a_long_one)
+        }
+        #[test]
         fn close_from_accept_hook() {
             go(|rt| deadlines::close_from_accept_hook(rt.clone(), rt))
         }

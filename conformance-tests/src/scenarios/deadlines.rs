@@ -231,3 +231,31 @@ pub async fn close_from_accept_hook<S: Runtime, C: Runtime>(srv: S, _cli: C) {
     assert!(server.connections().is_empty());
     server.close().await;
 }
+
+/// A `recv`'s short deadline armed while a long one is (the idle deadline, minutes away)
+/// moves the group's one timer earlier: the `recv` returns at its own deadline, not at the
+/// long one.
+pub async fn short_recv_deadline_under_a_long_one<R: Runtime>(rt: R) {
+    let listener = smol::Async::<std::net::TcpListener>::bind(lo0(Family::V4)).unwrap();
+    let c = PipeBuilder::new(rt, Proto::Tcp)
+        .to(listener.get_ref().local_addr().unwrap())
+        .conf(Conf {
+            idle_timeout: Some(Duration::from_secs(300)),
+            ..Conf::default()
+        })
+        .open()
+        .await
+        .unwrap();
+    let (_peer, _) = within(WAIT, "raw accept", listener.accept()).await.unwrap();
+    for _ in 0..3 {
+        let (res, took) = within(
+            WAIT,
+            "recv at its own deadline",
+            timed(c.recv_timeout(SHORT)),
+        )
+        .await;
+        assert_eq!(res, Ok(None));
+        assert_at_least(took, SHORT, 0.9, "the recv's deadline");
+    }
+    c.close().await;
+}
