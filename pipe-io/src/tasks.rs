@@ -70,18 +70,12 @@ pub(crate) fn start<R: Runtime>(
     if !conn && defer(group, g, &entry, &sock) {
         return entry;
     }
-    let reader_limit = g.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
-    let (s, e) = (group.clone(), entry.clone());
+    let reader_limit = reader_limit(g, id);
     let hooks = Some(g.cbs.accept.clone()).filter(|h| conn && !h.is_empty());
-    // A plain TCP or UDP pipe's task is spawned unboxed (on tokio one allocation, not two);
-    // a connection with accept hooks and a listener go through the boxed `spawn`.
-    let task: crate::runtime::BoxFuture<()> = match sock {
-        Sock::Udp(u) => {
-            group.rt.spawn_unboxed(run_udp(s, id, u, e));
-            return entry;
-        }
-        Sock::Tcp(t) => match hooks {
-            Some(hooks) => Box::pin(async move {
+    match (sock, hooks) {
+        (Sock::Tcp(t), Some(hooks)) => {
+            let (s, e) = (group.clone(), entry.clone());
+            group.rt.spawn(Box::pin(async move {
                 let hooks = run_accept_hooks(hooks, Pipe::handle(s.clone(), id, e.clone()));
                 let mut hooks = pin!(hooks);
                 // The connection reads only after its hooks ran (a relay links it first). If
@@ -104,16 +98,35 @@ pub(crate) fn start<R: Runtime>(
                 } else {
                     future::zip(hooks, run_tcp(s, id, t, e, reader_limit)).await;
                 }
-            }),
-            None => {
-                group.rt.spawn_unboxed(run_tcp(s, id, t, e, reader_limit));
-                return entry;
-            }
-        },
-        Sock::Listener(l) => Box::pin(run_listener(s, id, l, e)),
-    };
-    group.rt.spawn(task);
+            }));
+        }
+        (sock, _) => spawn_io(group, id, sock, entry.clone(), reader_limit),
+    }
     entry
+}
+
+/// The most a pipe reads at once (its conf's; 64 KiB for one the engine forgot).
+fn reader_limit<R: Runtime>(g: &GroupState<R>, id: PipeId) -> usize {
+    g.engine.conf(id).map_or(1 << 16, |c| c.reader_limit)
+}
+
+/// Spawn the I/O task of a pipe without accept hooks: a plain TCP or UDP pipe's unboxed (on
+/// tokio one allocation, not two), a listener's through the boxed `spawn`.
+fn spawn_io<R: Runtime>(
+    group: &Arc<Group<R>>,
+    id: PipeId,
+    sock: Sock<R>,
+    entry: Arc<Entry>,
+    reader_limit: usize,
+) {
+    let s = group.clone();
+    match sock {
+        Sock::Udp(u) => group.rt.spawn_unboxed(run_udp(s, id, u, entry)),
+        Sock::Tcp(t) => group
+            .rt
+            .spawn_unboxed(run_tcp(s, id, t, entry, reader_limit)),
+        Sock::Listener(l) => group.rt.spawn(Box::pin(run_listener(s, id, l, entry))),
+    }
 }
 
 /// A client's task starts when it has something to do (`group::lazy`): the group becomes
@@ -126,62 +139,44 @@ fn defer<R: Runtime>(
     entry: &Arc<Entry>,
     sock: &Sock<R>,
 ) -> bool {
-    let handoff = match sock {
-        Sock::Udp(_) => <R::Udp as Readiness>::READ_HANDOFF,
-        Sock::Tcp(_) => <R::Tcp as Readiness>::READ_HANDOFF,
-        Sock::Listener(_) => false,
+    type PollReady<'a> =
+        &'a dyn Fn(&mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>>;
+    let poll: PollReady<'_> = match sock {
+        Sock::Udp(s) if <R::Udp as Readiness>::READ_HANDOFF => &|cx| s.poll_read_handoff(cx),
+        Sock::Tcp(s) if <R::Tcp as Readiness>::READ_HANDOFF => &|cx| s.poll_read_handoff(cx),
+        _ => return false,
     };
-    if !handoff {
-        return false;
-    }
     // The waker first: an event between the poll and its registration finds it.
     group.defer_task(entry);
     let w = entry.read_waker();
-    let mut cx = std::task::Context::from_waker(&w);
-    let ready = match sock {
-        Sock::Udp(s) => s.poll_read_handoff(&mut cx),
-        Sock::Tcp(s) => s.poll_read_handoff(&mut cx),
-        Sock::Listener(_) => unreachable!("listeners start their task at once"),
-    };
-    if ready.is_ready() {
+    if poll(&mut std::task::Context::from_waker(&w)).is_ready() {
         group.start_lazy_task(Some(g));
     }
     true
 }
 
-/// Spawn the deferred task of the group's client pipe (`defer`), under the lock. Its
-/// socket is gone when the engine released it before the task ran: then a task that reports
-/// the socket closed runs instead (`run_lazy`).
+/// Spawn the deferred task of the group's client pipe (`defer`), under the lock; or, when
+/// the engine released its socket before the task ran (`run_lazy`), report it closed.
 pub(crate) fn spawn_deferred<R: Runtime>(group: &Arc<Group<R>>, g: &mut GroupState<R>) {
     let Some((id, slot)) = g.first.and_then(|id| Some((id, g.slots.get(&id)?))) else {
         return;
     };
     // The group as the task's waker: the task's own takes its place when it waits.
     slot.entry.wake_io().unregister();
-    let limit = g.engine.conf(id).map_or(1 << 16, |c| c.reader_limit);
-    let (s, e) = (group.clone(), slot.entry.clone());
-    match &slot.sock {
-        Some(Sock::Tcp(t)) => group.rt.spawn_unboxed(run_tcp(s, id, t.clone(), e, limit)),
-        Some(Sock::Udp(u)) => group.rt.spawn_unboxed(run_udp(s, id, u.clone(), e)),
-        _ => group.rt.spawn_unboxed(run_lazy(s)),
+    let (sock, entry) = (slot.sock.clone(), slot.entry.clone());
+    match sock {
+        Some(sock) => spawn_io(group, id, sock, entry, reader_limit(g, id)),
+        None => group.socket_closed(g, id),
     }
 }
 
 /// Start a deferred task from outside the lock (`Group::start_lazy_task` could not take
-/// it): spawn it under the lock, or report the socket closed if it already is.
+/// it): a first task that spawns it under the lock.
 #[allow(clippy::manual_async_fn)] // see the module docs
 pub(crate) fn run_lazy<R: Runtime>(group: Arc<Group<R>>) -> impl Future<Output = ()> {
     async move {
         let mut g = group.lock();
-        match g
-            .first
-            .and_then(|id| Some((id, g.slots.get(&id)?.sock.is_some())))
-        {
-            Some((_, true)) => spawn_deferred(&group, &mut g),
-            // Released (and so closed) before the task ran.
-            Some((id, false)) => group.socket_closed(&mut g, id),
-            None => {}
-        }
+        spawn_deferred(&group, &mut g);
     }
 }
 
