@@ -7,14 +7,15 @@ use bytes::Bytes;
 
 use crate::addr::Proto;
 
-/// A pipe inside one [`crate::Engine`]. Ids are never reused by the same engine.
+/// A pipe inside one [`crate::Engine`]. Ids are never reused by the same engine. Never
+/// zero, so an `Option<PipeId>` is one word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PipeId(pub(crate) u64);
+pub struct PipeId(pub(crate) std::num::NonZeroU64);
 
 impl PipeId {
     /// The raw value, for logs and driver-side maps.
     pub fn as_u64(self) -> u64 {
-        self.0
+        self.0.get()
     }
 }
 

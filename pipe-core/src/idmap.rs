@@ -37,13 +37,43 @@ pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 /// close paid that twice, engine and driver), and finding a client's pipe hashes nothing.
 /// A listener stays inline and its connections go to the map. Iteration order is
 /// unspecified, as a `HashMap`'s.
+///
+/// `S` is how the map holds a value: the value itself, or a `Box<V>` for large values
+/// (the engine's pipe state), so that the inline entry needs no allocation of its own while
+/// a listener's map of thousands of connections moves and over-allocates pointers only.
 #[derive(Debug)]
-pub struct IdTable<K, V> {
+pub struct IdTable<K, V, S = V> {
     first: Option<(K, V)>,
-    rest: IdMap<K, V>,
+    rest: IdMap<K, S>,
 }
 
-impl<K, V> Default for IdTable<K, V> {
+/// How [`IdTable`]'s map holds a value: as itself or boxed.
+pub trait Stored<V>: std::borrow::BorrowMut<V> {
+    /// Wrap a value to go in the map.
+    fn wrap(v: V) -> Self;
+    /// The value back out of the map.
+    fn unwrap(self) -> V;
+}
+
+impl<V> Stored<V> for V {
+    fn wrap(v: V) -> Self {
+        v
+    }
+    fn unwrap(self) -> V {
+        self
+    }
+}
+
+impl<V> Stored<V> for Box<V> {
+    fn wrap(v: V) -> Self {
+        Box::new(v)
+    }
+    fn unwrap(self) -> V {
+        *self
+    }
+}
+
+impl<K, V, S> Default for IdTable<K, V, S> {
     fn default() -> Self {
         Self {
             first: None,
@@ -52,14 +82,14 @@ impl<K, V> Default for IdTable<K, V> {
     }
 }
 
-impl<K: Copy + Eq + Hash, V> IdTable<K, V> {
+impl<K: Copy + Eq + Hash, V, S: Stored<V>> IdTable<K, V, S> {
     /// The value for `k`. A table with entries in its map (a listener's) looks there first:
     /// most lookups are of its connections.
     #[inline]
     pub fn get(&self, k: &K) -> Option<&V> {
         if !self.rest.is_empty() {
             if let Some(v) = self.rest.get(k) {
-                return Some(v);
+                return Some(v.borrow());
             }
         }
         match &self.first {
@@ -73,7 +103,7 @@ impl<K: Copy + Eq + Hash, V> IdTable<K, V> {
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
         if !self.rest.is_empty() {
             if let Some(v) = self.rest.get_mut(k) {
-                return Some(v);
+                return Some(v.borrow_mut());
             }
         }
         match &mut self.first {
@@ -88,6 +118,7 @@ impl<K: Copy + Eq + Hash, V> IdTable<K, V> {
     }
 
     /// Set the value for `k`, returning the one it replaced (as `HashMap::insert`).
+    #[inline]
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
         match &mut self.first {
             Some((f, old)) if *f == k => return Some(std::mem::replace(old, v)),
@@ -97,7 +128,7 @@ impl<K: Copy + Eq + Hash, V> IdTable<K, V> {
             }
             _ => {}
         }
-        self.rest.insert(k, v)
+        self.rest.insert(k, S::wrap(v)).map(S::unwrap)
     }
 
     /// Remove and return the value for `k`.
@@ -105,7 +136,17 @@ impl<K: Copy + Eq + Hash, V> IdTable<K, V> {
         if matches!(&self.first, Some((f, _)) if f == k) {
             return self.first.take().map(|(_, v)| v);
         }
-        self.rest.remove(k)
+        self.rest.remove(k).map(S::unwrap)
+    }
+
+    /// Remove the value for `k` and drop it where it is (a large value is not moved out
+    /// to be dropped); whether there was one.
+    pub fn discard(&mut self, k: &K) -> bool {
+        if matches!(&self.first, Some((f, _)) if f == k) {
+            self.first = None;
+            return true;
+        }
+        self.rest.remove(k).is_some()
     }
 
     /// How many entries.
@@ -123,7 +164,7 @@ impl<K: Copy + Eq + Hash, V> IdTable<K, V> {
         self.first
             .iter()
             .map(|(k, v)| (k, v))
-            .chain(self.rest.iter())
+            .chain(self.rest.iter().map(|(k, v)| (k, v.borrow())))
     }
 
     /// Every value, in no particular order.
@@ -139,6 +180,10 @@ mod tests {
     use super::*;
     use crate::event::PipeId;
 
+    fn pid(i: u64) -> PipeId {
+        PipeId(std::num::NonZeroU64::new(i).expect("ids start at 1"))
+    }
+
     fn hash(v: impl Hash) -> u64 {
         BuildHasherDefault::<IdHasher>::default().hash_one(v)
     }
@@ -148,18 +193,24 @@ mod tests {
     /// (a server with 10,000 connections would search them all per message).
     #[test]
     fn distinct_keys_hash_apart() {
-        let ids: std::collections::HashSet<u64> = (0..10_000u64).map(|i| hash(PipeId(i))).collect();
+        let ids: std::collections::HashSet<u64> = (1..=10_000u64).map(|i| hash(pid(i))).collect();
         assert_eq!(ids.len(), 10_000);
         assert_ne!(hash(b"ab".as_slice()), hash(b"ba".as_slice()));
         assert_ne!(hash(b"ab".as_slice()), hash(b"".as_slice()));
     }
 
     /// The table answers as a `HashMap` would, over a long run of inserts (new and
-    /// replacing), removes (present and absent, the inline entry among them) and lookups,
-    /// with few keys so that each path is hit many times.
+    /// replacing), removes and discards (present and absent, the inline entry among them)
+    /// and lookups, with few keys so that each path is hit many times; values held as
+    /// themselves and boxed.
     #[test]
     fn table_matches_a_hash_map() {
-        let mut t: IdTable<u64, u64> = IdTable::default();
+        matches_a_hash_map::<u64>();
+        matches_a_hash_map::<Box<u64>>();
+    }
+
+    fn matches_a_hash_map<S: Stored<u64>>() {
+        let mut t: IdTable<u64, u64, S> = IdTable::default();
         let mut m: HashMap<u64, u64> = HashMap::new();
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         for step in 0..20_000u64 {
@@ -169,7 +220,8 @@ mod tests {
             let k = x % 6;
             match (x >> 8) % 4 {
                 0 | 1 => assert_eq!(t.insert(k, step), m.insert(k, step), "insert {k}"),
-                2 => assert_eq!(t.remove(&k), m.remove(&k), "remove {k}"),
+                2 if step % 2 == 0 => assert_eq!(t.remove(&k), m.remove(&k), "remove {k}"),
+                2 => assert_eq!(t.discard(&k), m.remove(&k).is_some(), "discard {k}"),
                 _ => {
                     if let Some(v) = t.get_mut(&k) {
                         *v += 1;
@@ -198,22 +250,22 @@ mod tests {
     #[test]
     fn one_entry_stays_inline() {
         let mut t: IdTable<PipeId, u64> = IdTable::default();
-        for i in 0..3 {
-            assert_eq!(t.insert(PipeId(i), i), None);
-            assert_eq!(t.insert(PipeId(i), i + 10), Some(i));
+        for i in 1..4 {
+            assert_eq!(t.insert(pid(i), i), None);
+            assert_eq!(t.insert(pid(i), i + 10), Some(i));
             assert_eq!(t.rest.capacity(), 0);
-            assert_eq!(t.remove(&PipeId(i)), Some(i + 10));
+            assert_eq!(t.remove(&pid(i)), Some(i + 10));
         }
         // A second entry goes to the map; removing the inline one leaves the map's alone.
-        t.insert(PipeId(1), 1);
-        t.insert(PipeId(2), 2);
+        t.insert(pid(1), 1);
+        t.insert(pid(2), 2);
         assert_eq!(t.rest.len(), 1);
-        assert_eq!(t.remove(&PipeId(1)), Some(1));
-        assert_eq!(t.get(&PipeId(2)), Some(&2));
+        assert_eq!(t.remove(&pid(1)), Some(1));
+        assert_eq!(t.get(&pid(2)), Some(&2));
         // The next new key takes the free inline place; a key in the map stays there.
-        t.insert(PipeId(3), 3);
-        assert!(matches!(t.first, Some((PipeId(3), 3))));
-        assert_eq!(t.insert(PipeId(2), 20), Some(2));
+        t.insert(pid(3), 3);
+        assert!(matches!(t.first, Some((k, 3)) if k == pid(3)));
+        assert_eq!(t.insert(pid(2), 20), Some(2));
         assert_eq!(t.rest.len(), 1);
     }
 }

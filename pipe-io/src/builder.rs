@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_lite::future;
 use pipe_core::addr::{loopback, unspecified};
-use pipe_core::{Conf, Dest, DestError, EndReason, Engine, Family, Host, Message, Proto};
+use pipe_core::{Conf, Dest, DestError, EndReason, Family, Host, Message, Proto};
 use socket2::Socket;
 
 use crate::callbacks::{end_fn, msg_fn, up_fn, CallbackId, Callbacks};
@@ -269,7 +269,7 @@ impl<R: Runtime> PipeBuilder<R> {
         };
         let opened = this.prepare(false).await?;
         let has_msg = !cbs.msg.is_empty();
-        let group = Group::new(rt.clone(), Engine::new(conf.seed ^ entropy()));
+        let group = Group::new(rt.clone(), conf.seed ^ entropy());
         // The lock lives in this block only: the future stays `Send` across the await below.
         let (id, entry) = {
             let mut g = group.lock();

@@ -465,10 +465,7 @@ impl Engine {
     }
 }
 
-fn self_state_closed(
-    t: PipeId,
-    pipes: &crate::idmap::IdTable<PipeId, Box<super::PipeState>>,
-) -> bool {
+fn self_state_closed(t: PipeId, pipes: &super::Pipes) -> bool {
     pipes.get(&t).is_none_or(|p| !p.can_write())
 }
 

@@ -69,11 +69,15 @@ const SPARE_OUT: usize = 4;
 /// The timer-set key of a pipe's deadline entry (reliable sequence numbers are never 0).
 const DEADLINE: u64 = 0;
 
+/// The engine's pipes: the first one's state inline (a client group's only pipe costs no
+/// allocation of its own), a listener's connections boxed in the map.
+type Pipes = crate::idmap::IdTable<PipeId, PipeState, Box<PipeState>>;
+
 /// The sans-IO engine. See the module documentation for the method kinds and drain order.
 #[derive(Debug)]
 pub struct Engine {
-    pipes: crate::idmap::IdTable<PipeId, Box<PipeState>>,
-    next_id: u64,
+    pipes: Pipes,
+    next_id: std::num::NonZeroU64,
     dirty: VecDeque<PipeId>,
     events: VecDeque<Event>,
     timers: BTreeSet<(Instant, PipeId, u64)>,
@@ -101,7 +105,7 @@ impl Engine {
     pub fn new(seed: u64) -> Self {
         Self {
             pipes: Default::default(),
-            next_id: 1,
+            next_id: std::num::NonZeroU64::MIN,
             dirty: VecDeque::new(),
             events: VecDeque::new(),
             timers: BTreeSet::new(),
@@ -362,23 +366,27 @@ impl Engine {
     ) -> PipeId {
         self.tick(now);
         let id = PipeId(self.next_id);
-        self.next_id += 1;
+        self.next_id = self.next_id.saturating_add(1);
         let seq_seed = self.rng.next_u64() ^ conf.seed;
-        let mut p = PipeState::new(kind, local, dest, conf, seq_seed, now);
-        p.callbacks = callbacks;
-        if sub_all {
-            let queue = Queue::new(p.conf.max_qsize, p.conf.max_queue_bytes);
-            // Exactly one: a first push would allocate room for four (352 bytes, not 88).
-            p.subs = vec![Subscription {
-                id: SubId::ALL,
-                filter: Filter::all(),
-                queue,
-                handler: false,
-            }];
-        }
         let tls = !session.is_plain();
-        p.session = session;
-        self.pipes.insert(id, Box::new(p));
+        // Into the table first, then filled in there: a client's state is the table's inline
+        // entry, and each move of it is a 384-byte copy.
+        self.pipes
+            .insert(id, PipeState::new(kind, local, dest, conf, seq_seed, now));
+        if let Some(p) = self.pipes.get_mut(&id) {
+            p.callbacks = callbacks;
+            if sub_all {
+                let queue = Queue::new(p.conf.max_qsize, p.conf.max_queue_bytes);
+                // Exactly one: a first push would allocate room for four (352 bytes, not 88).
+                p.subs = vec![Subscription {
+                    id: SubId::ALL,
+                    filter: Filter::all(),
+                    queue,
+                    handler: false,
+                }];
+            }
+            p.session = session;
+        }
         if tls {
             // Up once the handshake is done; a client speaks first.
             self.flush_tls(id);
@@ -1696,14 +1704,20 @@ impl Engine {
             self.dirty.retain(|d| *d != pipe);
         }
         let mem = p.t.mem;
-        let gone = self.pipes.remove(&pipe);
+        // The listener's totals take the connection's counts; its state is then dropped in
+        // place (a 384-byte move out of the table for every connection otherwise).
+        let counts = parent
+            .and_then(|l| self.pipes.get(&l))
+            .and_then(|lp| lp.rare.as_deref())
+            .is_some_and(|r| r.totals.is_some())
+            .then(|| p.stats.snapshot());
+        self.pipes.discard(&pipe);
         if let Some(l) = parent {
             if let Some(lp) = self.pipes.get_mut(&l) {
-                if let (Some(t), Some(c)) = (
-                    lp.rare_opt().and_then(|r| r.totals.as_deref_mut()),
-                    gone.as_ref(),
-                ) {
-                    t.add(&c.stats.snapshot());
+                if let (Some(t), Some(c)) =
+                    (lp.rare_opt().and_then(|r| r.totals.as_deref_mut()), counts)
+                {
+                    t.add(&c);
                 }
                 lp.ls_mut().children.remove(&pipe);
                 lp.ls_mut().budget_used = lp.ls().budget_used.saturating_sub(mem);
