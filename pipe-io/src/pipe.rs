@@ -240,35 +240,54 @@ impl<R: Runtime> Pipe<R> {
     /// not at all. If `send` is used as the event in a `tokio::select!` statement and some
     /// other branch completes first, no part of the message was sent; sending it again
     /// later sends it once. (The same holds for [`Pipe::send_to`].)
-    pub async fn send(&self, data: &[u8]) -> Result<(), SendError> {
-        self.send_inner(data, None).await
+    ///
+    /// The future holds `self`, `data` and the send's state only (tens of bytes: a callback
+    /// that sends keeps it in its own future, moved into a box on every message); the rare
+    /// wait for room is boxed when it happens.
+    pub fn send<'a>(&'a self, data: &'a [u8]) -> impl Future<Output = Result<(), SendError>> + 'a {
+        self.send_inner(data, None)
     }
 
-    /// Send to `dest` (UDP), or to the peer (TCP, where `dest` must be the peer).
-    pub async fn send_to(&self, data: &[u8], dest: SocketAddr) -> Result<(), SendError> {
-        self.send_inner(data, Some(dest)).await
+    /// Send to `dest` (UDP), or to the peer (TCP, where `dest` must be the peer). Its future
+    /// is as small as [`Pipe::send`]'s.
+    pub fn send_to<'a>(
+        &'a self,
+        data: &'a [u8],
+        dest: SocketAddr,
+    ) -> impl Future<Output = Result<(), SendError>> + 'a {
+        self.send_inner(data, Some(dest))
     }
 
-    pub(crate) async fn send_inner(
-        &self,
-        data: &[u8],
+    /// `send` and `send_to`: an `async move` block, not an `async fn`, whose state machine
+    /// keeps every argument twice (rust-lang/rust#62958).
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn send_inner<'a>(
+        &'a self,
+        data: &'a [u8],
         dest: Option<SocketAddr>,
-    ) -> Result<(), SendError> {
-        // A large raw TCP message behind queued bytes waits once for them to drain and
-        // then goes to the socket without a copy (`Engine::send_waits_for_direct`).
-        let mut may_wait = true;
-        loop {
-            let res = if std::mem::take(&mut may_wait) && self.waits_for_direct(data.len()) {
-                Err(SendError::WouldBlock)
-            } else {
-                self.try_send(data, dest)
-            };
-            match res {
-                Err(SendError::WouldBlock) if self.entry.is_ended() => {
-                    return Err(SendError::Closed)
+    ) -> impl Future<Output = Result<(), SendError>> + 'a {
+        async move {
+            // A large raw TCP message behind queued bytes waits once for them to drain and
+            // then goes to the socket without a copy (`Engine::send_waits_for_direct`).
+            let mut may_wait = true;
+            loop {
+                let waits = std::mem::take(&mut may_wait) && self.waits_for_direct(data.len());
+                // A temporary, not a `let`: a named result would live across the wait below
+                // (32 bytes more in every `send`'s future).
+                match if waits {
+                    Err(SendError::WouldBlock)
+                } else {
+                    self.try_send(data, dest)
+                } {
+                    Err(SendError::WouldBlock) if self.entry.is_ended() => {
+                        return Err(SendError::Closed)
+                    }
+                    Err(SendError::WouldBlock) => {}
+                    other => return other,
                 }
-                Err(SendError::WouldBlock) => self.make_room().await,
-                other => return other,
+                // Boxed: the wait for room (288 bytes on tokio) would size every `send`'s
+                // future, and with it every callback future that sends.
+                Box::pin(self.make_room()).await;
             }
         }
     }
