@@ -112,6 +112,28 @@ impl<K: Copy + Eq + Hash, V, S: Stored<V>> IdTable<K, V, S> {
         }
     }
 
+    /// [`IdTable::get`] for a key that is most likely the inline entry's (a listener's,
+    /// looked up from one of its connections): its key is compared before the map is
+    /// hashed, where `get` would probe the map first and miss.
+    #[inline]
+    pub fn get_likely_first(&self, k: &K) -> Option<&V> {
+        match &self.first {
+            Some((f, v)) if f == k => Some(v),
+            _ if self.rest.is_empty() => None,
+            _ => self.rest.get(k).map(|v| v.borrow()),
+        }
+    }
+
+    /// [`IdTable::get_likely_first`], mutably.
+    #[inline]
+    pub fn get_mut_likely_first(&mut self, k: &K) -> Option<&mut V> {
+        match &mut self.first {
+            Some((f, v)) if f == k => Some(v),
+            _ if self.rest.is_empty() => None,
+            _ => self.rest.get_mut(k).map(|v| v.borrow_mut()),
+        }
+    }
+
     /// Whether `k` has a value.
     pub fn contains_key(&self, k: &K) -> bool {
         self.get(k).is_some()
@@ -223,7 +245,12 @@ mod tests {
                 2 if step % 2 == 0 => assert_eq!(t.remove(&k), m.remove(&k), "remove {k}"),
                 2 => assert_eq!(t.discard(&k), m.remove(&k).is_some(), "discard {k}"),
                 _ => {
-                    if let Some(v) = t.get_mut(&k) {
+                    let v = if step % 2 == 0 {
+                        t.get_mut(&k)
+                    } else {
+                        t.get_mut_likely_first(&k)
+                    };
+                    if let Some(v) = v {
                         *v += 1;
                     }
                     if let Some(v) = m.get_mut(&k) {
@@ -235,6 +262,7 @@ mod tests {
             assert_eq!(t.is_empty(), m.is_empty());
             for k in 0..6 {
                 assert_eq!(t.get(&k), m.get(&k));
+                assert_eq!(t.get_likely_first(&k), m.get(&k));
                 assert_eq!(t.contains_key(&k), m.contains_key(&k));
             }
             let mut a: Vec<_> = t.iter().map(|(k, v)| (*k, *v)).collect();

@@ -212,9 +212,10 @@ impl Engine {
         let user_served = p.half.undecided
             || (p.in_accept_q
                 && match p.kind {
-                    super::Kind::TcpConn { listener } => {
-                        self.pipes.get(&listener).is_some_and(|l| l.ls().accepting)
-                    }
+                    super::Kind::TcpConn { listener } => self
+                        .pipes
+                        .get_likely_first(&listener)
+                        .is_some_and(|l| l.ls().accepting),
                     _ => false,
                 });
         let answerable = p.t.held_jobs > 0

@@ -182,7 +182,7 @@ impl Engine {
         local: SocketAddr,
         peer: SocketAddr,
     ) -> Result<PipeId, AcceptError> {
-        let Some(l) = self.pipes.get(&listener) else {
+        let Some(l) = self.pipes.get_likely_first(&listener) else {
             return Err(AcceptError::Closed);
         };
         if l.kind != Kind::TcpListener || !l.is_open() {
@@ -214,7 +214,7 @@ impl Engine {
                 State::Closing,
                 EndReason::Tls(crate::tls::TlsError::HandshakeEvicted),
             );
-            if let Some(l) = self.pipes.get_mut(&listener) {
+            if let Some(l) = self.pipes.get_mut_likely_first(&listener) {
                 l.stats.rare().handshakes_evicted += 1;
             }
         }
@@ -234,7 +234,7 @@ impl Engine {
             c.in_accept_q = true;
             c.t.counted_handshake = tls;
         }
-        let Some(l) = self.pipes.get_mut(&listener) else {
+        let Some(l) = self.pipes.get_mut_likely_first(&listener) else {
             return Err(AcceptError::Closed);
         };
         if tls {
@@ -347,7 +347,7 @@ impl Engine {
             return;
         }
         if let Kind::TcpConn { listener } = p.kind {
-            if let Some(l) = self.pipes.get_mut(&listener) {
+            if let Some(l) = self.pipes.get_mut_likely_first(&listener) {
                 l.ls_mut().handshakes.remove(&pipe);
             }
         }
@@ -913,7 +913,7 @@ impl Engine {
     /// connection whose peer's FIN comes before the first `accept()` call stays writable for
     /// the user who will take it, as after that call (`half.rs`). A no-op for other pipes.
     pub fn serve_by_accept(&mut self, listener: PipeId) {
-        if let Some(l) = self.pipes.get_mut(&listener) {
+        if let Some(l) = self.pipes.get_mut_likely_first(&listener) {
             if l.kind == Kind::TcpListener {
                 l.ls_mut().accepting = true;
             }
@@ -924,7 +924,10 @@ impl Engine {
     /// none is waiting, `Err(Closed)` once the listener is closed and the queue is drained,
     /// `Err(NotListener)` at once for a pipe that is not a TCP listener.
     pub fn pop_accepted(&mut self, listener: PipeId) -> Result<Option<PipeId>, RecvError> {
-        let l = self.pipes.get_mut(&listener).ok_or(RecvError::Closed)?;
+        let l = self
+            .pipes
+            .get_mut_likely_first(&listener)
+            .ok_or(RecvError::Closed)?;
         if l.kind != Kind::TcpListener {
             return Err(RecvError::NotListener(l.kind.name()));
         }
@@ -951,7 +954,7 @@ impl Engine {
 
     /// Live (not ended) connections of a listener, in accept order.
     pub fn connections(&self, listener: PipeId) -> Vec<PipeId> {
-        let Some(l) = self.pipes.get(&listener) else {
+        let Some(l) = self.pipes.get_likely_first(&listener) else {
             return Vec::new();
         };
         l.ls()
@@ -1197,7 +1200,7 @@ impl Engine {
     /// pipes). Costs one pass over the connections the engine still holds; the forgotten
     /// ones were added up when they went.
     pub fn conn_totals(&self, listener: PipeId) -> Option<ConnTotals> {
-        let l = self.pipes.get(&listener)?;
+        let l = self.pipes.get_likely_first(&listener)?;
         let mut t = **l.rare().totals.as_ref()?;
         for c in &l.ls().children {
             if let Some(cp) = self.pipes.get(c) {
@@ -1613,7 +1616,7 @@ impl Engine {
     ) {
         // `crossed`: the budget's use crossed its limit, which `budget_changed` acts on (one
         // lookup of the listener when it did not, the common case).
-        let (over, crossed) = match self.pipes.get_mut(&listener) {
+        let (over, crossed) = match self.pipes.get_mut_likely_first(&listener) {
             Some(l) => {
                 if held != old {
                     l.ls_mut().budget_used = (l.ls().budget_used + held).saturating_sub(old);
@@ -1640,7 +1643,7 @@ impl Engine {
     /// falling back under it resumes those not over their own caps. Each crossing costs one
     /// pass over the connections; between crossings nothing is scanned.
     fn budget_changed(&mut self, listener: PipeId) {
-        let Some(l) = self.pipes.get_mut(&listener) else {
+        let Some(l) = self.pipes.get_mut_likely_first(&listener) else {
             return;
         };
         let over = l.ls().budget_used >= l.conf.max_server_bytes;
@@ -1675,12 +1678,12 @@ impl Engine {
         if pause {
             p.stats.rare().paused += 1;
             self.events.push_back(Event::Pause { pipe });
-            if let Some(l) = listener.and_then(|l| self.pipes.get_mut(&l)) {
+            if let Some(l) = listener.and_then(|l| self.pipes.get_mut_likely_first(&l)) {
                 l.ls_mut().paused_children.insert(pipe);
             }
         } else {
             self.events.push_back(Event::Resume { pipe });
-            if let Some(l) = listener.and_then(|l| self.pipes.get_mut(&l)) {
+            if let Some(l) = listener.and_then(|l| self.pipes.get_mut_likely_first(&l)) {
                 l.ls_mut().paused_children.remove(&pipe);
             }
         }
@@ -1707,13 +1710,13 @@ impl Engine {
         // The listener's totals take the connection's counts; its state is then dropped in
         // place (a 384-byte move out of the table for every connection otherwise).
         let counts = parent
-            .and_then(|l| self.pipes.get(&l))
+            .and_then(|l| self.pipes.get_likely_first(&l))
             .and_then(|lp| lp.rare.as_deref())
             .is_some_and(|r| r.totals.is_some())
             .then(|| p.stats.snapshot());
         self.pipes.discard(&pipe);
         if let Some(l) = parent {
-            if let Some(lp) = self.pipes.get_mut(&l) {
+            if let Some(lp) = self.pipes.get_mut_likely_first(&l) {
                 if let (Some(t), Some(c)) =
                     (lp.rare_opt().and_then(|r| r.totals.as_deref_mut()), counts)
                 {
