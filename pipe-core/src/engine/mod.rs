@@ -772,6 +772,13 @@ impl Engine {
             Mark::NONE => due,
             d => d.min(due),
         };
+        // A deadline armed at or before this one fires first, and its firing arms the next
+        // one, this among them (`fire_deadline`): nothing to recompute. The common case of a
+        // `recv` after `recv`, each a deadline later than the last; every change that makes
+        // another deadline earlier re-arms itself.
+        if p.t.armed != Mark::NONE && p.t.armed <= due {
+            return;
+        }
         self.rearm(pipe);
     }
 
