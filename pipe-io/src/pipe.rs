@@ -272,18 +272,16 @@ impl<R: Runtime> Pipe<R> {
             let mut may_wait = true;
             loop {
                 let waits = std::mem::take(&mut may_wait) && self.waits_for_direct(data.len());
-                // A temporary, not a `let`: a named result would live across the wait below
-                // (32 bytes more in every `send`'s future).
-                match if waits {
-                    Err(SendError::WouldBlock)
-                } else {
-                    self.try_send(data, dest)
-                } {
-                    Err(SendError::WouldBlock) if self.entry.is_ended() => {
-                        return Err(SendError::Closed)
+                // The try's result ends with its `match`, before the wait below (a named one
+                // would live across it: 32 bytes more in every `send`'s future).
+                if !waits {
+                    match self.try_send(data, dest) {
+                        Err(SendError::WouldBlock) => {}
+                        other => return other,
                     }
-                    Err(SendError::WouldBlock) => {}
-                    other => return other,
+                }
+                if self.entry.is_ended() {
+                    return Err(SendError::Closed);
                 }
                 // Boxed: the wait for room (288 bytes on tokio) would size every `send`'s
                 // future, and with it every callback future that sends.

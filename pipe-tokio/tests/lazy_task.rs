@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pipe_io::{EndReason, Proto};
-
-type Pipe = pipe_io::Pipe<pipe_tokio::Tokio>;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::timeout;
+
+type Pipe = pipe_io::Pipe<pipe_tokio::Tokio>;
 
 /// Every wait on a peer or a pipe is bounded by this.
 const LIMIT: Duration = Duration::from_secs(10);
